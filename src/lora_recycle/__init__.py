@@ -1,0 +1,3 @@
+"""lora-recycle: recycle LoRA adapters with adaptive merging."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,19 @@
+"""Canonical LoRA adapters and their PEFT on-disk form."""
+
+from lora_recycle.adapters.lora import LoraAdapter, LoraModule, lora_scale, module_shapes, union_paths
+from lora_recycle.adapters.paths import MODULE_TYPES, Coordinates, canonical_path, coordinates
+from lora_recycle.adapters.peft_io import read_peft_adapter, write_peft_adapter
+
+__all__ = [
+    "MODULE_TYPES",
+    "Coordinates",
+    "LoraAdapter",
+    "LoraModule",
+    "canonical_path",
+    "coordinates",
+    "lora_scale",
+    "module_shapes",
+    "read_peft_adapter",
+    "union_paths",
+    "write_peft_adapter",
+]

@@ -1,0 +1,231 @@
+"""Read PEFT LoRA adapter directories into the canonical form, and write canonical adapters back.
+
+Reading honours ``r``, ``lora_alpha``, ``use_rslora``, ``rank_pattern`` and ``alpha_pattern`` and the
+key variants seen in the wild (with or without ``base_model.model.``, with ``.default.`` names).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lora_recycle.adapters.card import read_card_data
+from lora_recycle.adapters.lora import LoraAdapter, LoraModule, lora_scale
+from lora_recycle.adapters.paths import canonical_path, coordinates, peft_key
+from lora_recycle.errors import UserError
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+PICKLE_WEIGHTS_NAME = "adapter_model.bin"
+FORMAT_VERSION = 1
+# vLLM accepts these LoRA ranks; a uniform rank from this set keeps an export servable.
+SERVABLE_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def pattern_value(patterns: dict, path: str, default):
+    """PEFT's rule for ``rank_pattern`` / ``alpha_pattern``: the first key matching the end of the path."""
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", path):
+            return value
+    return default
+
+
+def read_adapter_config(directory: Path) -> dict:
+    """Parse ``adapter_config.json``, raising a one-line UserError naming the file on any problem."""
+    config_file = Path(directory) / CONFIG_NAME
+    if not config_file.is_file():
+        raise UserError(f"{config_file}: not found (is {directory} a PEFT adapter directory?)")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{config_file}: invalid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{config_file}: expected a JSON object")
+    return config
+
+
+def check_lora_config(config: dict, where: str) -> None:
+    """Refuse adapter types whose weights are not a plain ``W + s B A`` update."""
+    peft_type = str(config.get("peft_type", "LORA")).upper()
+    if peft_type != "LORA":
+        raise UserError(f"{where}: peft_type {peft_type} is not LoRA")
+    if config.get("use_dora"):
+        raise UserError(f"{where}: DoRA adapters (use_dora=true) are not plain LoRA")
+    init = config.get("init_lora_weights", True)
+    if isinstance(init, str) and init.lower().split("_")[0] in ("pissa", "olora", "corda", "eva", "loftq"):
+        raise UserError(f"{where}: init_lora_weights={init} changes the base weights; not a plain LoRA")
+    for key in ("r", "lora_alpha"):
+        if key in config and not isinstance(config[key], int | float):
+            raise UserError(f"{where}: field {key} must be a number, got {config[key]!r}")
+
+
+def load_adapter_tensors(directory: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Load the weight tensors of an adapter directory; pickle only when allowed, and then weights-only."""
+    directory = Path(directory)
+    weights = directory / WEIGHTS_NAME
+    if weights.is_file():
+        try:
+            return load_file(weights)
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise UserError(f"{weights}: unreadable safetensors file ({exc})") from None
+    pickle_file = directory / PICKLE_WEIGHTS_NAME
+    if pickle_file.is_file():
+        if not allow_pickle:
+            raise UserError(f"{pickle_file}: pickle weights are not loaded unless pickle is explicitly allowed")
+        try:
+            return torch.load(pickle_file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+            raise UserError(f"{pickle_file}: unreadable weights ({type(exc).__name__})") from None
+    raise UserError(f"{directory}: no {WEIGHTS_NAME} found")
+
+
+def adapter_from_tensors(
+    tensors: dict[str, torch.Tensor], config: dict, where: str, adapter_id: str = ""
+) -> LoraAdapter:
+    """Build a canonical adapter from PEFT-style tensors and config (scale per module from its patterns)."""
+    check_lora_config(config, where)
+    factors: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        parsed = canonical_path(key)
+        if parsed is None:
+            raise UserError(f"{where}: tensor {key} is not a LoRA factor (unsupported adapter content)")
+        path, factor = parsed
+        factors.setdefault(path, {})[factor] = tensor
+    rank_pattern = config.get("rank_pattern") or {}
+    alpha_pattern = config.get("alpha_pattern") or {}
+    use_rslora = bool(config.get("use_rslora", False))
+    default_rank = config.get("r", 8)
+    default_alpha = config.get("lora_alpha", default_rank)
+    modules: dict[str, LoraModule] = {}
+    for path, pair in factors.items():
+        if set(pair) != {"A", "B"}:
+            raise UserError(f"{where}: module {path} lacks lora_{'B' if 'A' in pair else 'A'}")
+        A, B = pair["A"], pair["B"]
+        if A.dim() != 2 or B.dim() != 2 or A.shape[0] != B.shape[1]:
+            raise UserError(f"{where}: module {path} has inconsistent shapes A {tuple(A.shape)} B {tuple(B.shape)}")
+        rank = int(pattern_value(rank_pattern, path, default_rank))
+        if rank != A.shape[0]:
+            raise UserError(f"{where}: module {path} has rank {A.shape[0]} but the config says r={rank}")
+        alpha = float(pattern_value(alpha_pattern, path, default_alpha))
+        modules[path] = LoraModule(A=A, B=B, scale=lora_scale(alpha, rank, use_rslora))
+    if not modules:
+        raise UserError(f"{where}: no LoRA tensors")
+    metadata = {
+        "r": default_rank,
+        "lora_alpha": default_alpha,
+        "use_rslora": use_rslora,
+        "target_modules": config.get("target_modules"),
+    }
+    return LoraAdapter(modules, adapter_id, config.get("base_model_name_or_path"), metadata)
+
+
+def read_peft_adapter(directory: str | Path, allow_pickle: bool = False, adapter_id: str | None = None) -> LoraAdapter:
+    """Read a PEFT LoRA adapter directory into canonical form; raises UserError naming the problem."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"{directory}: adapter directory not found")
+    config = read_adapter_config(directory)
+    tensors = load_adapter_tensors(directory, allow_pickle=allow_pickle)
+    adapter = adapter_from_tensors(tensors, config, str(directory), adapter_id or str(directory))
+    card = read_card_data(directory)
+    adapter.metadata["license"] = card.get("license")
+    adapter.metadata["card"] = card
+    adapter.metadata["source"] = str(directory)
+    return adapter
+
+
+def uniform_rank(ranks: list[int], servable: bool = True) -> int:
+    """The smallest uniform rank holding every module: the next vLLM-servable rank when one is large enough."""
+    needed = max(ranks)
+    if servable:
+        for rank in SERVABLE_RANKS:
+            if rank >= needed:
+                return rank
+    return needed
+
+
+def target_modules_for(paths: list[str]) -> list[str]:
+    """PEFT ``target_modules``: module type names when every touched layer has the same set, else full paths."""
+    by_layer: dict[int, set[str]] = {}
+    for path in paths:
+        c = coordinates(path)
+        by_layer.setdefault(c.layer, set()).add(c.module_type)
+    sets = {frozenset(types) for types in by_layer.values()}
+    if len(sets) == 1:
+        return sorted(next(iter(sets)))
+    return sorted(paths)
+
+
+def write_peft_adapter(
+    adapter: LoraAdapter,
+    directory: str | Path,
+    base_model: str,
+    servable: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write ``adapter`` as a PEFT LoRA directory (``adapter_config.json`` + ``adapter_model.safetensors``).
+
+    ``servable=True`` folds every scale into B and zero-pads to one uniform rank with ``lora_alpha = r``
+    (exact; what vLLM/SGLang/llama.cpp want). ``servable=False`` keeps each module's rank and scale
+    through ``rank_pattern`` / ``alpha_pattern``, for a faithful round trip.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = sorted(adapter.modules, key=lambda p: (coordinates(p), p))
+    if not paths:
+        raise ValueError("cannot write an adapter with no modules")
+    tensors: dict[str, torch.Tensor] = {}
+    use_rslora = bool(adapter.metadata.get("use_rslora", False)) and not servable
+    if servable:
+        rank = uniform_rank([adapter.modules[p].rank for p in paths])
+        alpha: float = rank
+        rank_pattern: dict[str, int] = {}
+        alpha_pattern: dict[str, float] = {}
+        for path in paths:
+            module = adapter.modules[path]
+            pad = rank - module.rank
+            A = torch.nn.functional.pad(module.A.to(dtype), (0, 0, 0, pad))
+            B = torch.nn.functional.pad(module.scale * module.B.to(dtype), (0, pad))
+            tensors[peft_key(path, "A")] = A.contiguous()
+            tensors[peft_key(path, "B")] = B.contiguous()
+    else:
+        rank = Counter(adapter.modules[p].rank for p in paths).most_common(1)[0][0]
+        alpha = float(adapter.metadata.get("lora_alpha") or rank)
+        rank_pattern, alpha_pattern = {}, {}
+        default_scale = lora_scale(alpha, rank, use_rslora)
+        for path in paths:
+            module = adapter.modules[path]
+            if module.rank != rank:
+                rank_pattern[path] = module.rank
+            if abs(lora_scale(alpha, module.rank, use_rslora) - module.scale) > 1e-12 * max(1.0, default_scale):
+                # alpha that reproduces this module's scale under the same rule
+                alpha_pattern[path] = module.scale * (module.rank**0.5 if use_rslora else module.rank)
+            tensors[peft_key(path, "A")] = module.A.to(dtype).contiguous()
+            tensors[peft_key(path, "B")] = module.B.to(dtype).contiguous()
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": rank,
+        "lora_alpha": alpha,
+        "lora_dropout": 0.0,
+        "use_rslora": use_rslora,
+        "use_dora": False,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "init_lora_weights": True,
+        "target_modules": target_modules_for(paths),
+        "rank_pattern": rank_pattern,
+        "alpha_pattern": alpha_pattern,
+        "modules_to_save": None,
+        "inference_mode": True,
+    }
+    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt"})
+    return directory
