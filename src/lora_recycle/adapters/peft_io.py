@@ -131,6 +131,7 @@ def read_peft_adapter(directory: str | Path, allow_pickle: bool = False, adapter
     if not directory.is_dir():
         raise UserError(f"{directory}: adapter directory not found")
     config = read_adapter_config(directory)
+    check_lora_config(config, str(directory))
     tensors = load_adapter_tensors(directory, allow_pickle=allow_pickle)
     adapter = adapter_from_tensors(tensors, config, str(directory), adapter_id or str(directory))
     card = read_card_data(directory)

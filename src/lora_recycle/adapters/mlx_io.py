@@ -1,0 +1,113 @@
+"""Read mlx-lm LoRA adapters (``adapters.safetensors``) into the canonical form.
+
+mlx-lm stores ``lora_a [in, r]`` and ``lora_b [r, out]`` (computing ``y += scale * (x @ lora_a) @ lora_b``)
+under keys like ``model.layers.0.self_attn.q_proj.lora_a``, with an absolute ``lora_parameters.scale``.
+Canonical factors are therefore ``A = lora_a.T`` and ``B = lora_b.T`` with that scale as is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from lora_recycle.adapters.card import read_card_data
+from lora_recycle.adapters.lora import LoraAdapter
+from lora_recycle.adapters.paths import peft_key
+from lora_recycle.adapters.peft_io import CONFIG_NAME, adapter_from_tensors, read_adapter_config
+from lora_recycle.errors import UserError
+
+MLX_WEIGHTS_NAME = "adapters.safetensors"
+# mlx-lm's LoRALinear defaults, used when a config leaves them out.
+DEFAULT_MLX_RANK = 8
+DEFAULT_MLX_SCALE = 20.0
+_MLX_PREFIXES = ("language_model.",)
+
+
+def is_mlx_adapter(directory: str | Path) -> bool:
+    """True for an mlx-lm adapter directory (``adapters.safetensors`` or ``lora_parameters`` in its config)."""
+    directory = Path(directory)
+    if (directory / MLX_WEIGHTS_NAME).is_file():
+        return True
+    config_file = directory / CONFIG_NAME
+    if not config_file.is_file():
+        return False
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return False
+    return isinstance(config, dict) and "lora_parameters" in config
+
+
+def mlx_factor(key: str) -> tuple[str, str] | None:
+    """Split an mlx key into ``(canonical module path, "A" | "B")``; None if not a LoRA factor.
+
+    >>> mlx_factor("model.layers.0.self_attn.q_proj.lora_a")
+    ('model.layers.0.self_attn.q_proj', 'A')
+    """
+    path, _, leaf = key.rpartition(".")
+    if leaf not in ("lora_a", "lora_b") or not path:
+        return None
+    for prefix in _MLX_PREFIXES:
+        if path.startswith(prefix):
+            path = path[len(prefix) :]
+    return path, leaf[-1].upper()
+
+
+def mlx_lora_settings(config: dict, where: str) -> tuple[int, float]:
+    """``(rank, absolute scale)`` of an mlx-lm adapter config; UserError if it is not a plain LoRA."""
+    kind = str(config.get("fine_tune_type", "lora")).lower()
+    if kind != "lora":
+        raise UserError(f"{where}: fine_tune_type {kind} is not LoRA")
+    params = config.get("lora_parameters") or {}
+    if not isinstance(params, dict):
+        raise UserError(f"{where}: field lora_parameters must be an object")
+    rank, scale = params.get("rank", DEFAULT_MLX_RANK), params.get("scale", DEFAULT_MLX_SCALE)
+    for name, value in (("lora_parameters.rank", rank), ("lora_parameters.scale", scale)):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UserError(f"{where}: field {name} must be a number, got {value!r}")
+    return int(rank), float(scale)
+
+
+def mlx_to_peft(tensors: dict[str, torch.Tensor], config: dict, where: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """Turn mlx tensors and config into PEFT-style ones (transposed factors, ``lora_alpha = scale * r``)."""
+    rank, scale = mlx_lora_settings(config, where)
+    converted: dict[str, torch.Tensor] = {}
+    for key, tensor in tensors.items():
+        parsed = mlx_factor(key)
+        # Non-LoRA keys (DoRA magnitudes ``.m``, full weights) pass through so the PEFT reader refuses them.
+        converted[peft_key(*parsed) if parsed else key] = tensor.T.contiguous() if parsed else tensor
+    peft_config = {
+        "peft_type": "LORA",
+        "r": rank,
+        "lora_alpha": scale * rank,
+        "use_rslora": False,
+        "base_model_name_or_path": config.get("model") or config.get("base_model"),
+    }
+    return converted, peft_config
+
+
+def read_mlx_adapter(directory: str | Path, adapter_id: str | None = None) -> LoraAdapter:
+    """Read an mlx-lm LoRA adapter directory into canonical form; raises UserError naming the problem."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"{directory}: adapter directory not found")
+    config = read_adapter_config(directory)
+    weights = directory / MLX_WEIGHTS_NAME
+    if not weights.is_file():
+        raise UserError(f"{directory}: no {MLX_WEIGHTS_NAME} found")
+    try:
+        tensors = load_file(weights)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{weights}: unreadable safetensors file ({exc})") from None
+    peft_tensors, peft_config = mlx_to_peft(tensors, config, str(directory))
+    adapter = adapter_from_tensors(peft_tensors, peft_config, str(directory), adapter_id or str(directory))
+    card = read_card_data(directory)
+    adapter.metadata.update(
+        format="mlx", mlx_scale=mlx_lora_settings(config, str(directory))[1], license=card.get("license"),
+        card=card, source=str(directory),
+    )
+    return adapter

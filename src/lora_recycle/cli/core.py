@@ -1,0 +1,160 @@
+"""The core commands: ``evaluate``, ``train-lora``, ``merge`` and ``demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lora_recycle.cli.output import emit_json, info
+
+ModelOpt = Annotated[Path, typer.Option("--model", help="Local transformers model directory of the base model.")]
+TaskOpt = Annotated[Path, typer.Option("--task", help="Task directory (task.yaml, train.jsonl, test.jsonl).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps or auto.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def evaluate(
+    model: ModelOpt,
+    task: TaskOpt,
+    adapter: Annotated[Path | None, typer.Option("--adapter", help="PEFT LoRA adapter directory to apply.")] = None,
+    split: Annotated[str, typer.Option("--split", help="test, train or val.")] = "test",
+    limit: Annotated[int | None, typer.Option("--limit", help="Score only the first N examples.")] = None,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+    as_json: JsonOpt = False,
+) -> None:
+    """Score the base model, or the base model with one adapter, on a task split."""
+    from lora_recycle.adapters import read_peft_adapter
+    from lora_recycle.models.fold import folded
+    from lora_recycle.models.loading import load_base_model, resolve_device
+    from lora_recycle.tasks import load_task
+    from lora_recycle.tasks.scoring import evaluate_task
+
+    loaded_task = load_task(task)
+    loaded_task.split(split)  # validates the split name before the model loads
+    lora = read_peft_adapter(adapter) if adapter else None
+    dev = resolve_device(device)
+    base, tokenizer = load_base_model(model, dev, dtype)
+    with folded(base, lora):
+        result = evaluate_task(base, tokenizer, loaded_task, split, dev, limit)
+    data = {**result.to_dict(), "adapter": str(adapter) if adapter else None}
+    if as_json:
+        emit_json(data)
+    else:
+        norm = f", length-normalised {result.accuracy_norm:.4f}" if result.accuracy_norm is not None else ""
+        print(f"{result.task} [{split}] accuracy {result.accuracy:.4f}{norm} (n={result.n})")
+
+
+def train_lora(
+    model: ModelOpt,
+    task: TaskOpt,
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the PEFT adapter to.")],
+    rank: Annotated[int, typer.Option("--rank", min=1)] = 64,
+    alpha: Annotated[float, typer.Option("--alpha")] = 16.0,
+    steps: Annotated[int, typer.Option("--steps", min=1)] = 400,
+    lr: Annotated[float, typer.Option("--lr")] = 3e-4,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a target-task LoRA (PEFT, q/k/v/o/gate/up/down), keeping the best validation checkpoint."""
+    from lora_recycle.models.loading import load_base_model, resolve_device
+    from lora_recycle.tasks import load_task
+    from lora_recycle.tuning.target_lora import TargetLoraConfig, train_target_lora
+
+    loaded_task = load_task(task)
+    dev = resolve_device(device)
+    base, tokenizer = load_base_model(model, dev, dtype)
+    config = TargetLoraConfig(rank=rank, alpha=alpha, steps=steps, lr=lr, seed=seed)
+    path, loop, used_rank = train_target_lora(base, tokenizer, loaded_task, config, out, dev)
+    data = {"out": str(path), "rank": used_rank, "best_step": loop.best_step,
+            "best_validation_loss": loop.best_val_loss, "initial_validation_loss": loop.initial_val_loss}
+    if as_json:
+        emit_json(data)
+    else:
+        info(f"saved target-task LoRA (rank {used_rank}) to {path}; best validation loss "
+             f"{loop.best_val_loss:.4f} at step {loop.best_step} (from {loop.initial_val_loss:.4f})")
+
+
+def merge(
+    model: ModelOpt,
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the merged PEFT adapter to.")],
+    task: Annotated[Path | None, typer.Option("--task", help="Task directory (needed by adaptive methods).")] = None,
+    adapters: Annotated[list[Path] | None, typer.Option("--adapters", help="Adapter directories to merge.")] = None,
+    target_lora: Annotated[Path | None, typer.Option("--target-lora", help="A target-task LoRA to add to the pool.")] = None,
+    method: Annotated[str, typer.Option("--method", help="ours or average.")] = "ours",
+    granularity: Annotated[str | None, typer.Option("--granularity", help="model, layer, sublayer or module.")] = None,
+    activation: Annotated[str | None, typer.Option("--activation", help="softmax, leaky_relu or linear.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", min=1)] = None,
+    lr: Annotated[float | None, typer.Option("--lr")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    strategy: Annotated[str, typer.Option("--strategy", help="auto, factored, materialized or hybrid.")] = "auto",
+    evaluate_split: Annotated[str | None, typer.Option("--evaluate", help="Also score the merge on this split.")] = None,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+    as_json: JsonOpt = False,
+) -> None:
+    """Merge adapters (adaptively, or with fixed coefficients) and export one standard PEFT adapter."""
+    from lora_recycle.adapters import read_peft_adapter
+    from lora_recycle.errors import UserError
+    from lora_recycle.merging.export import export_merge
+    from lora_recycle.merging.methods import preset
+    from lora_recycle.models.fold import folded
+    from lora_recycle.models.loading import base_model_name, load_base_model, resolve_device
+    from lora_recycle.recycle import merge_adapters
+    from lora_recycle.tasks import load_task
+    from lora_recycle.tasks.scoring import evaluate_task
+
+    settings = preset(method).with_overrides(granularity=granularity, activation=activation, steps=steps, lr=lr,
+                                             seed=seed, strategy=strategy)
+    _check_choice("--granularity", settings.granularity, ("model", "layer", "sublayer", "module"))
+    _check_choice("--activation", settings.activation, ("softmax", "leaky_relu", "linear"))
+    _check_choice("--strategy", settings.strategy, ("auto", "factored", "materialized", "hybrid"))
+    paths = list(adapters or []) + ([target_lora] if target_lora else [])
+    if not paths:
+        raise UserError("no adapters given: use --adapters DIR [DIR ...] and/or --target-lora DIR")
+    if settings.adaptive and task is None:
+        raise UserError(f"method {method} learns coefficients on a task: give --task DIR")
+    loaded_task = load_task(task) if task else None
+    pool = [read_peft_adapter(p, adapter_id=p.name if p != target_lora else f"target:{p.name}") for p in paths]
+    dev = resolve_device(device)
+    base, tokenizer = load_base_model(model, dev, dtype)
+    outcome = merge_adapters(base, tokenizer, loaded_task, pool, settings, dev)
+    record = outcome.record()
+    if evaluate_split and loaded_task is not None:
+        with folded(base, outcome.adapter):
+            record["evaluation"] = evaluate_task(base, tokenizer, loaded_task, evaluate_split, dev).to_dict()
+    sources = [{"id": a.adapter_id, "license": a.metadata.get("license"), "source": a.metadata.get("source")}
+               for a in pool]
+    export_merge(outcome.adapter, out, base_model_name(base) or str(model), method, sources, record)
+    summary = {"out": str(out), "method": method, "selected": [a.adapter_id for a in pool],
+               "coefficients": outcome.coefficients}
+    for key in ("best_step", "best_validation_loss", "initial_validation_loss", "evaluation"):
+        if key in record:
+            summary[key] = record[key]
+    if as_json:
+        emit_json(summary)
+    else:
+        loss = record.get("best_validation_loss")
+        detail = f"; validation loss {record['initial_validation_loss']:.4f} -> {loss:.4f}" if loss is not None else ""
+        info(f"merged {len(pool)} adapters with {method}{detail}; wrote {out}")
+        if "evaluation" in record:
+            info(f"{evaluate_split} accuracy {record['evaluation']['accuracy']:.4f}")
+
+
+def _check_choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
+    from lora_recycle.errors import UserError
+
+    if value not in allowed:
+        raise UserError(f"{flag} {value!r}: choose one of {', '.join(allowed)}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the core commands to the application."""
+    app.command("evaluate")(evaluate)
+    app.command("train-lora")(train_lora)
+    app.command("merge")(merge)

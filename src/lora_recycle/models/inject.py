@@ -1,0 +1,147 @@
+"""Attach k adapters to a base model's linear layers and detach them again (the base stays unmodified)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from lora_recycle.adapters.lora import LoraAdapter, LoraModule, union_paths
+from lora_recycle.errors import UserError
+from lora_recycle.merging.coefficients import (
+    Activation,
+    Granularity,
+    activate,
+    coefficient_groups,
+    initial_coefficients,
+)
+from lora_recycle.models.merged_linear import MergedLoraLinear, Strategy
+
+
+def _replace_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, name, new)
+
+
+def find_linear(model: nn.Module, path: str, adapter_ids: list[str]) -> nn.Linear:
+    """The base model's ``nn.Linear`` at a canonical path, or a UserError naming the adapter and module."""
+    try:
+        module = model.get_submodule(path)
+    except AttributeError:
+        module = None
+    if isinstance(module, MergedLoraLinear):
+        raise UserError(f"{path}: adapters are already attached to this model")
+    if not isinstance(module, nn.Linear):
+        raise UserError(f"adapter {', '.join(adapter_ids)}: module {path} is not a linear layer of the base model")
+    return module
+
+
+class MergedModel:
+    """A frozen base model with k adapters attached and one table of raw merging coefficients.
+
+    ``raw`` has shape ``[groups, k]``; ``apply_coefficients()`` activates it and hands each merged
+    linear its ``[k]`` slice, so one forward of ``model`` then computes the merged network.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        adapters: list[LoraAdapter],
+        granularity: Granularity = "module",
+        activation: Activation = "leaky_relu",
+        init: str | float = "zero",
+        strategy: Strategy = "auto",
+    ):
+        if not adapters:
+            raise UserError("no adapters to merge")
+        self.model = model
+        self.adapters = adapters
+        self.activation: Activation = activation
+        self.paths = union_paths(adapters)
+        self.originals: dict[str, nn.Linear] = {}
+        self.layers: dict[str, MergedLoraLinear] = {}
+        for path in self.paths:
+            owners = [a.adapter_id for a in adapters if path in a.modules]
+            linear = find_linear(model, path, owners)
+            loras: list[LoraModule | None] = [a.modules.get(path) for a in adapters]
+            try:
+                merged = MergedLoraLinear(linear, loras, strategy)
+            except ValueError as exc:
+                self.detach()
+                raise UserError(f"adapter {', '.join(owners)}: module {path}: {exc}") from None
+            self.originals[path] = linear
+            self.layers[path] = merged
+            _replace_submodule(model, path, merged)
+        presence = {path: [path in a.modules for a in adapters] for path in self.paths}
+        self.groups = coefficient_groups(presence, granularity)
+        device = next(iter(self.layers.values())).base.weight.device
+        self.raw = nn.Parameter(initial_coefficients(self.groups, init).to(device))
+        self._presence = self.groups.presence.to(device)
+        self._index = {path: self.groups.module_group[path] for path in self.paths}
+
+    @property
+    def k(self) -> int:
+        return len(self.adapters)
+
+    def activated(self) -> torch.Tensor:
+        """Activated coefficients ``[groups, k]`` (differentiable in ``raw``)."""
+        return activate(self.raw, self.activation, self._presence)
+
+    def apply_coefficients(self, values: torch.Tensor | None = None) -> None:
+        """Hand each merged layer its coefficients: the activated ``raw``, or explicit ``[groups, k]`` values."""
+        table = self.activated() if values is None else values
+        for path, layer in self.layers.items():
+            layer.coefficients = table[self._index[path]]
+
+    def set_strategy(self, strategy: Strategy) -> None:
+        for layer in self.layers.values():
+            layer.strategy = strategy
+
+    def __call__(self, **inputs):
+        self.apply_coefficients()
+        return self.model(**inputs)
+
+    def coefficient_table(self, values: torch.Tensor | None = None) -> dict[str, dict[str, float]]:
+        """``{group name: {adapter id: activated coefficient}}`` for reports and model cards."""
+        table = (self.activated() if values is None else values).detach().cpu()
+        names = {}
+        for g, key in enumerate(self.groups.keys):
+            name = ".".join(str(part) for part in key) or "model"
+            names[name] = {a.adapter_id: float(table[g, i]) for i, a in enumerate(self.adapters)}
+        return names
+
+    def merged_adapter(self, values: torch.Tensor | None = None, adapter_id: str = "merged") -> LoraAdapter:
+        """The merge as one exact LoRA adapter: per module, factors concatenated and B scaled by ``c_i s_i``.
+
+        Read from the attached layers, so jointly trained factors are exported as trained; rank
+        columns whose weight is exactly zero are left out (exact, smaller rank).
+        """
+        table = (self.activated() if values is None else values).detach().float()
+        modules: dict[str, LoraModule] = {}
+        for path, layer in self.layers.items():
+            col = table[self._index[path]].to(layer.scales.device)[layer.segment] * layer.scales
+            keep = col != 0
+            if bool(keep.any()):
+                A = layer.A_cat.detach().float()[keep]
+                B = layer.B_cat.detach().float()[:, keep] * col[keep]
+                modules[path] = LoraModule(A.cpu(), B.cpu(), 1.0)
+        return LoraAdapter(modules, adapter_id, self.adapters[0].base_model, {"use_rslora": False})
+
+    def detach(self) -> None:
+        """Put the original linear layers back; the base model is as it was before attaching."""
+        for path, linear in self.originals.items():
+            _replace_submodule(self.model, path, linear)
+        self.originals.clear()
+        self.layers.clear()
+
+
+@contextmanager
+def attached(model: nn.Module, adapters: list[LoraAdapter], **options):
+    """``with attached(model, adapters) as merged:`` attaches, yields a MergedModel, then detaches."""
+    merged = MergedModel(model, adapters, **options)
+    try:
+        yield merged
+    finally:
+        merged.detach()

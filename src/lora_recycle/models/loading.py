@@ -1,0 +1,63 @@
+"""Load a frozen base model and its tokenizer from a local transformers model directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lora_recycle.errors import UserError
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_dtype(name: str | torch.dtype) -> torch.dtype:
+    """``"float32" | "bfloat16" | "float16"`` (or short forms) to a torch dtype."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise UserError(f"unknown --dtype {name!r}: use float32, bfloat16 or float16")
+    return DTYPES[name]
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; an explicit name is checked for availability."""
+    if name in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"):
+    """Load ``(model, tokenizer)`` from a local directory; the model is in eval mode with frozen weights."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path}: not a transformers model directory (no config.json)")
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype), trust_remote_code=False)
+    model.to(device if isinstance(device, torch.device) else resolve_device(device))
+    model.eval()
+    model.requires_grad_(False)
+    return model, load_tokenizer(path)
+
+
+def base_model_name(model) -> str:
+    """The name to record as ``base_model_name_or_path`` for a loaded model."""
+    return str(getattr(model.config, "name_or_path", "") or getattr(model, "name_or_path", ""))

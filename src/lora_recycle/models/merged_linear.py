@@ -1,0 +1,125 @@
+"""``MergedLoraLinear``: a frozen linear layer plus k LoRA modules mixed by merging coefficients.
+
+Three exact ways to compute ``y = x W^T + b + sum_i c_i s_i (x A_i^T) B_i^T`` (DESIGN section 8):
+``factored`` never forms a dense update; ``materialized`` forms ``W + delta`` once per step;
+``hybrid`` forwards through the merged weight but gets coefficient gradients from the factored
+identity ``dL/dcol_r = sum_t (g B)_{t,r} (x A^T)_{t,r}``. ``auto`` picks the cheapest per call.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lora_recycle.adapters.lora import LoraModule
+
+Strategy = Literal["auto", "factored", "materialized", "hybrid"]
+
+
+class _HybridMergedLinear(torch.autograd.Function):
+    """Forward through ``W + B diag(col) A``; backward gives grads for ``x`` and ``col`` only."""
+
+    @staticmethod
+    def forward(ctx, x, col, weight, bias, A, B):  # noqa: D401 - autograd signature
+        merged = torch.addmm(weight, B * col.to(B.dtype), A)
+        ctx.save_for_backward(x, merged, A, B)
+        return F.linear(x, merged, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, merged, A, B = ctx.saved_tensors
+        grad_x = grad_out @ merged if ctx.needs_input_grad[0] else None
+        grad_col = None
+        if ctx.needs_input_grad[1]:
+            g = grad_out.reshape(-1, grad_out.shape[-1])
+            xs = x.reshape(-1, x.shape[-1])
+            grad_col = ((g @ B) * (xs @ A.T)).sum(0).float()
+        return grad_x, grad_col, None, None, None, None
+
+
+def strategy_costs(rank_sum: int, tokens: int, out_features: int, in_features: int) -> dict[str, float]:
+    """Approximate extra FLOPs per training step of each strategy over the frozen layer alone."""
+    R, T, n, m = rank_sum, tokens, out_features, in_features
+    return {
+        "factored": 4.0 * R * (n + m) * T,
+        "materialized": 2.0 * n * m * (2 * R + T),
+        "hybrid": 2.0 * n * m * R + 2.0 * R * (n + m) * T,
+    }
+
+
+class MergedLoraLinear(nn.Module):
+    """A frozen ``nn.Linear`` plus k LoRA modules (None where an adapter lacks this module).
+
+    The LoRA factors are stored concatenated: ``A_cat [R, in]``, ``B_cat [out, R]``, with each rank
+    column's scale and adapter index. ``coefficients`` (shape ``[k]``, set by the owner before each
+    forward, part of the autograd graph) weight the adapters; None means the bare base layer.
+    """
+
+    def __init__(self, base: nn.Linear, loras: list[LoraModule | None], strategy: Strategy = "auto"):
+        super().__init__()
+        self.base = base
+        self.k = len(loras)
+        self.strategy: Strategy = strategy
+        dtype, device = base.weight.dtype, base.weight.device
+        present = [(i, m) for i, m in enumerate(loras) if m is not None]
+        if present:
+            A = torch.cat([m.A for _, m in present]).to(device=device, dtype=dtype)
+            B = torch.cat([m.B for _, m in present], dim=1).to(device=device, dtype=dtype)
+        else:
+            A = torch.zeros((0, base.in_features), dtype=dtype, device=device)
+            B = torch.zeros((base.out_features, 0), dtype=dtype, device=device)
+        for _, m in present:
+            if (m.out_features, m.in_features) != (base.out_features, base.in_features):
+                raise ValueError(
+                    f"LoRA shape {(m.out_features, m.in_features)} does not fit linear "
+                    f"{(base.out_features, base.in_features)}"
+                )
+        self.A_cat = nn.Parameter(A, requires_grad=False)
+        self.B_cat = nn.Parameter(B, requires_grad=False)
+        scales = [m.scale for _, m in present for _ in range(m.rank)]
+        segment = [i for i, m in present for _ in range(m.rank)]
+        self.register_buffer("scales", torch.tensor(scales, dtype=torch.float32, device=device), persistent=False)
+        self.register_buffer("segment", torch.tensor(segment, dtype=torch.long, device=device), persistent=False)
+        self.ranks = [m.rank if m is not None else 0 for m in loras]
+        self.coefficients: torch.Tensor | None = None
+
+    @property
+    def rank_sum(self) -> int:
+        return self.A_cat.shape[0]
+
+    def column_weights(self) -> torch.Tensor:
+        """Per rank column ``c_i * s_i`` (shape ``[R]``), float32."""
+        return self.coefficients.float()[self.segment] * self.scales
+
+    def choose_strategy(self, tokens: int) -> str:
+        if self.strategy != "auto":
+            return self.strategy
+        costs = strategy_costs(self.rank_sum, tokens, self.base.out_features, self.base.in_features)
+        if self.A_cat.requires_grad or self.B_cat.requires_grad:
+            costs.pop("hybrid")  # hybrid gives gradients for coefficients only
+        return min(costs, key=costs.get)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.coefficients is None or self.rank_sum == 0:
+            return self.base(x)
+        col = self.column_weights()
+        strategy = self.choose_strategy(x.numel() // x.shape[-1])
+        if strategy == "factored":
+            hidden = F.linear(x, self.A_cat) * col.to(x.dtype)
+            return self.base(x) + F.linear(hidden, self.B_cat)
+        if strategy == "materialized":
+            weight = torch.addmm(self.base.weight, self.B_cat * col.to(self.B_cat.dtype), self.A_cat)
+            return F.linear(x, weight, self.base.bias)
+        if strategy == "hybrid":
+            if self.A_cat.requires_grad or self.B_cat.requires_grad:
+                raise ValueError("the hybrid strategy cannot train LoRA factors; use factored or materialized")
+            return _HybridMergedLinear.apply(x, col, self.base.weight, self.base.bias, self.A_cat, self.B_cat)
+        raise ValueError(f"unknown strategy {strategy!r}")
+
+    def merged_delta(self) -> torch.Tensor:
+        """The dense update ``sum_i c_i s_i B_i A_i`` (``[out, in]``) at the current coefficients."""
+        col = self.column_weights().detach()
+        return (self.B_cat.detach().float() * col) @ self.A_cat.detach().float()

@@ -1,0 +1,83 @@
+"""Parse a safetensors header ourselves, with a size cap, before any tensor is read.
+
+Layout: 8-byte little-endian header length N, N bytes of JSON ``{name: {dtype, shape, data_offsets}}``
+(plus an optional ``__metadata__``), then the data. Checking lengths and offsets against the file size
+catches truncated files, and the cap stops a hostile header from making us allocate gigabytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+# safetensors itself refuses headers above 100 MB; adapters need a few hundred KB at most.
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+DTYPE_BYTES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1,
+}
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
+
+
+class HeaderError(ValueError):
+    """The file is not a well-formed, complete safetensors file."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor's entry in the header: dtype name, shape and byte range within the data section."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+def read_safetensors_header(path: Path, max_header_bytes: int = MAX_HEADER_BYTES) -> dict[str, TensorInfo]:
+    """Return ``name -> TensorInfo`` of a safetensors file; raises HeaderError if malformed or truncated."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise HeaderError("file shorter than the 8-byte header length")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > max_header_bytes:
+            raise HeaderError(f"header of {length} bytes exceeds the {max_header_bytes}-byte cap")
+        if 8 + length > size:
+            raise HeaderError("truncated header")
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HeaderError(f"header is not JSON ({exc.__class__.__name__})") from None
+    if not isinstance(header, dict):
+        raise HeaderError("header is not a JSON object")
+    data_size = size - 8 - length
+    tensors: dict[str, TensorInfo] = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        tensors[name] = _tensor_info(name, entry, data_size)
+    return tensors
+
+
+def _tensor_info(name: str, entry: object, data_size: int) -> TensorInfo:
+    if not isinstance(entry, dict):
+        raise HeaderError(f"tensor {name}: entry is not an object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in DTYPE_BYTES:
+        raise HeaderError(f"tensor {name}: unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise HeaderError(f"tensor {name}: bad shape {shape!r}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+        raise HeaderError(f"tensor {name}: bad data_offsets {offsets!r}")
+    start, end = offsets
+    if not 0 <= start <= end <= data_size:
+        raise HeaderError(f"tensor {name}: data_offsets beyond the end of the file (truncated)")
+    if end - start != math.prod(shape) * DTYPE_BYTES[dtype]:
+        raise HeaderError(f"tensor {name}: byte length does not match its shape and dtype")
+    return TensorInfo(dtype, tuple(shape), start, end)

@@ -1,0 +1,124 @@
+"""Evaluate a model on a task split: choice log-likelihood for multiple choice, greedy exact match otherwise."""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lora_recycle.tasks.format import Example, Task
+from lora_recycle.tasks.prompting import encode_answer, encode_prompt, pad_token_id
+
+
+@dataclass
+class EvalResult:
+    """Scores of one split: ``accuracy`` (and ``accuracy_norm`` for multiple choice) over ``n`` examples."""
+
+    task: str
+    split: str
+    n: int
+    accuracy: float
+    accuracy_norm: float | None = None
+    predictions: list[str] | None = None
+
+    def to_dict(self, with_predictions: bool = False) -> dict:
+        data = asdict(self)
+        if not with_predictions:
+            data.pop("predictions")
+        return data
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD-style normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+@torch.no_grad()
+def choice_logliks(model, tokenizer, task: Task, examples: list[Example], batch_size: int = 32, device="cpu"):
+    """Sum of log-probabilities of each choice's tokens after the prompt: a list (per example) of lists."""
+    spec = task.spec
+    pad = pad_token_id(tokenizer)
+    items = []  # (example index, choice index, prompt ids, choice ids)
+    for ei, ex in enumerate(examples):
+        prompt = encode_prompt(tokenizer, spec, ex)
+        for ci, choice in enumerate(ex.choices or ()):
+            items.append((ei, ci, prompt, encode_answer(tokenizer, choice)))
+    scores: list[list[float]] = [[0.0] * len(ex.choices or ()) for ex in examples]
+    order = sorted(range(len(items)), key=lambda i: len(items[i][2]) + len(items[i][3]))
+    for start in range(0, len(order), batch_size):
+        chunk = [items[i] for i in order[start : start + batch_size]]
+        width = max(len(p) + len(c) for _, _, p, c in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, (_, _, p, c) in enumerate(chunk):
+            seq = p + c
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logprobs = F.log_softmax(logits, dim=-1)
+        for row, (ei, ci, p, c) in enumerate(chunk):
+            positions = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=logprobs.device)
+            targets = torch.tensor(c, device=logprobs.device)
+            scores[ei][ci] = logprobs[row, positions, targets].sum().item()
+    return scores
+
+
+@torch.no_grad()
+def greedy_generate(model, tokenizer, task: Task, examples: list[Example], batch_size: int = 16, device="cpu"):
+    """Greedy continuations (decoded, special tokens dropped) of each example's prompt, left-padded batches."""
+    spec = task.spec
+    pad = pad_token_id(tokenizer)
+    prompts = [encode_prompt(tokenizer, spec, ex) for ex in examples]
+    outputs: list[str] = [""] * len(examples)
+    stop_ids = [i for i in {tokenizer.eos_token_id, pad} if i is not None]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        width = max(len(prompts[i]) for i in index)
+        ids = torch.full((len(index), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(index):
+            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+            mask[row, width - len(prompts[i]) :] = 1
+        generated = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=spec.max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=stop_ids,
+        )
+        for row, i in enumerate(index):
+            outputs[i] = tokenizer.decode(generated[row, width:], skip_special_tokens=True).strip()
+    return outputs
+
+
+def evaluate_task(model, tokenizer, task: Task, split: str = "test", device="cpu", limit: int | None = None,
+                  batch_size: int = 32) -> EvalResult:
+    """Score the model on a split of the task; the model is put in eval mode."""
+    examples = task.split(split)[:limit] if limit else task.split(split)
+    model.eval()
+    if not examples:
+        return EvalResult(task.name, split, 0, float("nan"))
+    if task.type == "multiple_choice":
+        scores = choice_logliks(model, tokenizer, task, examples, batch_size, device)
+        correct = correct_norm = 0
+        predictions = []
+        for ex, row in zip(examples, scores, strict=True):
+            gold = ex.choices.index(ex.target)
+            best = max(range(len(row)), key=row.__getitem__)
+            best_norm = max(range(len(row)), key=lambda i: row[i] / max(len(ex.choices[i]), 1))
+            correct += best == gold
+            correct_norm += best_norm == gold
+            predictions.append(ex.choices[best])
+        n = len(examples)
+        return EvalResult(task.name, split, n, correct / n, correct_norm / n, predictions)
+    predictions = greedy_generate(model, tokenizer, task, examples, batch_size, device)
+    correct = sum(normalize_answer(p) == normalize_answer(ex.target) for p, ex in zip(predictions, examples, strict=True))
+    return EvalResult(task.name, split, len(examples), correct / len(examples), None, predictions)

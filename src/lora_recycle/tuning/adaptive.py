@@ -1,0 +1,61 @@
+"""Gradient-based tuning of merging coefficients on a task's training examples (the ``ours`` recipe)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lora_recycle.models.inject import MergedModel
+from lora_recycle.tasks.format import Task
+from lora_recycle.tasks.loss import batch_loss, dataset_loss
+from lora_recycle.tasks.prompting import encode_for_training, pad_token_id
+from lora_recycle.tuning.loop import LoopConfig, LoopResult, run_training
+
+
+@dataclass
+class CoefficientFit:
+    """The kept coefficients (activated ``[groups, k]``) and how the tuning went."""
+
+    values: torch.Tensor
+    raw: torch.Tensor
+    loop: LoopResult
+
+
+def tune_coefficients(
+    merged: MergedModel, tokenizer, task: Task, config: LoopConfig, device: torch.device | str = "cpu"
+) -> CoefficientFit:
+    """Learn ``merged.raw`` by AdamW on the answer-token loss; keep the lowest-validation-loss values.
+
+    The base weights and the adapters' factors stay frozen; only the coefficients receive gradients.
+    Without validation examples, the training loss selects instead.
+    """
+    train = [encode_for_training(tokenizer, task.spec, ex) for ex in task.split("train")]
+    val = [encode_for_training(tokenizer, task.spec, ex) for ex in task.split("validation")] or train
+    pad = pad_token_id(tokenizer)
+    merged.model.eval()
+
+    def validate() -> float:
+        with torch.no_grad():
+            merged.apply_coefficients()
+            return dataset_loss(merged.model, tokenizer, val, device=device)
+
+    def snapshot():
+        return merged.raw.detach().clone()
+
+    loop = run_training(
+        loss_fn=lambda batch: batch_loss(merged, batch),
+        params=[merged.raw],
+        train=train,
+        validate=validate,
+        snapshot=snapshot,
+        config=config,
+        pad_id=pad,
+        device=device,
+        description=f"tuning coefficients on {task.name}",
+    )
+    with torch.no_grad():
+        merged.raw.copy_(loop.best_state)
+        values = merged.activated().detach().clone()
+    merged.apply_coefficients(values)
+    return CoefficientFit(values, loop.best_state, loop)

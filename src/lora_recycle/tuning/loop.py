@@ -1,0 +1,121 @@
+"""One training loop for everything we fit on ~100 examples: coefficients, joint factors, target LoRAs.
+
+AdamW with a cosine schedule and linear warm-up, effective batch via gradient accumulation,
+validation every ``eval_every`` steps (and before the first step), keeping the best snapshot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from lora_recycle.tasks.prompting import TrainingSequence, collate
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Optimisation settings; defaults are the paper's coefficient-tuning settings (appendix C.1)."""
+
+    steps: int = 100
+    lr: float = 5e-2
+    batch_size: int = 8
+    micro_batch_size: int = 8
+    eval_every: int = 10
+    warmup_ratio: float = 0.1
+    schedule: str = "cosine"
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class LoopResult:
+    """Best snapshot (lowest validation loss) and the loss history."""
+
+    best_state: Any
+    best_step: int
+    best_val_loss: float
+    initial_val_loss: float
+    history: list[dict] = field(default_factory=list)
+
+
+def lr_factor(step: int, total: int, warmup_ratio: float, schedule: str) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based): linear warm-up then cosine or constant."""
+    warmup = max(1, int(round(warmup_ratio * total))) if warmup_ratio > 0 else 0
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def batch_order(n: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """Indices of each step's examples: reshuffled epochs drawn from a seeded generator."""
+    generator = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    batches = []
+    for _ in range(steps):
+        batch = []
+        while len(batch) < min(batch_size, n):
+            if not order:
+                order = torch.randperm(n, generator=generator).tolist()
+            batch.append(order.pop())
+        batches.append(batch)
+    return batches
+
+
+def run_training(
+    loss_fn: Callable[[dict], torch.Tensor],
+    params: list[torch.nn.Parameter],
+    train: list[TrainingSequence],
+    validate: Callable[[], float],
+    snapshot: Callable[[], Any],
+    config: LoopConfig,
+    pad_id: int,
+    device: torch.device | str = "cpu",
+    description: str = "tuning",
+    on_train: Callable[[bool], None] | None = None,
+) -> LoopResult:
+    """Minimise ``loss_fn`` over ``params``; return the snapshot with the lowest validation loss."""
+    if not train:
+        raise ValueError("no training examples")
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.steps, config.warmup_ratio, config.schedule)
+    )
+    best_val = initial_val = validate()
+    result = LoopResult(snapshot(), 0, best_val, initial_val, [{"step": 0, "val_loss": best_val}])
+    micro = max(1, min(config.micro_batch_size, config.batch_size))
+    bar = tqdm(batch_order(len(train), config.batch_size, config.steps, config.seed), desc=description,
+               disable=None, leave=False)
+    for step, indices in enumerate(bar, start=1):
+        if on_train:
+            on_train(True)
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for start in range(0, len(indices), micro):
+            chunk = indices[start : start + micro]
+            batch = collate([train[i] for i in chunk], pad_id, device)
+            loss = loss_fn(batch) * (len(chunk) / len(indices))
+            loss.backward()
+            total += float(loss)
+        optimizer.step()
+        scheduler.step()
+        record = {"step": step, "train_loss": total}
+        if step % config.eval_every == 0 or step == config.steps:
+            if on_train:
+                on_train(False)
+            val = validate()
+            record["val_loss"] = val
+            if val < result.best_val_loss:
+                result.best_state, result.best_step, result.best_val_loss = snapshot(), step, val
+            bar.set_postfix(train=f"{total:.3f}", val=f"{val:.3f}", best=f"{result.best_val_loss:.3f}")
+        result.history.append(record)
+    if on_train:
+        on_train(False)
+    return result

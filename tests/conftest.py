@@ -1,0 +1,107 @@
+"""Session fixtures: a tiny random Llama with SmolLM2's tokenizer, a learnable toy task, PEFT adapters."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+from lora_recycle.tasks.format import Example, TaskSpec, write_task
+
+MODULES_ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+COLOURS = {"apple": "red", "banana": "yellow", "grass": "green", "sky": "blue", "coal": "black",
+           "snow": "white", "cherry": "red", "lemon": "yellow", "leaf": "green", "ocean": "blue",
+           "night": "black", "milk": "white", "tomato": "red", "corn": "yellow", "frog": "green",
+           "sapphire": "blue", "crow": "black", "cloud": "white", "ruby": "red", "sun": "yellow"}
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """A per-run lora-recycle cache (tokenizer extracted from the GGUF once per session)."""
+    path = Path(os.environ.get("LORA_RECYCLE_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
+    os.environ["LORA_RECYCLE_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(cache_dir, tmp_path_factory) -> Path:
+    from lora_recycle.minihub.base_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny", seed=0, cache_dir=cache_dir)
+
+
+@pytest.fixture()
+def tiny_model(tiny_model_dir):
+    """A fresh (model, tokenizer) per test: tests may attach, fold and train without leaking state."""
+    from lora_recycle.models.loading import load_base_model
+
+    return load_base_model(tiny_model_dir)
+
+
+def _colour_examples(seed: int, n: int) -> list[Example]:
+    rng = random.Random(seed)
+    names = sorted(COLOURS)
+    out = []
+    for i in range(n):
+        word = names[rng.randrange(len(names))]
+        out.append(Example(word, COLOURS[word], tuple(sorted(set(COLOURS.values()))), id=str(i)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def colour_task_dir(tmp_path_factory) -> Path:
+    """A learnable multiple-choice toy task: the colour of a thing (6 choices)."""
+    spec = TaskSpec(name="colour", type="multiple_choice", template="What colour is {input}?")
+    return write_task(tmp_path_factory.mktemp("tasks") / "colour", spec, _colour_examples(0, 40),
+                      _colour_examples(1, 30))
+
+
+@pytest.fixture(scope="session")
+def echo_task_dir(tmp_path_factory) -> Path:
+    """A learnable generation toy task: repeat the colour word of a thing."""
+    spec = TaskSpec(name="colour-gen", type="generation", template="Colour of {input}:", max_new_tokens=4)
+    train = [Example(e.input, e.target) for e in _colour_examples(2, 40)]
+    test = [Example(e.input, e.target) for e in _colour_examples(3, 12)]
+    return write_task(tmp_path_factory.mktemp("tasks") / "colour_gen", spec, train, test)
+
+
+def make_peft_adapter(model_dir: Path, out: Path, seed: int, r: int = 4, alpha: float = 8, targets=None,
+                      use_rslora: bool = False, rank_pattern=None, alpha_pattern=None, b_std: float = 0.05) -> Path:
+    """Save a real PEFT LoRA adapter with random A and non-zero B, deterministic in ``seed``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    config = LoraConfig(r=r, lora_alpha=alpha, target_modules=targets or MODULES_ALL, use_rslora=use_rslora,
+                        rank_pattern=rank_pattern or {}, alpha_pattern=alpha_pattern or {},
+                        init_lora_weights=True, task_type="CAUSAL_LM")
+    torch.manual_seed(seed)
+    model = get_peft_model(base, config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, b_std)
+    model.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def adapter_dirs(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
+    """Heterogeneous PEFT adapters: ranks, alphas, rsLoRA, patterns and target sets all differ."""
+    root = tmp_path_factory.mktemp("adapters")
+    return {
+        "all_r4": make_peft_adapter(tiny_model_dir, root / "all_r4", 1, r=4, alpha=8),
+        "qv_r8": make_peft_adapter(tiny_model_dir, root / "qv_r8", 2, r=8, alpha=16, targets=["q_proj", "v_proj"]),
+        "rslora_r2": make_peft_adapter(tiny_model_dir, root / "rslora_r2", 3, r=2, alpha=4, use_rslora=True,
+                                       targets=["q_proj", "k_proj", "up_proj", "down_proj"]),
+        "patterns": make_peft_adapter(tiny_model_dir, root / "patterns", 4, r=4, alpha=8,
+                                      rank_pattern={"v_proj": 6, "model.layers.1.mlp.down_proj": 2},
+                                      alpha_pattern={"o_proj": 3, "up_proj": 20}),
+    }
