@@ -64,6 +64,7 @@ def tiny_llama_config(vocab_size: int, hidden: int = 64, layers: int = 2, seed_f
         max_position_embeddings=512,
         tie_word_embeddings=True,
         rms_norm_eps=1e-5,
+        initializer_range=0.2,  # larger than 0.02 so a 64-dim tied head can express confident logits
     )
 
 

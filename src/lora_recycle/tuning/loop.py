@@ -103,7 +103,7 @@ def run_training(
             batch = collate([train[i] for i in chunk], pad_id, device)
             loss = loss_fn(batch) * (len(chunk) / len(indices))
             loss.backward()
-            total += float(loss)
+            total += loss.item()
         optimizer.step()
         scheduler.step()
         record = {"step": step, "train_loss": total}

@@ -1,0 +1,88 @@
+"""Time one coefficient-tuning step (forward + backward + AdamW) per merge strategy, side by side.
+
+Prints, for each k, seconds per step and the ratio to the frozen base model's own forward+backward,
+for the factored, materialized, hybrid and auto strategies (DESIGN section 8). Example:
+    .venv/bin/python bench/merge_step.py --hidden 512 --layers 4 --rank 64 --tokens 1024 --k 5 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from lora_recycle.adapters.lora import LoraAdapter, LoraModule
+from lora_recycle.adapters.paths import MODULE_TYPES
+from lora_recycle.models.inject import MergedModel
+
+
+def synthetic_adapter(model, rank: int, seed: int) -> LoraAdapter:
+    generator = torch.Generator().manual_seed(seed)
+    modules = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in MODULE_TYPES:
+            A = torch.randn(rank, module.in_features, generator=generator) * 0.02
+            B = torch.randn(module.out_features, rank, generator=generator) * 0.02
+            modules[name] = LoraModule(A, B, 16 / rank)
+    return LoraAdapter(modules, f"synthetic-{seed}")
+
+
+def time_steps(step, repeats: int) -> float:
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--rank", type=int, default=64)
+    parser.add_argument("--tokens", type=int, default=1024, help="tokens per step (batch x sequence)")
+    parser.add_argument("--k", type=int, nargs="+", default=[5, 30])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=1024, hidden_size=args.hidden, intermediate_size=int(2.6875 * args.hidden),
+                         num_hidden_layers=args.layers, num_attention_heads=8, num_key_value_heads=4)
+    model = LlamaForCausalLM(config).eval().requires_grad_(False)
+    seq = 256
+    ids = torch.randint(0, 1024, (max(1, args.tokens // seq), seq))
+
+    def base_step():
+        embeds = model.get_input_embeddings()(ids).requires_grad_(True)  # backward through every layer
+        model(inputs_embeds=embeds).logits.float().logsumexp(-1).mean().backward()
+
+    base = time_steps(base_step, args.repeats)
+    print(f"config: hidden {args.hidden}, layers {args.layers}, rank {args.rank}, tokens/step {ids.numel()}, "
+          f"threads {torch.get_num_threads()}")
+    print(f"frozen base forward+backward: {base * 1000:.1f} ms/step (ratio 1.00)")
+    print(f"{'k':>4} {'strategy':>13} {'ms/step':>10} {'x base':>8}")
+    for k in args.k:
+        adapters = [synthetic_adapter(model, args.rank, seed) for seed in range(k)]
+        merged = MergedModel(model, adapters, "module", "leaky_relu", "uniform")
+        optimizer = torch.optim.AdamW([merged.raw], lr=5e-2)
+        for strategy in ("factored", "materialized", "hybrid", "auto"):
+            merged.set_strategy(strategy)
+
+            def step():
+                optimizer.zero_grad()
+                merged(input_ids=ids).logits.float().logsumexp(-1).mean().backward()
+                optimizer.step()
+
+            seconds = time_steps(step, args.repeats)
+            print(f"{k:>4} {strategy:>13} {seconds * 1000:>10.1f} {seconds / base:>8.2f}")
+        merged.detach()
+
+
+if __name__ == "__main__":
+    main()

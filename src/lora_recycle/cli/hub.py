@@ -1,0 +1,49 @@
+"""``lora-recycle hub build`` and ``lora-recycle demo``: the built-in offline mini-hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lora_recycle.cli.output import emit_json, info
+
+hub_app = typer.Typer(help="The built-in offline mini-hub (base model, tasks, adapter pool).", no_args_is_help=True)
+
+ProfileOpt = Annotated[str, typer.Option("--profile", help="tiny, small or full.")]
+CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Cache root (default ~/.cache/lora-recycle).")]
+
+
+@hub_app.command("build")
+def build(profile: ProfileOpt = "tiny", cache_dir: CacheOpt = None, seed: int = 0,
+          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Build (or reuse) the mini-hub of a profile and print where it is."""
+    from lora_recycle.minihub.hub import build_hub
+
+    hub = build_hub(profile, cache_dir, seed)
+    data = {"root": str(hub.root), "base_model": str(hub.base_model), "tasks": len(hub.tasks),
+            "adapters": len(hub.adapters), "broken": len(hub.broken), "target_tasks": hub.target_tasks}
+    if as_json:
+        emit_json(data)
+    else:
+        info(f"mini-hub {profile} at {hub.root}: {len(hub.tasks)} tasks, {len(hub.adapters)} adapters "
+             f"(+{len(hub.broken)} broken)")
+
+
+def demo(profile: ProfileOpt = "tiny", cache_dir: CacheOpt = None,
+         task: Annotated[str | None, typer.Option("--task", help="Target task name (default: the first).")] = None,
+         seed: int = 0, out: Annotated[Path, typer.Option("--out")] = Path("demo-output")) -> None:
+    """Recycle the mini-hub's adapters for a held-out task and print the verdict table."""
+    from lora_recycle.minihub.demo import render_table, run_demo, verdict
+
+    rows = run_demo(profile, cache_dir, task, seed, out, log=info)
+    print("\n".join(render_table(rows)))
+    print()
+    print(verdict(rows))
+    info(f"report written to {out / 'report.md'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(hub_app, name="hub")
+    app.command("demo")(demo)

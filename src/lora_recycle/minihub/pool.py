@@ -1,0 +1,116 @@
+"""The mini-hub's adapter pool: real PEFT LoRAs trained on source tasks, as heterogeneous as the Hub.
+
+The plan imitates the paper's Figure 6: ranks 4-64 with 8 and 16 most common, most adapters on all
+seven projections, some q/v-only or attention-only, several alphas, some rsLoRA, uneven contributors,
+several adapters per source task with different seeds. A few deliberately broken adapters test
+validation.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lora_recycle.adapters.card import read_card_data, write_card
+from lora_recycle.adapters.paths import ATTENTION_TYPES, MODULE_TYPES
+
+RANKS = (4, 8, 8, 8, 16, 16, 16, 32, 64)
+ALPHAS = (8, 16, 16, 32)
+CONTRIBUTORS = ("alice-lab", "alice-lab", "alice-lab", "bobnlp", "bobnlp", "cyber-carol", "dmitri", "emma-ai")
+LICENSES = ("apache-2.0", "mit", "apache-2.0", "cc-by-4.0", "llama3.1")
+TARGET_SETS = {"all": MODULE_TYPES, "qv": ("q_proj", "v_proj"), "attn": ATTENTION_TYPES,
+               "mlp": ("gate_proj", "up_proj", "down_proj")}
+BROKEN_KINDS = ("no_license", "pickle_only", "nan", "wrong_shape", "dora", "corrupt")
+
+
+@dataclass(frozen=True)
+class AdapterPlan:
+    """How one pool adapter is trained and published."""
+
+    name: str
+    task: str
+    contributor: str
+    license: str
+    rank: int
+    alpha: int
+    targets: str
+    use_rslora: bool
+    seed: int
+    steps: int
+    lr: float
+
+
+def plan_pool(source_tasks: list[str], size: int, steps: int, seed: int = 0) -> list[AdapterPlan]:
+    """A deterministic pool of ``size`` adapters over the source tasks (round-robin, varied settings)."""
+    rng = random.Random(seed)
+    plans = []
+    for i in range(size):
+        task = source_tasks[i % len(source_tasks)]
+        draw = rng.random()
+        targets = "all" if draw < 0.8 else "qv" if draw < 0.9 else rng.choice(("attn", "mlp"))
+        rank = rng.choice(RANKS)
+        plans.append(AdapterPlan(
+            name=f"{task}-r{rank}-s{i}", task=task, contributor=rng.choice(CONTRIBUTORS),
+            license=rng.choice(LICENSES), rank=rank, alpha=rng.choice(ALPHAS), targets=targets,
+            use_rslora=rng.random() < 0.15, seed=i, steps=steps, lr=rng.choice((2e-4, 3e-4, 5e-4, 1e-3)),
+        ))
+    return plans
+
+
+def train_pool_adapter(plan: AdapterPlan, model, tokenizer, task, out_dir: Path, base_model_id: str) -> Path:
+    """Train the planned adapter with PEFT and publish it with a Hub-style model card."""
+    from lora_recycle.tuning.target_lora import TargetLoraConfig, train_target_lora
+
+    config = TargetLoraConfig(rank=plan.rank, alpha=plan.alpha, dropout=0.05, steps=plan.steps, lr=plan.lr,
+                              seed=plan.seed, eval_every=max(1, plan.steps // 4),
+                              target_modules=TARGET_SETS[plan.targets], use_rslora=plan.use_rslora)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    train_target_lora(model, tokenizer, task, config, tmp)
+    write_card(tmp, {"base_model": base_model_id, "license": plan.license, "library_name": "peft",
+                     "contributor": plan.contributor, "task": plan.task, "tags": ["lora", plan.task]},
+               f"# {plan.name}\n\nA LoRA for `{plan.task}` by {plan.contributor}.\n\n"
+               f"```json\n{json.dumps(asdict(plan), indent=2)}\n```\n")
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def make_broken_adapters(good: Path, root: Path) -> list[Path]:
+    """Write one broken adapter per kind in ``BROKEN_KINDS`` under ``root``, derived from a good one."""
+    config = json.loads((good / "adapter_config.json").read_text())
+    tensors = load_file(good / "adapter_model.safetensors")
+    card = read_card_data(good)
+    out = []
+    for kind in BROKEN_KINDS:
+        target = root / f"broken-{kind}"
+        target.mkdir(parents=True, exist_ok=True)
+        kind_config, kind_tensors, kind_card = dict(config), dict(tensors), dict(card)
+        if kind == "no_license":
+            kind_card.pop("license", None)
+        elif kind == "nan":
+            key = next(k for k in kind_tensors if "lora_B" in k)
+            kind_tensors[key] = kind_tensors[key].clone()
+            kind_tensors[key][0, 0] = float("nan")
+        elif kind == "wrong_shape":
+            key = next(k for k in kind_tensors if "lora_A" in k)
+            kind_tensors[key] = torch.zeros(kind_tensors[key].shape[0], kind_tensors[key].shape[1] + 3)
+        elif kind == "dora":
+            kind_config["use_dora"] = True
+            key = next(k for k in kind_tensors if "lora_B" in k)
+            magnitude = key.replace("lora_B.weight", "lora_magnitude_vector")
+            kind_tensors[magnitude] = torch.ones(kind_tensors[key].shape[0])
+        kind_card["contributor"] = "mallory"
+        (target / "adapter_config.json").write_text(json.dumps(kind_config, indent=2))
+        write_card(target, kind_card, f"# broken adapter ({kind})\n")
+        if kind == "pickle_only":
+            torch.save(kind_tensors, target / "adapter_model.bin")
+        elif kind == "corrupt":
+            (target / "adapter_model.safetensors").write_bytes(b"\xff\x00\x00\x00\x00\x00\x00\x00{truncated")
+        else:
+            save_file(kind_tensors, target / "adapter_model.safetensors")
+        out.append(target)
+    return out

@@ -1,0 +1,79 @@
+"""The core commands end to end through ``lora_recycle.cli.main`` (the console script's entry point)."""
+
+import json
+
+import pytest
+
+from lora_recycle.cli import main
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_evaluate_json(capsys, tiny_model_dir, colour_task_dir, adapter_dirs):
+    code, out, _ = run(capsys, "evaluate", "--model", tiny_model_dir, "--task", colour_task_dir, "--json")
+    assert code == 0
+    base = json.loads(out)
+    assert base["n"] == 30 and 0 <= base["accuracy"] <= 1
+    code, out, _ = run(capsys, "evaluate", "--model", tiny_model_dir, "--task", colour_task_dir,
+                       "--adapter", adapter_dirs["all_r4"], "--split", "val", "--json")
+    assert code == 0 and json.loads(out)["n"] == 8 and json.loads(out)["split"] == "val"
+
+
+def test_merge_and_reload(capsys, tmp_path, tiny_model_dir, colour_task_dir, adapter_dirs):
+    out_dir = tmp_path / "merged"
+    code, out, _ = run(capsys, "merge", "--model", tiny_model_dir, "--task", colour_task_dir,
+                       "--adapters", adapter_dirs["all_r4"], "--adapters", adapter_dirs["qv_r8"],
+                       "--target-lora", adapter_dirs["rslora_r2"], "--method", "ours", "--steps", "4",
+                       "--seed", "1", "--out", out_dir, "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["selected"] == ["all_r4", "qv_r8", "target:rslora_r2"]
+    assert summary["best_validation_loss"] <= summary["initial_validation_loss"]
+    assert "0.q_proj" in summary["coefficients"]
+    for name in ("adapter_config.json", "adapter_model.safetensors", "README.md", "merge_result.json"):
+        assert (out_dir / name).is_file()
+    code, out, _ = run(capsys, "evaluate", "--model", tiny_model_dir, "--task", colour_task_dir,
+                       "--adapter", out_dir, "--json")
+    assert code == 0
+
+
+def test_average_needs_no_task(capsys, tmp_path, tiny_model_dir, adapter_dirs):
+    code, out, _ = run(capsys, "merge", "--model", tiny_model_dir, "--adapters", adapter_dirs["all_r4"],
+                       "--adapters", adapter_dirs["patterns"], "--method", "average", "--out", tmp_path / "avg",
+                       "--json")
+    assert code == 0
+    coefficients = json.loads(out)["coefficients"]["model"]
+    assert coefficients == {"all_r4": 0.5, "patterns": 0.5}
+
+
+def test_train_lora_cli(capsys, tmp_path, tiny_model_dir, echo_task_dir):
+    code, out, _ = run(capsys, "train-lora", "--model", tiny_model_dir, "--task", echo_task_dir, "--out",
+                       tmp_path / "lora", "--steps", "3", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["rank"] == 16  # 64 capped to half the tiny model's smallest projection (32)
+    assert (tmp_path / "lora" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["evaluate", "--model", "{tmp}/nope", "--task", "{task}"], "not a transformers model directory"),
+    (["evaluate", "--model", "{model}", "--task", "{tmp}/nope"], "task directory not found"),
+    (["evaluate", "--model", "{model}", "--task", "{task}", "--adapter", "{tmp}/nope"], "adapter directory not found"),
+    (["evaluate", "--model", "{model}", "--task", "{task}", "--split", "dev"], "unknown split 'dev'"),
+    (["merge", "--model", "{model}", "--out", "{tmp}/o", "--method", "magic", "--adapters", "{tmp}"],
+     "unknown merge method 'magic'"),
+    (["merge", "--model", "{model}", "--out", "{tmp}/o", "--adapters", "{tmp}"], "needs|give --task"),
+    (["merge", "--model", "{model}", "--out", "{tmp}/o", "--task", "{task}"], "no adapters given"),
+    (["merge", "--model", "{model}", "--out", "{tmp}/o", "--task", "{task}", "--adapters", "{tmp}",
+      "--granularity", "token"], "--granularity 'token'"),
+])
+def test_user_mistakes_give_one_line_and_exit_2(capsys, tmp_path, tiny_model_dir, colour_task_dir, args, message):
+    filled = [a.format(tmp=tmp_path, model=tiny_model_dir, task=colour_task_dir) for a in args]
+    code, out, err = run(capsys, *filled)
+    assert code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert __import__("re").search(message, err)
