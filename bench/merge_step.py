@@ -29,16 +29,6 @@ def synthetic_adapter(model, rank: int, seed: int) -> LoraAdapter:
     return LoraAdapter(modules, f"synthetic-{seed}")
 
 
-def time_steps(step, repeats: int) -> float:
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=512)
@@ -62,25 +52,41 @@ def main() -> None:
         embeds = model.get_input_embeddings()(ids).requires_grad_(True)  # backward through every layer
         model(inputs_embeds=embeds).logits.float().logsumexp(-1).mean().backward()
 
-    base = time_steps(base_step, args.repeats)
     print(f"config: hidden {args.hidden}, layers {args.layers}, rank {args.rank}, tokens/step {ids.numel()}, "
           f"threads {torch.get_num_threads()}")
-    print(f"frozen base forward+backward: {base * 1000:.1f} ms/step (ratio 1.00)")
     print(f"{'k':>4} {'strategy':>13} {'ms/step':>10} {'x base':>8}")
+    strategies = ("factored", "materialized", "hybrid", "auto")
     for k in args.k:
         adapters = [synthetic_adapter(model, args.rank, seed) for seed in range(k)]
         merged = MergedModel(model, adapters, "module", "leaky_relu", "uniform")
         optimizer = torch.optim.AdamW([merged.raw], lr=5e-2)
-        for strategy in ("factored", "materialized", "hybrid", "auto"):
+
+        def merged_step(strategy, merged=merged, optimizer=optimizer):
             merged.set_strategy(strategy)
+            optimizer.zero_grad()
+            merged(input_ids=ids).logits.float().logsumexp(-1).mean().backward()
+            optimizer.step()
 
-            def step():
-                optimizer.zero_grad()
-                merged(input_ids=ids).logits.float().logsumexp(-1).mean().backward()
-                optimizer.step()
+        def frozen_step(merged=merged):
+            merged.apply_coefficients(torch.zeros_like(merged.raw))
+            for layer in merged.layers.values():
+                layer.coefficients = None  # bare base layers: the frozen model's own cost
+            base_step()
 
-            seconds = time_steps(step, args.repeats)
-            print(f"{k:>4} {strategy:>13} {seconds * 1000:>10.1f} {seconds / base:>8.2f}")
+        # Round-robin over repeats so that machine load affects every variant alike.
+        samples: dict[str, list[float]] = {name: [] for name in ("base", *strategies)}
+        runs = {"base": frozen_step, **{s: (lambda s=s: merged_step(s)) for s in strategies}}
+        for fn in runs.values():
+            fn()  # warm-up
+        for _ in range(args.repeats):
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - start)
+        median = {name: sorted(v)[len(v) // 2] for name, v in samples.items()}
+        print(f"{k:>4} {'frozen base':>13} {median['base'] * 1000:>10.1f} {1.0:>8.2f}")
+        for strategy in strategies:
+            print(f"{k:>4} {strategy:>13} {median[strategy] * 1000:>10.1f} {median[strategy] / median['base']:>8.2f}")
         merged.detach()
 
 

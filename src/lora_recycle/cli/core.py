@@ -85,7 +85,9 @@ def merge(
     out: Annotated[Path, typer.Option("--out", help="Directory to write the merged PEFT adapter to.")],
     task: Annotated[Path | None, typer.Option("--task", help="Task directory (needed by adaptive methods).")] = None,
     adapters: Annotated[list[Path] | None, typer.Option("--adapters", help="Adapter directories to merge.")] = None,
-    target_lora: Annotated[Path | None, typer.Option("--target-lora", help="A target-task LoRA to add to the pool.")] = None,
+    target_lora: Annotated[
+        Path | None, typer.Option("--target-lora", help="A target-task LoRA to add to the pool.")
+    ] = None,
     method: Annotated[str, typer.Option("--method", help="ours or average.")] = "ours",
     granularity: Annotated[str | None, typer.Option("--granularity", help="model, layer, sublayer or module.")] = None,
     activation: Annotated[str | None, typer.Option("--activation", help="softmax, leaky_relu or linear.")] = None,
@@ -93,7 +95,9 @@ def merge(
     lr: Annotated[float | None, typer.Option("--lr")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     strategy: Annotated[str, typer.Option("--strategy", help="auto, factored, materialized or hybrid.")] = "auto",
-    evaluate_split: Annotated[str | None, typer.Option("--evaluate", help="Also score the merge on this split.")] = None,
+    evaluate_split: Annotated[
+        str | None, typer.Option("--evaluate", help="Also score the merge on this split.")
+    ] = None,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
     as_json: JsonOpt = False,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -46,11 +47,14 @@ def ensure_tokenizer(cache_dir: Path | None = None) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     tokenizer.save_pretrained(tmp)
-    tmp.replace(target) if not target.exists() else None
+    if target.exists():  # another process finished first
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(target)
     return target
 
 
-def tiny_llama_config(vocab_size: int, hidden: int = 64, layers: int = 2, seed_free: bool = True):
+def tiny_llama_config(vocab_size: int, hidden: int = 64, layers: int = 2):
     """A small Llama configuration (2 layers, hidden 64) for tests and the ``tiny`` profile."""
     from transformers import LlamaConfig
 
@@ -68,7 +72,9 @@ def tiny_llama_config(vocab_size: int, hidden: int = 64, layers: int = 2, seed_f
     )
 
 
-def build_tiny_model(target: Path, seed: int = 0, hidden: int = 64, layers: int = 2, cache_dir: Path | None = None) -> Path:
+def build_tiny_model(
+    target: Path, seed: int = 0, hidden: int = 64, layers: int = 2, cache_dir: Path | None = None
+) -> Path:
     """Save a randomly initialised small Llama with SmolLM2's tokenizer to ``target`` (deterministic in seed)."""
     from transformers import AutoTokenizer, LlamaForCausalLM
 

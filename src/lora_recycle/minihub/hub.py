@@ -87,6 +87,7 @@ def hub_key(profile: Profile, seed: int, plans: list[AdapterPlan]) -> str:
 def build_hub(profile_name: str = "tiny", cache_dir: Path | None = None, seed: int = 0) -> Hub:
     """Build or reuse the mini-hub for a profile, with progress bars; returns where everything is."""
     from lora_recycle.minihub.tasks import SOURCE_TASKS, TARGET_TASKS, build_task_suite
+
     from lora_recycle.models.loading import load_base_model
     from lora_recycle.tasks import load_task
 
@@ -123,7 +124,8 @@ def build_hub(profile_name: str = "tiny", cache_dir: Path | None = None, seed: i
     manifest = {"format_version": HUB_FORMAT_VERSION, "lora_recycle_version": __version__,
                 "profile": asdict(profile), "seed": seed, "base_model": str(base_dir), "base_model_id": base_id,
                 "tasks": sorted(tasks), "source_tasks": hub.source_tasks, "target_tasks": hub.target_tasks,
-                "adapters": [{"path": str(a.relative_to(root)), **asdict(p)} for a, p in zip(adapters, plans, strict=True)],
+                "adapters": [{"path": str(a.relative_to(root)), **asdict(p)}
+                             for a, p in zip(adapters, plans, strict=True)],
                 "broken": [str(b.relative_to(root)) for b in broken]}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return hub

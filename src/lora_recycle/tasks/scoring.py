@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from lora_recycle.tasks.format import Example, Task
 from lora_recycle.tasks.prompting import encode_answer, encode_prompt, pad_token_id
@@ -51,7 +52,7 @@ def choice_logliks(model, tokenizer, task: Task, examples: list[Example], batch_
             items.append((ei, ci, prompt, encode_answer(tokenizer, choice)))
     scores: list[list[float]] = [[0.0] * len(ex.choices or ()) for ex in examples]
     order = sorted(range(len(items)), key=lambda i: len(items[i][2]) + len(items[i][3]))
-    for start in range(0, len(order), batch_size):
+    for start in tqdm(range(0, len(order), batch_size), desc=f"scoring {task.name}", disable=None, leave=False):
         chunk = [items[i] for i in order[start : start + batch_size]]
         width = max(len(p) + len(c) for _, _, p, c in chunk)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
@@ -78,7 +79,7 @@ def greedy_generate(model, tokenizer, task: Task, examples: list[Example], batch
     outputs: list[str] = [""] * len(examples)
     stop_ids = [i for i in {tokenizer.eos_token_id, pad} if i is not None]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    for start in range(0, len(order), batch_size):
+    for start in tqdm(range(0, len(order), batch_size), desc=f"generating {task.name}", disable=None, leave=False):
         index = order[start : start + batch_size]
         width = max(len(prompts[i]) for i in index)
         ids = torch.full((len(index), width), pad, dtype=torch.long)
@@ -120,5 +121,6 @@ def evaluate_task(model, tokenizer, task: Task, split: str = "test", device="cpu
         n = len(examples)
         return EvalResult(task.name, split, n, correct / n, correct_norm / n, predictions)
     predictions = greedy_generate(model, tokenizer, task, examples, batch_size, device)
-    correct = sum(normalize_answer(p) == normalize_answer(ex.target) for p, ex in zip(predictions, examples, strict=True))
+    pairs = zip(predictions, examples, strict=True)
+    correct = sum(normalize_answer(p) == normalize_answer(ex.target) for p, ex in pairs)
     return EvalResult(task.name, split, len(examples), correct / len(examples), None, predictions)
