@@ -14,6 +14,25 @@ from lora_recycle.tuning.adaptive import CoefficientFit, tune_coefficients
 from lora_recycle.tuning.loop import LoopConfig
 
 
+def fresh_lora(model, adapters: list[LoraAdapter], seed: int, std: float = 0.01) -> LoraAdapter:
+    """pi-Tuning's extra adapter: every module any selected adapter touches, ``A ~ N(0, std)``, ``B = 0``.
+
+    Its rank is the most common rank of the selected adapters; its scale is 1.
+    """
+    from collections import Counter
+
+    from lora_recycle.adapters.lora import LoraModule, union_paths
+
+    rank = Counter(r for a in adapters for r in a.ranks.values()).most_common(1)[0][0]
+    generator = torch.Generator().manual_seed(seed)
+    modules = {}
+    for path in union_paths(adapters):
+        linear = model.get_submodule(path)
+        A = torch.randn((rank, linear.in_features), generator=generator) * std
+        modules[path] = LoraModule(A, torch.zeros((linear.out_features, rank)), 1.0)
+    return LoraAdapter(modules, "fresh-lora", adapters[0].base_model, {"use_rslora": False})
+
+
 @dataclass
 class MergeOutcome:
     """The merged adapter, its coefficients per group and adapter, and the tuning record if adaptive."""
@@ -43,16 +62,25 @@ def merge_adapters(
 ) -> MergeOutcome:
     """Merge ``adapters`` on ``model`` per ``settings``; the model is left exactly as it came in."""
     torch.manual_seed(settings.seed)
-    merged = MergedModel(model, adapters, settings.granularity, settings.activation, settings.init, settings.strategy)
+    if settings.adaptive and settings.tuning == "joint":
+        adapters = [*adapters, fresh_lora(model, adapters, settings.seed)]
+    merged = MergedModel(model, adapters, settings.granularity, settings.activation, settings.init, settings.strategy,
+                         settings.composition)
     try:
         fit = None
         if settings.adaptive:
             if task is None:
                 raise ValueError("adaptive merging needs a task")
-            config = LoopConfig(steps=settings.steps, lr=settings.lr, batch_size=settings.batch_size,
-                                micro_batch_size=settings.batch_size, eval_every=settings.eval_every,
-                                seed=settings.seed)
-            fit = tune_coefficients(merged, tokenizer, task, config, device)
+            if settings.tuning == "gradient_free":
+                from lora_recycle.tuning.gradient_free import tune_gradient_free
+
+                fit = tune_gradient_free(merged, tokenizer, task, budget=settings.steps, seed=settings.seed,
+                                         device=device)
+            else:
+                config = LoopConfig(steps=settings.steps, lr=settings.lr, batch_size=settings.batch_size,
+                                    micro_batch_size=settings.batch_size, eval_every=settings.eval_every,
+                                    seed=settings.seed)
+                fit = tune_coefficients(merged, tokenizer, task, config, device, joint=settings.tuning == "joint")
         values = fit.values if fit is not None else merged.activated().detach()
         adapter = merged.merged_adapter(values, adapter_id=f"merged-{settings.method}")
         return MergeOutcome(adapter, merged.coefficient_table(values), settings, fit)

@@ -11,9 +11,11 @@ from typing import Literal
 
 from lora_recycle.errors import UserError
 from lora_recycle.merging.coefficients import Activation, Granularity
-from lora_recycle.models.merged_linear import Strategy
+from lora_recycle.models.merged_linear import Composition, Strategy
 
 Init = Literal["zero", "uniform"] | float
+Tuning = Literal["none", "gradient", "gradient_free", "joint"]
+Selection = Literal["all", "random", "evaluation", "cosine", "clamp", "abs", "quasi_fim"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,10 @@ class MergeSettings:
 
     method: str
     adaptive: bool
+    selection: Selection = "all"
+    tuning: Tuning = "gradient"
+    k: int | None = None
+    composition: Composition = "delta"
     granularity: Granularity = "module"
     activation: Activation = "leaky_relu"
     init: Init = "zero"
@@ -38,8 +44,18 @@ class MergeSettings:
 
 
 PRESETS: dict[str, MergeSettings] = {
-    "ours": MergeSettings("ours", adaptive=True, granularity="module", activation="leaky_relu", init="zero"),
-    "average": MergeSettings("average", adaptive=False, granularity="model", activation="linear", init="uniform"),
+    # Paper Table 1 and appendix C.1; k defaults to 30 (20 for pi-Tuning) when selecting from a catalog.
+    "ours": MergeSettings("ours", adaptive=True, selection="evaluation", tuning="gradient", granularity="module",
+                          activation="leaky_relu", init="zero", steps=100, lr=5e-2),
+    "adamerging": MergeSettings("adamerging", adaptive=True, selection="random", tuning="gradient",
+                                granularity="module", activation="linear", init="uniform", steps=100, lr=5e-2),
+    "pi_tuning": MergeSettings("pi_tuning", adaptive=True, selection="quasi_fim", tuning="joint", k=20,
+                               granularity="module", activation="softmax", init="zero", steps=100, lr=1e-4),
+    "lorahub": MergeSettings("lorahub", adaptive=True, selection="random", tuning="gradient_free",
+                             granularity="model", activation="linear", init="zero", steps=100,
+                             composition="lorahub"),
+    "average": MergeSettings("average", adaptive=False, selection="all", tuning="none", granularity="model",
+                             activation="linear", init="uniform"),
 }
 
 

@@ -16,7 +16,7 @@ from lora_recycle.merging.coefficients import (
     coefficient_groups,
     initial_coefficients,
 )
-from lora_recycle.models.merged_linear import MergedLoraLinear, Strategy
+from lora_recycle.models.merged_linear import Composition, MergedLoraLinear, Strategy
 
 
 def _replace_submodule(model: nn.Module, path: str, new: nn.Module) -> None:
@@ -53,6 +53,7 @@ class MergedModel:
         activation: Activation = "leaky_relu",
         init: str | float = "zero",
         strategy: Strategy = "auto",
+        composition: Composition = "delta",
     ):
         if not adapters:
             raise UserError("no adapters to merge")
@@ -67,7 +68,7 @@ class MergedModel:
             linear = find_linear(model, path, owners)
             loras: list[LoraModule | None] = [a.modules.get(path) for a in adapters]
             try:
-                merged = MergedLoraLinear(linear, loras, strategy)
+                merged = MergedLoraLinear(linear, loras, strategy, composition)
             except ValueError as exc:
                 self.detach()
                 raise UserError(f"adapter {', '.join(owners)}: module {path}: {exc}") from None
@@ -118,15 +119,12 @@ class MergedModel:
         Read from the attached layers, so jointly trained factors are exported as trained; rank
         columns whose weight is exactly zero are left out (exact, smaller rank).
         """
-        table = (self.activated() if values is None else values).detach().float()
+        self.apply_coefficients((self.activated() if values is None else values).detach())
         modules: dict[str, LoraModule] = {}
         for path, layer in self.layers.items():
-            col = table[self._index[path]].to(layer.scales.device)[layer.segment] * layer.scales
-            keep = col != 0
-            if bool(keep.any()):
-                A = layer.A_cat.detach().float()[keep]
-                B = layer.B_cat.detach().float()[:, keep] * col[keep]
-                modules[path] = LoraModule(A.cpu(), B.cpu(), 1.0)
+            factors = layer.export_factors()
+            if factors is not None:
+                modules[path] = LoraModule(factors[0].cpu(), factors[1].cpu(), 1.0)
         return LoraAdapter(modules, adapter_id, self.adapters[0].base_model, {"use_rslora": False})
 
     def detach(self) -> None:

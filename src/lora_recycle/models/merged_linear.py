@@ -17,6 +17,7 @@ from torch import nn
 from lora_recycle.adapters.lora import LoraModule
 
 Strategy = Literal["auto", "factored", "materialized", "hybrid"]
+Composition = Literal["delta", "lorahub"]
 
 
 class _HybridMergedLinear(torch.autograd.Function):
@@ -58,11 +59,15 @@ class MergedLoraLinear(nn.Module):
     forward, part of the autograd graph) weight the adapters; None means the bare base layer.
     """
 
-    def __init__(self, base: nn.Linear, loras: list[LoraModule | None], strategy: Strategy = "auto"):
+    def __init__(
+        self, base: nn.Linear, loras: list[LoraModule | None], strategy: Strategy = "auto",
+        composition: Composition = "delta",
+    ):
         super().__init__()
         self.base = base
         self.k = len(loras)
         self.strategy: Strategy = strategy
+        self.composition: Composition = composition
         dtype, device = base.weight.dtype, base.weight.device
         present = [(i, m) for i, m in enumerate(loras) if m is not None]
         if present:
@@ -83,6 +88,10 @@ class MergedLoraLinear(nn.Module):
         segment = [i for i, m in present for _ in range(m.rank)]
         self.register_buffer("scales", torch.tensor(scales, dtype=torch.float32, device=device), persistent=False)
         self.register_buffer("segment", torch.tensor(segment, dtype=torch.long, device=device), persistent=False)
+        # position of each rank column inside its own adapter: LoraHub's zero-padded sum of factors
+        slot = [j for _, m in present for j in range(m.rank)]
+        self.register_buffer("slot", torch.tensor(slot, dtype=torch.long, device=device), persistent=False)
+        self.max_rank = max((m.rank for _, m in present), default=0)
         self.ranks = [m.rank if m is not None else 0 for m in loras]
         self.coefficients: torch.Tensor | None = None
 
@@ -105,6 +114,9 @@ class MergedLoraLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.coefficients is None or self.rank_sum == 0:
             return self.base(x)
+        if self.composition == "lorahub":
+            A_sum, B_sum = self.lorahub_factors()
+            return self.base(x) + F.linear(F.linear(x, A_sum), B_sum)
         col = self.column_weights()
         strategy = self.choose_strategy(x.numel() // x.shape[-1])
         if strategy == "factored":
@@ -119,7 +131,38 @@ class MergedLoraLinear(nn.Module):
             return _HybridMergedLinear.apply(x, col, self.base.weight, self.base.bias, self.A_cat, self.B_cat)
         raise ValueError(f"unknown strategy {strategy!r}")
 
+    def lorahub_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """LoraHub's rule: ``(sum_i c_i s_i B_i, sum_i c_i A_i)`` with ranks zero-padded to the largest.
+
+        Returns ``(A_sum [r_max, in], B_sum [out, r_max])``; cross terms ``c_i c_j s_i B_i A_j`` are kept.
+        """
+        c = self.coefficients.float()[self.segment]
+        dtype = self.A_cat.dtype
+        A_sum = torch.zeros((self.max_rank, self.A_cat.shape[1]), dtype=dtype, device=self.A_cat.device)
+        A_sum = A_sum.index_add(0, self.slot, self.A_cat * c.to(dtype)[:, None])
+        B_sum = torch.zeros((self.B_cat.shape[0], self.max_rank), dtype=dtype, device=self.B_cat.device)
+        B_sum = B_sum.index_add(1, self.slot, self.B_cat * (c * self.scales).to(dtype)[None, :])
+        return A_sum, B_sum
+
+    def export_factors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Exact ``(A, B)`` (scale 1) of this layer's merged update at the current coefficients, float32.
+
+        Rank columns whose weight is exactly zero are dropped; None when nothing remains.
+        """
+        with torch.no_grad():
+            if self.composition == "lorahub":
+                A, B = (t.float() for t in self.lorahub_factors())
+                return (A, B) if bool(B.any()) and bool(A.any()) else None
+            col = self.column_weights()
+            keep = col != 0
+            if not bool(keep.any()):
+                return None
+            return self.A_cat.float()[keep], self.B_cat.float()[:, keep] * col[keep]
+
     def merged_delta(self) -> torch.Tensor:
         """The dense update ``sum_i c_i s_i B_i A_i`` (``[out, in]``) at the current coefficients."""
-        col = self.column_weights().detach()
-        return (self.B_cat.detach().float() * col) @ self.A_cat.detach().float()
+        factors = self.export_factors()
+        if factors is None:
+            return torch.zeros_like(self.base.weight, dtype=torch.float32)
+        A, B = factors
+        return B @ A

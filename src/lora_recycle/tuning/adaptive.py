@@ -23,12 +23,14 @@ class CoefficientFit:
 
 
 def tune_coefficients(
-    merged: MergedModel, tokenizer, task: Task, config: LoopConfig, device: torch.device | str = "cpu"
+    merged: MergedModel, tokenizer, task: Task, config: LoopConfig, device: torch.device | str = "cpu",
+    joint: bool = False,
 ) -> CoefficientFit:
     """Learn ``merged.raw`` by AdamW on the answer-token loss; keep the lowest-validation-loss values.
 
-    The base weights and the adapters' factors stay frozen; only the coefficients receive gradients.
-    Without validation examples, the training loss selects instead.
+    The base weights stay frozen. With ``joint`` (pi-Tuning), every attached adapter's A and B train
+    too and the best snapshot restores them as well. Without validation examples, the training loss
+    selects instead.
     """
     train = [encode_for_training(tokenizer, task.spec, ex) for ex in task.split("train")]
     val = [encode_for_training(tokenizer, task.spec, ex) for ex in task.split("validation")] or train
@@ -40,12 +42,19 @@ def tune_coefficients(
             merged.apply_coefficients()
             return dataset_loss(merged.model, tokenizer, val, device=device)
 
+    params = [merged.raw]
+    if joint:
+        for layer in merged.layers.values():
+            layer.A_cat.requires_grad_(True)
+            layer.B_cat.requires_grad_(True)
+            params += [layer.A_cat, layer.B_cat]
+
     def snapshot():
-        return merged.raw.detach().clone()
+        return [p.detach().clone() for p in params]
 
     loop = run_training(
         loss_fn=lambda batch: batch_loss(merged, batch),
-        params=[merged.raw],
+        params=params,
         train=train,
         validate=validate,
         snapshot=snapshot,
@@ -55,7 +64,10 @@ def tune_coefficients(
         description=f"tuning coefficients on {task.name}",
     )
     with torch.no_grad():
-        merged.raw.copy_(loop.best_state)
+        for p, best in zip(params, loop.best_state, strict=True):
+            p.copy_(best)
+            p.requires_grad_(p is merged.raw)
         values = merged.activated().detach().clone()
     merged.apply_coefficients(values)
-    return CoefficientFit(values, loop.best_state, loop)
+    loop.best_state = loop.best_state[0]
+    return CoefficientFit(values, merged.raw.detach().clone(), loop)
