@@ -1,0 +1,44 @@
+"""Evaluation-based selection: score every pool adapter by its accuracy on the task's training examples.
+
+Each adapter is folded into a scratch copy of the weights (``W' = W + s B A``) at its own scale and
+scored with teacher forcing; DESIGN section 8 measured this at 0.92-1.0 of base-model throughput
+on CPU, ahead of PEFT's per-adapter ``set_adapter`` loop. Adapters are loaded one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from lora_recycle.adapters.lora import LoraAdapter
+from lora_recycle.models.fold import folded
+from lora_recycle.tasks.format import Task
+from lora_recycle.tasks.scoring import evaluate_task
+
+
+def evaluation_scores(
+    model, tokenizer, task: Task, adapter_ids: Iterable[str], load: Callable[[str], LoraAdapter],
+    split: str = "train", limit: int | None = None, device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """``{adapter id: accuracy on the split}``, loading and folding one adapter at a time."""
+    scores: dict[str, float] = {}
+    ids = list(adapter_ids)
+    for adapter_id in tqdm(ids, desc=f"evaluating pool on {task.name}", unit="adapter", disable=None):
+        adapter = load(adapter_id)
+        with folded(model, adapter):
+            scores[adapter_id] = evaluate_task(model, tokenizer, task, split, device, limit).accuracy
+    return scores
+
+
+def top_k(scores: dict[str, float], k: int) -> list[str]:
+    """The k best ids, ties broken by id so the choice is deterministic."""
+    return [i for i, _ in sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]]
+
+
+def select_random(ids: list[str], k: int, seed: int) -> list[str]:
+    """k ids uniformly without replacement, from a seeded generator (order of ``ids`` does not matter)."""
+    ordered = sorted(ids)
+    generator = torch.Generator().manual_seed(seed)
+    return [ordered[i] for i in torch.randperm(len(ordered), generator=generator)[:k].tolist()]
