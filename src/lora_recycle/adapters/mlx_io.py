@@ -28,7 +28,7 @@ _MLX_PREFIXES = ("language_model.",)
 
 
 def is_mlx_adapter(directory: str | Path) -> bool:
-    """True for an mlx-lm adapter directory (``adapters.safetensors`` or ``lora_parameters`` in its config)."""
+    """True for an mlx-lm adapter (``adapters.safetensors``, or ``lora_parameters`` in its config)."""
     directory = Path(directory)
     if (directory / MLX_WEIGHTS_NAME).is_file():
         return True
@@ -107,7 +107,10 @@ def read_mlx_adapter(directory: str | Path, adapter_id: str | None = None) -> Lo
     adapter = adapter_from_tensors(peft_tensors, peft_config, str(directory), adapter_id or str(directory))
     card = read_card_data(directory)
     adapter.metadata.update(
-        format="mlx", mlx_scale=mlx_lora_settings(config, str(directory))[1], license=card.get("license"),
-        card=card, source=str(directory),
+        format="mlx",
+        mlx_scale=mlx_lora_settings(config, str(directory))[1],
+        license=card.get("license"),
+        card=card,
+        source=str(directory),
     )
     return adapter

@@ -47,8 +47,13 @@ def projection_shapes(config: dict, where: str = "config.json") -> dict[str, tup
     head_dim = int(config.get("head_dim") or hidden // heads)
     q, kv = heads * head_dim, kv_heads * head_dim
     return {
-        "q_proj": (q, hidden), "k_proj": (kv, hidden), "v_proj": (kv, hidden), "o_proj": (hidden, q),
-        "gate_proj": (inter, hidden), "up_proj": (inter, hidden), "down_proj": (hidden, inter),
+        "q_proj": (q, hidden),
+        "k_proj": (kv, hidden),
+        "v_proj": (kv, hidden),
+        "o_proj": (hidden, q),
+        "gate_proj": (inter, hidden),
+        "up_proj": (inter, hidden),
+        "down_proj": (hidden, inter),
     }
 
 
@@ -65,6 +70,7 @@ class BaseModelSpec:
     name: str
     shapes: dict[str, tuple[int, int]]
     aliases: tuple[str, ...] = ()
+    num_layers: int = 0
     weights: dict[str, Path] = field(default_factory=dict)
     _norms: dict[str, float] = field(default_factory=dict, repr=False)
 
@@ -90,8 +96,12 @@ class BaseModelSpec:
 
     def fingerprint(self) -> dict:
         """What the validation outcome depends on, for the catalog's re-scan decision."""
-        return {"name": self.name, "aliases": sorted(self.aliases), "shapes": sorted(self.shapes.items()),
-                "weights": bool(self.weights)}
+        return {
+            "name": self.name,
+            "aliases": sorted(self.aliases),
+            "shapes": sorted(self.shapes.items()),
+            "weights": bool(self.weights),
+        }
 
 
 def _weight_files(model_dir: Path) -> dict[str, Path]:
@@ -106,9 +116,7 @@ def _weight_files(model_dir: Path) -> dict[str, Path]:
     return {}
 
 
-def load_base_spec(
-    model_dir: str | Path, base_name: str | None = None, aliases: tuple[str, ...] = ()
-) -> BaseModelSpec:
+def load_base_spec(model_dir: str | Path, base_name: str | None = None, aliases: tuple[str, ...] = ()) -> BaseModelSpec:
     """Describe the local base model directory ``model_dir`` (which must hold ``config.json``).
 
     ``base_name`` says which Hub id the directory is; otherwise ``_name_or_path`` or the directory name.
@@ -130,4 +138,4 @@ def load_base_spec(
     # The directory name is always an alias: adapters trained on this local copy name its path.
     all_aliases = tuple(dict.fromkeys((*aliases, model_dir.resolve().name)))
     shapes = module_paths(layers, projection_shapes(config, str(config_file)))
-    return BaseModelSpec(name=name, shapes=shapes, aliases=all_aliases, weights=_weight_files(model_dir))
+    return BaseModelSpec(name, shapes, all_aliases, layers, _weight_files(model_dir))

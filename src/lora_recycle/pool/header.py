@@ -13,14 +13,31 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
+
+import torch
 
 # safetensors itself refuses headers above 100 MB; adapters need a few hundred KB at most.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 DTYPE_BYTES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1,
-    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1,
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "U16": 2,
+    "U32": 4,
+    "U64": 8,
+    "BOOL": 1,
 }
-FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
+TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+FLOAT_DTYPES = frozenset(TORCH_DTYPES)
 
 
 class HeaderError(ValueError):
@@ -29,7 +46,7 @@ class HeaderError(ValueError):
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """One tensor's entry in the header: dtype name, shape and byte range within the data section."""
+    """One tensor's entry in the header: dtype name, shape and its byte range in the file (absolute)."""
 
     dtype: str
     shape: tuple[int, ...]
@@ -61,8 +78,22 @@ def read_safetensors_header(path: Path, max_header_bytes: int = MAX_HEADER_BYTES
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        tensors[name] = _tensor_info(name, entry, data_size)
+        info = _tensor_info(name, entry, data_size)
+        tensors[name] = TensorInfo(info.dtype, info.shape, 8 + length + info.start, 8 + length + info.end)
     return tensors
+
+
+def read_tensor(handle: BinaryIO, info: TensorInfo) -> torch.Tensor:
+    """Read one float tensor described by a checked header entry from an open file.
+
+    Plain reads rather than safetensors' memory map: that path keeps ~40 bytes per tensor alive,
+    which grows with the pool.
+    """
+    handle.seek(info.start)
+    data = bytearray(handle.read(info.end - info.start))
+    if len(data) != info.end - info.start:
+        raise HeaderError("file shorter than its header says (truncated)")
+    return torch.frombuffer(data, dtype=TORCH_DTYPES[info.dtype]).reshape(info.shape)
 
 
 def _tensor_info(name: str, entry: object, data_size: int) -> TensorInfo:

@@ -41,28 +41,30 @@ def is_adapter_dir(directory: Path) -> bool:
 
 
 def _walk_adapter_dirs(root: Path) -> Iterator[Path]:
-    """Adapter directories under ``root`` (any depth, sorted, hidden folders skipped, no symlink loops)."""
-    seen: set[str] = set()
+    """Adapter directories under ``root`` (any depth, sorted, hidden folders skipped).
+
+    Symlinked folders are followed unless they point back up their own path (a loop); nothing is
+    remembered per folder, so memory does not grow with the tree.
+    """
     stack = [root]
     while stack:
         directory = stack.pop()
-        real = os.path.realpath(directory)
-        if real in seen:
-            continue
-        seen.add(real)
         if is_adapter_dir(directory):
             yield directory
         try:
-            children = sorted(
-                (e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith(".")), reverse=True
-            )
+            entries = [e for e in os.scandir(directory) if e.is_dir() and not e.name.startswith(".")]
         except OSError:
             continue
-        stack.extend(directory / name for name in children)
+        for entry in sorted(entries, key=lambda e: e.name, reverse=True):
+            if entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                if (os.path.realpath(directory) + os.sep).startswith(target + os.sep):
+                    continue
+            stack.append(directory / entry.name)
 
 
 def iter_directory_tree(root: Path) -> Iterator[Candidate]:
-    """Adapters in a folder tree; ids are the folder paths relative to ``root`` (its own name if it is one)."""
+    """Adapters in a folder tree; ids are folder paths relative to ``root`` (its name if it is one)."""
     for directory in _walk_adapter_dirs(root):
         relative = directory.relative_to(root).as_posix()
         adapter_id = root.resolve().name if relative == "." else relative

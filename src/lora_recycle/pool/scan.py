@@ -1,0 +1,138 @@
+"""Scan pool sources into the catalog: incremental (unchanged files are not re-read) and idempotent."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from lora_recycle.pool.base import BaseModelSpec
+from lora_recycle.pool.catalog import AdapterRecord, Catalog, ModuleRow
+from lora_recycle.pool.sources import CARD_NAME, MARKER_NAMES, Candidate, iter_source
+from lora_recycle.pool.validate import ValidationPolicy, ValidationResult, validate_adapter
+
+# Bump when validation rules change, so every adapter is re-validated once.
+VALIDATOR_VERSION = 1
+
+
+@dataclass
+class ScanSummary:
+    """Counts of one scan: ``validated`` adapters were (re)read, ``unchanged`` ones were skipped."""
+
+    seen: int = 0
+    validated: int = 0
+    unchanged: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    reasons: Counter = field(default_factory=Counter)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "reasons": dict(sorted(self.reasons.items()))}
+
+
+def policy_key(base: BaseModelSpec, policy: ValidationPolicy) -> str:
+    """A short hash of everything a validation outcome depends on besides the adapter's own files."""
+    data = {"validator": VALIDATOR_VERSION, "base": base.fingerprint(), "policy": asdict(policy)}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def file_fingerprint(candidate: Candidate) -> str:
+    """Path, revision and (name, size, mtime_ns) of the adapter's files: changes when any file does."""
+    files = []
+    for name in (*MARKER_NAMES, CARD_NAME):
+        try:
+            stat = os.stat(candidate.path / name)  # follows the HF cache's symlinks to the blobs
+        except OSError:
+            continue
+        files.append([name, stat.st_size, stat.st_mtime_ns])
+    return json.dumps([str(candidate.path), candidate.revision, files])
+
+
+def contributor_of(candidate: Candidate, card: dict) -> str | None:
+    """Hub org/user, else the card's ``contributor`` / ``author``, else the first folder of the id."""
+    if candidate.contributor:
+        return candidate.contributor
+    for key in ("contributor", "author"):
+        value = card.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    first, sep, _ = candidate.adapter_id.partition("/")
+    return first if sep else None
+
+
+def record_of(candidate: Candidate, result: ValidationResult, fingerprint: str, policy: str) -> AdapterRecord:
+    """The catalog record of a validated candidate."""
+    return AdapterRecord(
+        id=candidate.adapter_id,
+        source_kind=candidate.source_kind,
+        source=candidate.source,
+        path=str(candidate.path),
+        revision=candidate.revision,
+        fingerprint=fingerprint,
+        policy=policy,
+        reasons=dict(result.reasons),
+        modules=[ModuleRow(m.path, m.rank, m.alpha, m.scale) for m in result.modules],
+        format=result.format,
+        license=result.license,
+        contributor=contributor_of(candidate, result.card),
+        base_model=result.base_model,
+        rank=result.rank,
+        alpha=result.alpha,
+        use_rslora=result.use_rslora,
+        weights_file=str(result.weights_file) if result.weights_file else None,
+        sha256=result.sha256,
+        size=result.size,
+        max_delta_ratio=result.max_delta_ratio,
+    )
+
+
+def scan_pool(
+    sources: Iterable[str | Path],
+    base: BaseModelSpec,
+    catalog: Catalog,
+    policy: ValidationPolicy | None = None,
+    hub_hints: dict[str, dict] | None = None,
+    progress: bool = False,
+) -> ScanSummary:
+    """Validate every adapter of ``sources`` into ``catalog``; adapters whose files are unchanged are skipped.
+
+    ``hub_hints`` maps Hub repo id -> ``{"license", "base_model", "remote_files", "sha"}`` from a fetch.
+    Adapters are handled one at a time, so memory does not grow with the pool.
+    """
+    policy = policy or ValidationPolicy()
+    hub_hints = hub_hints or {}
+    key = policy_key(base, policy)
+    catalog.set_meta("base_model", base.name)
+    catalog.set_meta("num_layers", str(base.num_layers))
+    revisions = {repo: hint["sha"] for repo, hint in hub_hints.items() if hint.get("sha")}
+    summary = ScanSummary()
+    bar = tqdm(desc="scanning adapters", unit="adapter", file=sys.stderr, disable=not progress)
+    try:
+        for source in sources:
+            for candidate in iter_source(source, revisions):
+                summary.seen += 1
+                bar.update(1)
+                fingerprint = file_fingerprint(candidate)
+                if catalog.is_current(candidate.adapter_id, fingerprint, key):
+                    summary.unchanged += 1
+                    continue
+                repo_id = candidate.adapter_id if candidate.source_kind == "hf_cache" else None
+                hints = hub_hints.get(repo_id or "", {})
+                if hints:
+                    candidate = Candidate(**{**asdict(candidate), "source_kind": "hub"})
+                result = validate_adapter(candidate.path, base, policy, hints)
+                catalog.put(record_of(candidate, result, fingerprint, key))
+                summary.validated += 1
+                summary.accepted += result.accepted
+                summary.rejected += not result.accepted
+                summary.reasons.update(result.reasons.keys())
+    finally:
+        bar.close()
+    return summary

@@ -1,0 +1,373 @@
+"""Validate one adapter directory against the base model (DESIGN section 3).
+
+Config and safetensors header first (no tensor is read until every shape is known to fit the base
+model), tensors second, one module at a time. Every problem becomes a reason code; an adapter with no
+reason is accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lora_recycle.adapters.card import read_card_data
+from lora_recycle.adapters.lora import lora_scale
+from lora_recycle.adapters.mlx_io import MLX_WEIGHTS_NAME, mlx_factor, mlx_lora_settings
+from lora_recycle.adapters.paths import canonical_path
+from lora_recycle.adapters.peft_io import WEIGHTS_NAME, check_lora_config, pattern_value, read_adapter_config
+from lora_recycle.errors import UserError
+from lora_recycle.pool.base import BaseModelSpec
+from lora_recycle.pool.header import FLOAT_DTYPES, MAX_HEADER_BYTES, HeaderError, read_safetensors_header, read_tensor
+from lora_recycle.pool.sources import PICKLE_NAMES
+
+REASONS = (
+    "no_license",
+    "not_safetensors",
+    "unsupported_type",
+    "base_mismatch",
+    "shape_mismatch",
+    "unknown_module",
+    "nonfinite",
+    "outlier",
+    "empty",
+    "corrupt",
+)
+# Key fragments of adapter content that is not a plain W + s B A update.
+_NON_LORA_MARKERS = (
+    "lora_magnitude_vector",
+    "trainable_tokens",
+    "lora_embedding_",
+    "modules_to_save",
+    "token_adapter",
+)
+# Config flags of LoRA variants whose weights mean something else.
+_NON_LORA_FLAGS = ("use_qalora", "trainable_token_indices", "use_bdlora")
+
+
+@dataclass(frozen=True)
+class ValidationPolicy:
+    """How strict the pool is: ``--no-require-license``, ``--allow-pickle``, ``--max-outlier-ratio``."""
+
+    require_license: bool = True
+    allow_pickle: bool = False
+    max_outlier_ratio: float = 1.0
+    max_header_bytes: int = MAX_HEADER_BYTES
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    """One module of an adapter as the catalog keeps it."""
+
+    path: str
+    rank: int
+    alpha: float
+    scale: float
+
+
+@dataclass
+class ValidationResult:
+    """Outcome of validating one adapter directory: reason code -> detail, plus what was learned."""
+
+    reasons: dict[str, str] = field(default_factory=dict)
+    format: str | None = None
+    weights_file: Path | None = None
+    sha256: str | None = None
+    size: int | None = None
+    license: str | None = None
+    base_model: str | None = None
+    rank: int | None = None
+    alpha: float | None = None
+    use_rslora: bool = False
+    modules: list[ModuleInfo] = field(default_factory=list)
+    max_delta_ratio: float | None = None
+    card: dict = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> bool:
+        return not self.reasons
+
+    def reject(self, code: str, detail: str) -> None:
+        """Record a reason (the first detail of each code is kept)."""
+        assert code in REASONS, code
+        self.reasons.setdefault(code, detail)
+
+
+@dataclass(frozen=True)
+class _Factor:
+    key: str
+    path: str
+    factor: str
+    shape: tuple[int, ...]  # canonical: A [r, in], B [out, r]
+    transpose: bool
+
+
+@dataclass(frozen=True)
+class _LoraSettings:
+    """PEFT ``rank_pattern`` / ``alpha_pattern``, or mlx-lm's absolute scale."""
+
+    rank_pattern: dict
+    alpha_pattern: dict
+    mlx_scale: float | None = None
+
+
+def _as_text(value: object, first: bool = False) -> str | None:
+    """Card fields may be lists: join them (licenses), or take the first (base models)."""
+    if isinstance(value, list):
+        value = (value[0] if value else None) if first else ", ".join(str(v) for v in value if v)
+    return (str(value).strip() or None) if value else None
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def validate_adapter(
+    directory: Path, base: BaseModelSpec, policy: ValidationPolicy, hints: dict | None = None
+) -> ValidationResult:
+    """Validate the adapter in ``directory``; ``hints`` may carry Hub data (``license``, ``base_model``)."""
+    hints = hints or {}
+    result = ValidationResult(card=read_card_data(directory))
+    result.license = _as_text(result.card.get("license")) or _as_text(hints.get("license"))
+    if policy.require_license and not result.license:
+        result.reject("no_license", "no license in the model card")
+    try:
+        config = read_adapter_config(directory)
+    except UserError as exc:
+        result.reject("corrupt", str(exc))
+        _locate_weights(directory, result, hints)
+        return result
+    is_mlx = (directory / MLX_WEIGHTS_NAME).is_file() or "lora_parameters" in config
+    result.format = "mlx" if is_mlx else "peft"
+    result.base_model = (
+        _as_text(config.get("model") if is_mlx else config.get("base_model_name_or_path"))
+        or _as_text(result.card.get("base_model"), first=True)
+        or _as_text(hints.get("base_model"), first=True)
+    )
+    if result.base_model and not base.accepts(result.base_model):
+        result.reject("base_mismatch", f"adapter is for {result.base_model}, the pool is for {base.name}")
+    settings = _lora_settings(config, is_mlx, str(directory), result)
+    weights = _locate_weights(directory, result, hints)
+    if weights is None:
+        return result
+    with _open_weights(weights, result, policy) as tensors:
+        if tensors is None:
+            return result
+        factors = _map_factors(tensors.header, is_mlx, result)
+        modules = _check_shapes(factors, base, result, settings)
+        if modules and not {"corrupt", "shape_mismatch"} & result.reasons.keys():
+            _check_tensors(modules, tensors, base, policy, result)
+    return result
+
+
+def _lora_settings(config: dict, is_mlx: bool, where: str, result: ValidationResult) -> _LoraSettings | None:
+    """Per-module rank/alpha/scale rules from the config; None (with a ``corrupt`` reason) if unusable.
+
+    Variants that are not plain LoRA get ``unsupported_type`` but keep their settings, so the catalog
+    still records their ranks.
+    """
+    if is_mlx:
+        kind = str(config.get("fine_tune_type", "lora")).lower()
+        if kind != "lora":
+            result.reject("unsupported_type", f"{where}: fine_tune_type {kind} is not LoRA")
+        try:
+            rank, scale = mlx_lora_settings({**config, "fine_tune_type": "lora"}, where)
+        except UserError as exc:
+            result.reject("corrupt", str(exc))
+            return None
+        result.rank, result.alpha = rank, scale * rank
+        return _LoraSettings({}, {}, scale)
+    for key in ("r", "lora_alpha"):
+        value = config.get(key)
+        if key in config and (isinstance(value, bool) or not isinstance(value, int | float)):
+            result.reject("corrupt", f"{where}: field {key} must be a number, got {value!r}")
+            return None
+    patterns = [config.get(key) or {} for key in ("rank_pattern", "alpha_pattern")]
+    if not all(isinstance(p, dict) for p in patterns):
+        result.reject("corrupt", f"{where}: rank_pattern and alpha_pattern must be objects")
+        return None
+    try:
+        check_lora_config(config, where)
+    except UserError as exc:
+        result.reject("unsupported_type", str(exc))
+    flags = [flag for flag in _NON_LORA_FLAGS if config.get(flag)]
+    if flags:
+        result.reject("unsupported_type", f"{where}: {flags[0]} is set; not a plain LoRA")
+    result.rank = int(config.get("r", 8))
+    result.alpha = float(config.get("lora_alpha", result.rank))
+    result.use_rslora = bool(config.get("use_rslora", False))
+    return _LoraSettings(*patterns)
+
+
+def _locate_weights(directory: Path, result: ValidationResult, hints: dict) -> Path | None:
+    """The weights file to read; records ``not_safetensors`` / ``corrupt`` when there is none to read."""
+    for name in (WEIGHTS_NAME, MLX_WEIGHTS_NAME, *PICKLE_NAMES):
+        if (directory / name).is_file():
+            path = directory / name
+            result.weights_file, result.size = path, path.stat().st_size
+            result.sha256 = file_sha256(path)
+            return path
+    if any(name in PICKLE_NAMES for name in hints.get("remote_files", ())):
+        result.reject("not_safetensors", "the Hub repo has only pickle weights (not downloaded)")
+    else:
+        result.reject("corrupt", f"{directory}: no adapter weights file")
+    return None
+
+
+@dataclass
+class _Weights:
+    """Uniform access to tensors from a memory-mapped safetensors file or a weights-only pickle."""
+
+    header: dict[str, tuple[str, tuple[int, ...]]]
+    get: Callable[[str], torch.Tensor]
+
+
+@contextmanager
+def _open_weights(path: Path, result: ValidationResult, policy: ValidationPolicy) -> Iterator[_Weights | None]:
+    """Header first (capped, checked against the file size); tensors stay memory-mapped until read."""
+    if path.name in PICKLE_NAMES:
+        yield _load_pickle(path, result, policy)
+        return
+    try:
+        header = read_safetensors_header(path, policy.max_header_bytes)
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the with block below
+    except (HeaderError, OSError) as exc:
+        result.reject("corrupt", f"{path.name}: {exc}")
+        yield None
+        return
+    with handle:
+        shapes = {key: (info.dtype, info.shape) for key, info in header.items()}
+        yield _Weights(shapes, lambda key: read_tensor(handle, header[key]))
+
+
+def _load_pickle(path: Path, result: ValidationResult, policy: ValidationPolicy) -> _Weights | None:
+    if not policy.allow_pickle:
+        result.reject("not_safetensors", f"{path.name}: pickle weights are never unpickled without --allow-pickle")
+        return None
+    try:
+        # weights_only=True refuses any pickle that would build objects or call functions.
+        tensors = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    except Exception as exc:  # noqa: BLE001 - every failure here means "not loadable safely"
+        result.reject("not_safetensors", f"{path.name}: refused by the weights-only loader ({type(exc).__name__})")
+        return None
+    if not isinstance(tensors, dict) or not all(isinstance(t, torch.Tensor) for t in tensors.values()):
+        result.reject("corrupt", f"{path.name}: not a mapping of tensor names to tensors")
+        return None
+    result.format = f"{result.format}-pickle"
+    dtypes = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
+    header = {k: (dtypes.get(t.dtype, str(t.dtype)), tuple(t.shape)) for k, t in tensors.items()}
+    return _Weights(header, tensors.__getitem__)
+
+
+def _map_factors(
+    header: dict[str, tuple[str, tuple[int, ...]]], is_mlx: bool, result: ValidationResult
+) -> list[_Factor]:
+    """Parse every key into a LoRA factor; other content is ``unsupported_type``."""
+    factors = []
+    for key, (dtype, shape) in header.items():
+        parsed = mlx_factor(key) if is_mlx else canonical_path(key)
+        if parsed is None or any(marker in key for marker in _NON_LORA_MARKERS):
+            result.reject("unsupported_type", f"tensor {key} is not a LoRA factor")
+            continue
+        if dtype not in FLOAT_DTYPES:
+            result.reject("unsupported_type", f"tensor {key} has dtype {dtype} (quantised LoRA factors)")
+            continue
+        if is_mlx and len(shape) == 2:
+            shape = shape[::-1]
+        factors.append(_Factor(key, parsed[0], parsed[1], tuple(shape), is_mlx))
+    return factors
+
+
+def _check_shapes(
+    factors: list[_Factor], base: BaseModelSpec, result: ValidationResult, settings: _LoraSettings | None
+) -> dict[str, dict[str, _Factor]]:
+    """Pair A with B per module, check both against the base model, and record each good module.
+
+    Returns ``path -> {"A": factor, "B": factor}`` for the modules whose shapes fit.
+    """
+    by_path: dict[str, dict[str, _Factor]] = {}
+    for factor in factors:
+        if factor.path not in base.shapes:
+            result.reject("unknown_module", f"tensor {factor.key}: {factor.path} is not a module of {base.name}")
+            continue
+        by_path.setdefault(factor.path, {})[factor.factor] = factor
+    if not factors:
+        result.reject("empty", "no LoRA tensors")
+    good: dict[str, dict[str, _Factor]] = {}
+    for path in sorted(by_path):
+        pair = by_path[path]
+        if set(pair) != {"A", "B"}:
+            result.reject("shape_mismatch", f"module {path} lacks lora_{'B' if 'A' in pair else 'A'}")
+            continue
+        a_shape, b_shape = pair["A"].shape, pair["B"].shape
+        if len(a_shape) != 2 or len(b_shape) != 2 or a_shape[0] != b_shape[1] or a_shape[0] == 0:
+            result.reject("shape_mismatch", f"module {path}: A {a_shape} and B {b_shape} do not pair")
+        elif (b_shape[0], a_shape[1]) != base.shapes[path]:
+            result.reject(
+                "shape_mismatch", f"module {path}: delta {(b_shape[0], a_shape[1])}, base {base.shapes[path]}"
+            )
+        elif settings is not None:
+            module = _module_info(path, a_shape[0], result, settings)
+            expected = int(pattern_value(settings.rank_pattern, path, result.rank))
+            if settings.mlx_scale is None and expected != module.rank:
+                result.reject("shape_mismatch", f"module {path}: rank {module.rank}, config says {expected}")
+            elif settings.mlx_scale is not None and result.rank != module.rank:
+                result.reject("shape_mismatch", f"module {path}: rank {module.rank}, config says {result.rank}")
+            else:
+                result.modules.append(module)
+                good[path] = pair
+    return good
+
+
+def _module_info(path: str, rank: int, result: ValidationResult, settings: _LoraSettings) -> ModuleInfo:
+    if settings.mlx_scale is not None:  # mlx-lm's scale is absolute; alpha is its PEFT equivalent
+        return ModuleInfo(path, rank, settings.mlx_scale * rank, settings.mlx_scale)
+    alpha = float(pattern_value(settings.alpha_pattern, path, result.alpha))
+    return ModuleInfo(path, rank, alpha, lora_scale(alpha, rank, result.use_rslora))
+
+
+def _check_tensors(
+    modules: dict[str, dict[str, _Factor]],
+    weights: _Weights,
+    base: BaseModelSpec,
+    policy: ValidationPolicy,
+    result: ValidationResult,
+) -> None:
+    """Read one module at a time: finiteness, all-zero B, and ||delta||_F / ||W||_F in factored form."""
+    all_zero, worst = True, None
+    scales = {m.path: m.scale for m in result.modules}
+    for path, pair in modules.items():
+        try:
+            A, B = (weights.get(pair[f].key).double() for f in ("A", "B"))
+        except (HeaderError, OSError, RuntimeError) as exc:
+            result.reject("corrupt", f"tensor of {path}: {exc}")
+            return
+        # numpy for these tiny r x r products: torch's thread pool costs ~15 ms a call on a busy 2-CPU box
+        A, B = A.numpy(), B.numpy()
+        if pair["A"].transpose:
+            A, B = A.T, B.T
+        if not (np.isfinite(A).all() and np.isfinite(B).all()):
+            result.reject("nonfinite", f"module {path} has NaN or Inf")
+            continue
+        all_zero = all_zero and not B.any()
+        w_norm = base.weight_norm(path)
+        if w_norm:
+            # ||s B A||_F^2 = s^2 tr((B^T B)(A A^T)) without building the [out, in] product.
+            squared = max(float(((B.T @ B) * (A @ A.T)).sum()), 0.0)
+            ratio = abs(scales[path]) * squared**0.5 / w_norm
+            worst = ratio if worst is None else max(worst, ratio)
+    result.max_delta_ratio = worst
+    if all_zero and "nonfinite" not in result.reasons:
+        result.reject("empty", "every lora_B is zero")
+    if worst is not None and worst > policy.max_outlier_ratio:
+        result.reject("outlier", f"||delta||_F / ||W||_F = {worst:.3g} above {policy.max_outlier_ratio}")
