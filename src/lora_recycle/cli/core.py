@@ -88,7 +88,11 @@ def merge(
     target_lora: Annotated[
         Path | None, typer.Option("--target-lora", help="A target-task LoRA to add to the pool.")
     ] = None,
-    method: Annotated[str, typer.Option("--method", help="ours or average.")] = "ours",
+    db: Annotated[Path | None, typer.Option("--db", help="Pool catalog to take adapters from.")] = None,
+    ids: Annotated[list[str] | None, typer.Option("--ids", help="Catalog ids to merge (else selected).")] = None,
+    selection: Annotated[str | None, typer.Option("--selection", help="random or evaluation (with --db).")] = None,
+    k: Annotated[int | None, typer.Option("--k", help="How many adapters to select from --db.")] = None,
+    method: Annotated[str, typer.Option("--method", help="ours, adamerging, pi_tuning, lorahub or average.")] = "ours",
     granularity: Annotated[str | None, typer.Option("--granularity", help="model, layer, sublayer or module.")] = None,
     activation: Annotated[str | None, typer.Option("--activation", help="softmax, leaky_relu or linear.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", min=1)] = None,
@@ -118,15 +122,31 @@ def merge(
     _check_choice("--granularity", settings.granularity, ("model", "layer", "sublayer", "module"))
     _check_choice("--activation", settings.activation, ("softmax", "leaky_relu", "linear"))
     _check_choice("--strategy", settings.strategy, ("auto", "factored", "materialized", "hybrid"))
-    paths = list(adapters or []) + ([target_lora] if target_lora else [])
-    if not paths:
-        raise UserError("no adapters given: use --adapters DIR [DIR ...] and/or --target-lora DIR")
+    settings = settings.with_overrides(selection=selection, k=k)
+    paths = list(adapters or [])
+    if not paths and db is None and target_lora is None:
+        raise UserError("no adapters given: use --adapters DIR [DIR ...], --db POOL.db and/or --target-lora DIR")
     if settings.adaptive and task is None:
         raise UserError(f"method {method} learns coefficients on a task: give --task DIR")
     loaded_task = load_task(task) if task else None
-    pool = [read_peft_adapter(p, adapter_id=p.name if p != target_lora else f"target:{p.name}") for p in paths]
+    pool = [read_peft_adapter(p, adapter_id=p.name) for p in paths]
+    if db is not None and ids:  # explicit ids are checked before the model loads
+        from lora_recycle.pool import load_pool_adapters
+
+        pool += load_pool_adapters(db, list(ids))
     dev = resolve_device(device)
     base, tokenizer = load_base_model(model, dev, dtype)
+    scores: dict[str, float] = {}
+    if db is not None and not ids:
+        from lora_recycle.pool import load_pool_adapters
+        from lora_recycle.selection.from_catalog import select_from_catalog
+
+        strategy = "random" if settings.selection == "all" else settings.selection
+        selected, scores = select_from_catalog(db, strategy, settings.k or 30, settings.seed, base, tokenizer,
+                                               loaded_task, dev)
+        pool += load_pool_adapters(db, selected)
+    if target_lora is not None:
+        pool.append(read_peft_adapter(target_lora, adapter_id=f"target:{target_lora.name}"))
     outcome = merge_adapters(base, tokenizer, loaded_task, pool, settings, dev)
     record = outcome.record()
     if evaluate_split and loaded_task is not None:
@@ -136,7 +156,7 @@ def merge(
                for a in pool]
     export_merge(outcome.adapter, out, base_model_name(base) or str(model), method, sources, record)
     summary = {"out": str(out), "method": method, "selected": [a.adapter_id for a in pool],
-               "coefficients": outcome.coefficients}
+               "coefficients": outcome.coefficients, "scores": scores}
     for key in ("best_step", "best_validation_loss", "initial_validation_loss", "evaluation"):
         if key in record:
             summary[key] = record[key]
@@ -148,6 +168,35 @@ def merge(
         info(f"merged {len(pool)} adapters with {method}{detail}; wrote {out}")
         if "evaluation" in record:
             info(f"{evaluate_split} accuracy {record['evaluation']['accuracy']:.4f}")
+
+
+def select(
+    model: ModelOpt,
+    db: Annotated[Path, typer.Option("--db", help="Pool catalog.")],
+    task: TaskOpt,
+    strategy: Annotated[str, typer.Option("--strategy", help="random or evaluation.")] = "evaluation",
+    k: Annotated[int, typer.Option("--k", min=1)] = 30,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+    as_json: JsonOpt = False,
+) -> None:
+    """Select k adapters from a pool catalog for a task (scores are cached in the catalog)."""
+    from lora_recycle.models.loading import load_base_model, resolve_device
+    from lora_recycle.selection.from_catalog import STRATEGIES, select_from_catalog
+    from lora_recycle.tasks import load_task
+
+    _check_choice("--strategy", strategy, STRATEGIES)
+    loaded_task = load_task(task)
+    dev = resolve_device(device)
+    base, tokenizer = (None, None) if strategy == "random" else load_base_model(model, dev, dtype)
+    selected, scores = select_from_catalog(db, strategy, k, seed, base, tokenizer, loaded_task, dev)
+    if as_json:
+        emit_json({"selected": selected, "scores": scores})
+    else:
+        for adapter_id in selected:
+            score = scores.get(adapter_id)
+            print(adapter_id if score is None else f"{adapter_id}\t{score:.4f}")
 
 
 def _check_choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -162,3 +211,4 @@ def register(app: typer.Typer) -> None:
     app.command("evaluate")(evaluate)
     app.command("train-lora")(train_lora)
     app.command("merge")(merge)
+    app.command("select")(select)

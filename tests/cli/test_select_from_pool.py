@@ -1,0 +1,70 @@
+"""Selecting from a pool catalog: scores cached per task, `merge --db` with selection or explicit ids."""
+
+import json
+import shutil
+
+import pytest
+
+from lora_recycle.cli import main
+
+
+@pytest.fixture()
+def pool_db(tmp_path, tiny_model_dir, adapter_dirs):
+    root = tmp_path / "pool"
+    for name, path in adapter_dirs.items():
+        shutil.copytree(path, root / name)
+    db = tmp_path / "pool.db"
+    assert main(["pool", "scan", str(root), "--base-model", str(tiny_model_dir), "--db", str(db),
+                 "--no-require-license"]) == 0
+    return db
+
+
+def test_select_evaluation_is_cached(capsys, pool_db, tiny_model_dir, colour_task_dir):
+    capsys.readouterr()
+    args = ["select", "--model", str(tiny_model_dir), "--db", str(pool_db), "--task", str(colour_task_dir),
+            "--strategy", "evaluation", "--k", "2", "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert len(first["selected"]) == 2 and len(first["scores"]) == 4
+    best = sorted(first["scores"].items(), key=lambda kv: (-kv[1], kv[0]))[:2]
+    assert first["selected"] == [i for i, _ in best]
+    from lora_recycle.pool import Catalog
+    from lora_recycle.tasks import load_task
+
+    with Catalog(pool_db) as catalog:
+        cached = catalog.get_scores(load_task(colour_task_dir).content_hash(), "evaluation")
+    assert cached == pytest.approx(first["scores"])
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out) == first
+
+
+def test_select_random_is_seeded(capsys, pool_db, tiny_model_dir, colour_task_dir):
+    capsys.readouterr()
+    args = ["select", "--model", str(tiny_model_dir), "--db", str(pool_db), "--task", str(colour_task_dir),
+            "--strategy", "random", "--k", "3", "--seed", "7", "--json"]
+    assert main(args) == 0
+    a = json.loads(capsys.readouterr().out)["selected"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["selected"] == a and len(set(a)) == 3
+
+
+def test_merge_from_db(capsys, tmp_path, pool_db, tiny_model_dir, colour_task_dir):
+    capsys.readouterr()
+    code = main(["merge", "--model", str(tiny_model_dir), "--task", str(colour_task_dir), "--db", str(pool_db),
+                 "--ids", "qv_r8", "--ids", "patterns", "--method", "ours", "--steps", "2",
+                 "--out", str(tmp_path / "m"), "--json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["selected"] == ["qv_r8", "patterns"]
+    code = main(["merge", "--model", str(tiny_model_dir), "--task", str(colour_task_dir), "--db", str(pool_db),
+                 "--method", "ours", "--k", "2", "--steps", "2", "--out", str(tmp_path / "m2"), "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert len(summary["selected"]) == 2 and len(summary["scores"]) == 4
+
+
+def test_unknown_id_is_a_clear_error(capsys, tmp_path, pool_db, tiny_model_dir):
+    capsys.readouterr()
+    code = main(["merge", "--model", str(tiny_model_dir), "--db", str(pool_db), "--ids", "nope",
+                 "--method", "average", "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert code == 2 and "nope" in err and len(err.strip().splitlines()) == 1
