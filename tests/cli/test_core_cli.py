@@ -77,3 +77,32 @@ def test_user_mistakes_give_one_line_and_exit_2(capsys, tmp_path, tiny_model_dir
     assert code == 2
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert __import__("re").search(message, err)
+
+
+def test_merge_into_base_and_random_init(capsys, tmp_path, tiny_model_dir, colour_task_dir, adapter_dirs):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from lora_recycle.adapters import read_peft_adapter
+    from lora_recycle.models.fold import folded
+    from lora_recycle.models.loading import load_base_model
+
+    out = tmp_path / "full"
+    code, _, _ = run(capsys, "merge", "--model", tiny_model_dir, "--adapters", adapter_dirs["all_r4"], "--adapters",
+                     adapter_dirs["qv_r8"], "--method", "average", "--merge-into-base", "--out", out)
+    assert code == 0 and (out / "config.json").is_file()
+    lora_out = tmp_path / "lora"
+    assert run(capsys, "merge", "--model", tiny_model_dir, "--adapters", adapter_dirs["all_r4"], "--adapters",
+               adapter_dirs["qv_r8"], "--method", "average", "--out", lora_out)[0] == 0
+    ids = torch.tensor([[1, 2, 3, 400, 5000]])
+    model, _ = load_base_model(tiny_model_dir)
+    with folded(model, read_peft_adapter(lora_out)), torch.no_grad():
+        expected = model(input_ids=ids).logits
+    with torch.no_grad():
+        full = AutoModelForCausalLM.from_pretrained(str(out))(input_ids=ids).logits
+    torch.testing.assert_close(full, expected, atol=1e-4, rtol=1e-4)
+    code, out_json, _ = run(capsys, "merge", "--model", tiny_model_dir, "--adapters", adapter_dirs["all_r4"],
+                            "--target-lora", adapter_dirs["qv_r8"], "--method", "average", "--random-init",
+                            "--out", tmp_path / "noise", "--json")
+    assert code == 0
+    assert json.loads(out_json)["selected"] == ["random-init:all_r4", "target:qv_r8"]

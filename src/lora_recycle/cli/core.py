@@ -86,8 +86,15 @@ def merge(
     task: Annotated[Path | None, typer.Option("--task", help="Task directory (needed by adaptive methods).")] = None,
     adapters: Annotated[list[Path] | None, typer.Option("--adapters", help="Adapter directories to merge.")] = None,
     target_lora: Annotated[
-        Path | None, typer.Option("--target-lora", help="A target-task LoRA to add to the pool.")
+        Path | None,
+        typer.Option("--target-lora", "--include-target-lora", help="A target-task LoRA to add to the pool."),
     ] = None,
+    random_init: Annotated[
+        bool, typer.Option("--random-init", help="Control: replace recycled adapters' A/B by same-std noise.")
+    ] = False,
+    merge_into_base: Annotated[
+        bool, typer.Option("--merge-into-base", help="Save a full transformers model instead of an adapter.")
+    ] = False,
     db: Annotated[Path | None, typer.Option("--db", help="Pool catalog to take adapters from.")] = None,
     ids: Annotated[list[str] | None, typer.Option("--ids", help="Catalog ids to merge (else selected).")] = None,
     selection: Annotated[str | None, typer.Option("--selection", help="random or evaluation (with --db).")] = None,
@@ -145,7 +152,11 @@ def merge(
         selected, scores = select_from_catalog(db, strategy, settings.k or 30, settings.seed, base, tokenizer,
                                                loaded_task, dev)
         pool += load_pool_adapters(db, selected)
-    if target_lora is not None:
+    if random_init:
+        from lora_recycle.merging.controls import random_init_like
+
+        pool = [random_init_like(a, settings.seed + i) for i, a in enumerate(pool)]
+    if target_lora is not None:  # the target-task LoRA is never randomised
         pool.append(read_peft_adapter(target_lora, adapter_id=f"target:{target_lora.name}"))
     outcome = merge_adapters(base, tokenizer, loaded_task, pool, settings, dev)
     record = outcome.record()
@@ -154,7 +165,12 @@ def merge(
             record["evaluation"] = evaluate_task(base, tokenizer, loaded_task, evaluate_split, dev).to_dict()
     sources = [{"id": a.adapter_id, "license": a.metadata.get("license"), "source": a.metadata.get("source")}
                for a in pool]
-    export_merge(outcome.adapter, out, base_model_name(base) or str(model), method, sources, record)
+    if merge_into_base:
+        from lora_recycle.merging.export import save_merged_model
+
+        save_merged_model(base, tokenizer, outcome.adapter, out, method, sources, record)
+    else:
+        export_merge(outcome.adapter, out, base_model_name(base) or str(model), method, sources, record)
     summary = {"out": str(out), "method": method, "selected": [a.adapter_id for a in pool],
                "coefficients": outcome.coefficients, "scores": scores}
     for key in ("best_step", "best_validation_loss", "initial_validation_loss", "evaluation"):

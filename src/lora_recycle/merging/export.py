@@ -46,3 +46,18 @@ def export_merge(
         "\n".join(lines),
     )
     return out_dir
+
+
+def save_merged_model(model, tokenizer, adapter: LoraAdapter, out_dir: str | Path, method: str, sources: list[dict],
+                      record: dict) -> Path:
+    """Save base + merged update as a full transformers model directory (weights folded, exactly once)."""
+    from lora_recycle.models.fold import folded
+
+    out_dir = Path(out_dir)
+    with folded(model, adapter):
+        model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    record = {"format_version": 1, "lora_recycle_version": __version__, "method": method, "sources": sources,
+              "merged_into_base": True, **record}
+    (out_dir / RECORD_NAME).write_text(json.dumps(record, indent=2, default=float) + "\n", encoding="utf-8")
+    return out_dir
