@@ -29,6 +29,11 @@ def synthetic_adapter(model, rank: int, seed: int) -> LoraAdapter:
     return LoraAdapter(modules, f"synthetic-{seed}")
 
 
+def merged_step_calibration(merged, ids) -> None:
+    merged(input_ids=ids).logits.float().logsumexp(-1).mean().backward()
+    merged.raw.grad = None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hidden", type=int, default=512)
@@ -42,8 +47,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=1024, hidden_size=args.hidden, intermediate_size=int(2.6875 * args.hidden),
-                         num_hidden_layers=args.layers, num_attention_heads=8, num_key_value_heads=4)
+    config = LlamaConfig(
+        vocab_size=1024,
+        hidden_size=args.hidden,
+        intermediate_size=int(2.6875 * args.hidden),
+        num_hidden_layers=args.layers,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+    )
     model = LlamaForCausalLM(config).eval().requires_grad_(False)
     seq = 256
     ids = torch.randint(0, 1024, (max(1, args.tokens // seq), seq))
@@ -52,8 +63,10 @@ def main() -> None:
         embeds = model.get_input_embeddings()(ids).requires_grad_(True)  # backward through every layer
         model(inputs_embeds=embeds).logits.float().logsumexp(-1).mean().backward()
 
-    print(f"config: hidden {args.hidden}, layers {args.layers}, rank {args.rank}, tokens/step {ids.numel()}, "
-          f"threads {torch.get_num_threads()}")
+    print(
+        f"config: hidden {args.hidden}, layers {args.layers}, rank {args.rank}, tokens/step {ids.numel()}, "
+        f"threads {torch.get_num_threads()}"
+    )
     print(f"{'k':>4} {'strategy':>13} {'ms/step':>10} {'x base':>8}")
     strategies = ("factored", "materialized", "hybrid", "auto")
     for k in args.k:
@@ -87,6 +100,10 @@ def main() -> None:
         print(f"{k:>4} {'frozen base':>13} {median['base'] * 1000:>10.1f} {1.0:>8.2f}")
         for strategy in strategies:
             print(f"{k:>4} {strategy:>13} {median[strategy] * 1000:>10.1f} {median[strategy] / median['base']:>8.2f}")
+        merged.set_strategy("calibrate")
+        timings = merged.calibrate(lambda: merged_step_calibration(merged, ids))
+        chosen = min(timings, key=timings.get)
+        print(f"{k:>4} {'calibrate':>13} -> {chosen} (one timed step per candidate)")
         merged.detach()
 
 

@@ -73,11 +73,11 @@ def test_factored_and_materialized_merges_agree(tiny_model, adapter_dirs, colour
     task = load_task(colour_task_dir)
     pool = load_pool(adapter_dirs)
     results = {}
-    for strategy in ("factored", "materialized", "hybrid"):
+    for strategy in ("factored", "materialized", "hybrid", "calibrate"):
         settings = preset("ours").with_overrides(steps=6, eval_every=3, strategy=strategy)
         results[strategy] = merge_adapters(model, tokenizer, task, pool, settings)
     ref = results["factored"]
-    for strategy in ("materialized", "hybrid"):
+    for strategy in ("materialized", "hybrid", "calibrate"):
         other = results[strategy]
         assert other.fit.loop.best_step == ref.fit.loop.best_step
         torch.testing.assert_close(other.fit.values, ref.fit.values, atol=1e-4, rtol=1e-3)

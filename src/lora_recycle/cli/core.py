@@ -105,7 +105,7 @@ def merge(
     steps: Annotated[int | None, typer.Option("--steps", min=1)] = None,
     lr: Annotated[float | None, typer.Option("--lr")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    strategy: Annotated[str, typer.Option("--strategy", help="auto, factored, materialized or hybrid.")] = "auto",
+    strategy: Annotated[str, typer.Option("--strategy", help="auto, calibrate, factored, materialized or hybrid.")] = "auto",
     evaluate_split: Annotated[
         str | None, typer.Option("--evaluate", help="Also score the merge on this split.")
     ] = None,
@@ -128,7 +128,7 @@ def merge(
                                              seed=seed, strategy=strategy)
     _check_choice("--granularity", settings.granularity, ("model", "layer", "sublayer", "module"))
     _check_choice("--activation", settings.activation, ("softmax", "leaky_relu", "linear"))
-    _check_choice("--strategy", settings.strategy, ("auto", "factored", "materialized", "hybrid"))
+    _check_choice("--strategy", settings.strategy, ("auto", "calibrate", "factored", "materialized", "hybrid"))
     settings = settings.with_overrides(selection=selection, k=k)
     paths = list(adapters or [])
     if not paths and db is None and target_lora is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
@@ -99,6 +101,30 @@ class MergedModel:
     def set_strategy(self, strategy: Strategy) -> None:
         for layer in self.layers.values():
             layer.strategy = strategy
+
+    def calibrate(self, step: Callable[[], None], repeats: int = 1) -> dict[str, float]:
+        """Resolve ``calibrate``: time ``step`` (one forward+backward) under each candidate, keep the fastest.
+
+        Candidates are the per-layer cost model and the three uniform strategies (hybrid only when
+        factors are frozen). All are exact, so the choice changes speed, never numbers. Returns the
+        seconds measured per candidate.
+        """
+        if any(layer.strategy != "calibrate" for layer in self.layers.values()):
+            return {}
+        trainable_factors = any(layer.A_cat.requires_grad for layer in self.layers.values())
+        candidates = ["auto", "factored", "materialized"] + ([] if trainable_factors else ["hybrid"])
+        timings: dict[str, float] = {}
+        step()  # warm-up: allocator and kernels
+        for candidate in candidates:
+            self.set_strategy(candidate)
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                step()
+                best = min(best, time.perf_counter() - start)
+            timings[candidate] = best
+        self.set_strategy(min(timings, key=timings.get))
+        return timings
 
     def __call__(self, **inputs):
         self.apply_coefficients()

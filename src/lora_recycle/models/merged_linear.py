@@ -3,7 +3,10 @@
 Three exact ways to compute ``y = x W^T + b + sum_i c_i s_i (x A_i^T) B_i^T`` (DESIGN section 8):
 ``factored`` never forms a dense update; ``materialized`` forms ``W + delta`` once per step;
 ``hybrid`` forwards through the merged weight but gets coefficient gradients from the factored
-identity ``dL/dcol_r = sum_t (g B)_{t,r} (x A^T)_{t,r}``. ``auto`` picks the cheapest per call.
+identity ``dL/dcol_r = sum_t (g B)_{t,r} (x A^T)_{t,r}``. ``auto`` picks per layer and call by a FLOP
+model (deterministic: same shapes, same path, same numbers); ``calibrate`` behaves like ``auto`` until
+``MergedModel.calibrate`` times the candidates on a real batch and fixes the fastest, trading
+bit-for-bit reproducibility across machines for speed (all paths agree to float rounding).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from torch import nn
 
 from lora_recycle.adapters.lora import LoraModule
 
-Strategy = Literal["auto", "factored", "materialized", "hybrid"]
+Strategy = Literal["auto", "calibrate", "factored", "materialized", "hybrid"]
 Composition = Literal["delta", "lorahub"]
 
 
@@ -104,7 +107,7 @@ class MergedLoraLinear(nn.Module):
         return self.coefficients.float()[self.segment] * self.scales
 
     def choose_strategy(self, tokens: int) -> str:
-        if self.strategy != "auto":
+        if self.strategy not in ("auto", "calibrate"):
             return self.strategy
         costs = strategy_costs(self.rank_sum, tokens, self.base.out_features, self.base.in_features)
         if self.A_cat.requires_grad or self.B_cat.requires_grad:

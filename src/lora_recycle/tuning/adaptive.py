@@ -9,7 +9,7 @@ import torch
 from lora_recycle.models.inject import MergedModel
 from lora_recycle.tasks.format import Task
 from lora_recycle.tasks.loss import batch_loss, dataset_loss
-from lora_recycle.tasks.prompting import encode_for_training, pad_token_id
+from lora_recycle.tasks.prompting import collate, encode_for_training, pad_token_id
 from lora_recycle.tuning.loop import LoopConfig, LoopResult, run_training
 
 
@@ -51,6 +51,14 @@ def tune_coefficients(
 
     def snapshot():
         return [p.detach().clone() for p in params]
+
+    def calibration_step() -> None:
+        batch = collate(train[: config.micro_batch_size], pad, device)
+        batch_loss(merged, batch).backward()
+        for p in params:
+            p.grad = None
+
+    merged.calibrate(calibration_step)
 
     loop = run_training(
         loss_fn=lambda batch: batch_loss(merged, batch),
