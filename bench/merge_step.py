@@ -101,7 +101,7 @@ def main() -> None:
         for strategy in strategies:
             print(f"{k:>4} {strategy:>13} {median[strategy] * 1000:>10.1f} {median[strategy] / median['base']:>8.2f}")
         merged.set_strategy("calibrate")
-        timings = merged.calibrate(lambda: merged_step_calibration(merged, ids))
+        timings = merged.calibrate(lambda merged=merged: merged_step_calibration(merged, ids))
         chosen = min(timings, key=timings.get)
         print(f"{k:>4} {'calibrate':>13} -> {chosen} (one timed step per candidate)")
         merged.detach()
