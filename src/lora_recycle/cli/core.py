@@ -105,7 +105,9 @@ def merge(
     steps: Annotated[int | None, typer.Option("--steps", min=1)] = None,
     lr: Annotated[float | None, typer.Option("--lr")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    strategy: Annotated[str, typer.Option("--strategy", help="auto, calibrate, factored, materialized or hybrid.")] = "auto",
+    strategy: Annotated[
+        str, typer.Option("--strategy", help="auto, calibrate, factored, materialized or hybrid.")
+    ] = "auto",
     evaluate_split: Annotated[
         str | None, typer.Option("--evaluate", help="Also score the merge on this split.")
     ] = None,

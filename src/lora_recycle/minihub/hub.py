@@ -62,6 +62,11 @@ class Hub:
     def pool_dir(self) -> Path:
         return self.root / "pool"
 
+    @property
+    def catalog(self) -> Path:
+        """The SQLite pool catalog the pool directory was scanned into."""
+        return self.root / "pool.db"
+
 
 def get_profile(name: str) -> Profile:
     if name not in PROFILES:
@@ -121,6 +126,7 @@ def build_hub(profile_name: str = "tiny", cache_dir: Path | None = None, seed: i
     else:
         broken = sorted(p for p in broken_root.iterdir() if p.is_dir())
     hub = Hub(profile, root, base_dir, base_id, tasks, list(SOURCE_TASKS), list(TARGET_TASKS), adapters, broken)
+    scan_into_catalog(hub)
     manifest = {"format_version": HUB_FORMAT_VERSION, "lora_recycle_version": __version__,
                 "profile": asdict(profile), "seed": seed, "base_model": str(base_dir), "base_model_id": base_id,
                 "tasks": sorted(tasks), "source_tasks": hub.source_tasks, "target_tasks": hub.target_tasks,
@@ -129,3 +135,13 @@ def build_hub(profile_name: str = "tiny", cache_dir: Path | None = None, seed: i
                 "broken": [str(b.relative_to(root)) for b in broken]}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return hub
+
+
+def scan_into_catalog(hub: Hub) -> dict:
+    """Scan the hub's pool into ``hub.catalog`` with the pool machinery (incremental, so cheap when warm)."""
+    from lora_recycle.pool import Catalog, ValidationPolicy, load_base_spec, scan_pool
+
+    base = load_base_spec(hub.base_model, base_name=hub.base_model_id)
+    with Catalog(hub.catalog) as catalog:
+        summary = scan_pool([hub.pool_dir], base, catalog, ValidationPolicy(), progress=False)
+    return summary.to_dict()

@@ -70,7 +70,7 @@ def train_pool_adapter(plan: AdapterPlan, model, tokenizer, task, out_dir: Path,
                               seed=plan.seed, eval_every=max(1, plan.steps // 4),
                               target_modules=TARGET_SETS[plan.targets], use_rslora=plan.use_rslora)
     tmp = out_dir.with_name(out_dir.name + ".partial")
-    train_target_lora(model, tokenizer, task, config, tmp)
+    train_target_lora(model, tokenizer, task, config, tmp, base_model_id=base_model_id)
     write_card(tmp, {"base_model": base_model_id, "license": plan.license, "library_name": "peft",
                      "contributor": plan.contributor, "task": plan.task, "tags": ["lora", plan.task]},
                f"# {plan.name}\n\nA LoRA for `{plan.task}` by {plan.contributor}.\n\n"

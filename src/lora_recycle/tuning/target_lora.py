@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,10 +46,11 @@ def capped_rank(model: nn.Module, rank: int, target_modules: tuple[str, ...]) ->
 
 def train_target_lora(
     model: nn.Module, tokenizer, task: Task, config: TargetLoraConfig, out_dir: str | Path,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", base_model_id: str | None = None,
 ) -> tuple[Path, LoopResult, int]:
     """Fit a PEFT LoRA on ``task``'s training split, save the best-validation checkpoint to ``out_dir``.
 
+    ``base_model_id`` (e.g. the Hub id of a local copy) is recorded as the adapter's base model.
     Returns ``(out_dir, loop result, rank used)``. The base model is left without the adapter.
     """
     from peft import LoraConfig, get_peft_model
@@ -90,7 +92,11 @@ def train_target_lora(
     out_dir = Path(out_dir)
     peft_model.save_pretrained(str(out_dir))
     peft_model.unload()  # removes the LoRA layers: the caller's model is the bare base again
-    base = base_model_name(model)
+    base = base_model_id or base_model_name(model)
+    config_file = out_dir / "adapter_config.json"
+    saved = json.loads(config_file.read_text())
+    saved["base_model_name_or_path"] = base
+    config_file.write_text(json.dumps(saved, indent=2) + "\n")
     write_card(
         out_dir,
         {"base_model": base, "library_name": "peft", "license": "apache-2.0",
