@@ -19,21 +19,11 @@ app = typer.Typer(
 
 def _register() -> None:
     # Explicit list of command modules: adding a command group is one import and one line here.
-    from lora_recycle.cli import core
+    from lora_recycle.cli import core, hub, pool
 
     core.register(app)
-    try:
-        from lora_recycle.cli import pool
-    except ImportError:  # the pool commands are optional until that package exists
-        pool = None
-    if pool is not None:
-        app.add_typer(pool.pool_app, name="pool")
-    try:
-        from lora_recycle.cli import hub
-    except ImportError:
-        hub = None
-    if hub is not None:
-        hub.register(app)
+    app.add_typer(pool.pool_app, name="pool")
+    hub.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
