@@ -17,8 +17,15 @@ app = typer.Typer(
 )
 
 
+_registered = False
+
+
 def _register() -> None:
     # Explicit list of command modules: adding a command group is one import and one line here.
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from lora_recycle.cli import core, hub, pool
 
     core.register(app)
