@@ -8,6 +8,7 @@ import torch
 
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.merging.methods import MergeSettings
+from lora_recycle.merging.nonadaptive import NONADAPTIVE_METHODS, merge_nonadaptive
 from lora_recycle.models.inject import MergedModel
 from lora_recycle.tasks.format import Task
 from lora_recycle.tuning.adaptive import CoefficientFit, tune_coefficients
@@ -33,6 +34,21 @@ def fresh_lora(model, adapters: list[LoraAdapter], seed: int, std: float = 0.01)
     return LoraAdapter(modules, "fresh-lora", adapters[0].base_model, {"use_rslora": False})
 
 
+def compress_adapter(adapter: LoraAdapter, max_rank: int) -> tuple[LoraAdapter, dict[str, float]]:
+    """Every module compressed to at most ``max_rank`` (QR + small SVD of the factors, never dense)."""
+    from dataclasses import replace
+
+    from lora_recycle.merging.compress import compress_module
+
+    modules, errors = {}, []
+    for path, module in adapter.modules.items():
+        modules[path], error = compress_module(module, max_rank)
+        errors.append(error)
+    summary = {"max_relative_error": max(errors, default=0.0),
+               "mean_relative_error": sum(errors) / max(len(errors), 1)}
+    return replace(adapter, modules=modules), summary
+
+
 @dataclass
 class MergeOutcome:
     """The merged adapter, its coefficients per group and adapter, and the tuning record if adaptive."""
@@ -41,6 +57,7 @@ class MergeOutcome:
     coefficients: dict[str, dict[str, float]]
     settings: MergeSettings
     fit: CoefficientFit | None = None
+    compression: dict[str, float] | None = None
 
     def record(self) -> dict:
         """JSON-ready summary for ``merge_result.json`` and ``--json`` output."""
@@ -49,6 +66,8 @@ class MergeOutcome:
             "adapters": list(next(iter(self.coefficients.values())).keys()) if self.coefficients else [],
             "coefficients": self.coefficients,
         }
+        if self.compression is not None:
+            data["compression"] = self.compression
         if self.fit is not None:
             loop = self.fit.loop
             data.update(best_step=loop.best_step, best_validation_loss=loop.best_val_loss,
@@ -62,6 +81,12 @@ def merge_adapters(
 ) -> MergeOutcome:
     """Merge ``adapters`` on ``model`` per ``settings``; the model is left exactly as it came in."""
     torch.manual_seed(settings.seed)
+    if settings.method in NONADAPTIVE_METHODS:
+        result = merge_nonadaptive(adapters, settings.method, settings.coef, settings.prune,
+                                   settings.max_rank or 64, seed=settings.seed)
+        weight = 1.0 / len(adapters) if settings.coef is None else settings.coef
+        coefficients = {"model": {a.adapter_id: weight for a in adapters}}
+        return MergeOutcome(result.adapter, coefficients, settings, None, result.error_summary())
     if settings.adaptive and settings.tuning == "joint":
         adapters = [*adapters, fresh_lora(model, adapters, settings.seed)]
     merged = MergedModel(model, adapters, settings.granularity, settings.activation, settings.init, settings.strategy,
@@ -83,6 +108,9 @@ def merge_adapters(
                 fit = tune_coefficients(merged, tokenizer, task, config, device, joint=settings.tuning == "joint")
         values = fit.values if fit is not None else merged.activated().detach()
         adapter = merged.merged_adapter(values, adapter_id=f"merged-{settings.method}")
-        return MergeOutcome(adapter, merged.coefficient_table(values), settings, fit)
+        compression = None
+        if settings.max_rank:
+            adapter, compression = compress_adapter(adapter, settings.max_rank)
+        return MergeOutcome(adapter, merged.coefficient_table(values), settings, fit, compression)
     finally:
         merged.detach()

@@ -99,7 +99,14 @@ def merge(
     ids: Annotated[list[str] | None, typer.Option("--ids", help="Catalog ids to merge (else selected).")] = None,
     selection: Annotated[str | None, typer.Option("--selection", help="random or evaluation (with --db).")] = None,
     k: Annotated[int | None, typer.Option("--k", help="How many adapters to select from --db.")] = None,
-    method: Annotated[str, typer.Option("--method", help="ours, adamerging, pi_tuning, lorahub or average.")] = "ours",
+    method: Annotated[str, typer.Option(
+        "--method", help="ours, adamerging, pi_tuning, lorahub, average, task_arithmetic, ties, tsv, dare_linear, "
+        "dare_ties.")] = "ours",
+    tuning: Annotated[str | None, typer.Option("--tuning", help="gradient, gradient_free or joint.")] = None,
+    init: Annotated[str | None, typer.Option("--init", help="zero, uniform (1/k) or a number.")] = None,
+    prune: Annotated[float | None, typer.Option("--prune", min=0.0, max=0.99, help="TIES/DARE drop fraction.")] = None,
+    coef: Annotated[float | None, typer.Option("--coef", help="Non-adaptive coefficient C per adapter.")] = None,
+    max_rank: Annotated[int | None, typer.Option("--max-rank", min=1, help="Compress the export to rank R.")] = None,
     granularity: Annotated[str | None, typer.Option("--granularity", help="model, layer, sublayer or module.")] = None,
     activation: Annotated[str | None, typer.Option("--activation", help="softmax, leaky_relu or linear.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", min=1)] = None,
@@ -126,8 +133,12 @@ def merge(
     from lora_recycle.tasks import load_task
     from lora_recycle.tasks.scoring import evaluate_task
 
+    init_value = None if init is None else init if init in ("zero", "uniform") else _parse_float("--init", init)
     settings = preset(method).with_overrides(granularity=granularity, activation=activation, steps=steps, lr=lr,
-                                             seed=seed, strategy=strategy)
+                                             seed=seed, strategy=strategy, tuning=tuning, init=init_value,
+                                             prune=prune, coef=coef, max_rank=max_rank)
+    if settings.adaptive:
+        _check_choice("--tuning", settings.tuning, ("gradient", "gradient_free", "joint"))
     _check_choice("--granularity", settings.granularity, ("model", "layer", "sublayer", "module"))
     _check_choice("--activation", settings.activation, ("softmax", "leaky_relu", "linear"))
     _check_choice("--strategy", settings.strategy, ("auto", "calibrate", "factored", "materialized", "hybrid"))
@@ -175,7 +186,7 @@ def merge(
         export_merge(outcome.adapter, out, base_model_name(base) or str(model), method, sources, record)
     summary = {"out": str(out), "method": method, "selected": [a.adapter_id for a in pool],
                "coefficients": outcome.coefficients, "scores": scores}
-    for key in ("best_step", "best_validation_loss", "initial_validation_loss", "evaluation"):
+    for key in ("best_step", "best_validation_loss", "initial_validation_loss", "evaluation", "compression"):
         if key in record:
             summary[key] = record[key]
     if as_json:
@@ -215,6 +226,15 @@ def select(
         for adapter_id in selected:
             score = scores.get(adapter_id)
             print(adapter_id if score is None else f"{adapter_id}\t{score:.4f}")
+
+
+def _parse_float(flag: str, value: str) -> float:
+    from lora_recycle.errors import UserError
+
+    try:
+        return float(value)
+    except ValueError:
+        raise UserError(f"{flag} {value!r}: expected zero, uniform or a number") from None
 
 
 def _check_choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:

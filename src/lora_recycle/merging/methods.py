@@ -37,6 +37,9 @@ class MergeSettings:
     eval_every: int = 10
     seed: int = 0
     strategy: Strategy = "auto"
+    prune: float = 0.6  # TIES/DARE: fraction of each task vector dropped (density = 1 - prune)
+    coef: float | None = None  # non-adaptive per-adapter coefficient C; None means 1/k
+    max_rank: int | None = None  # compress the export to this rank (dense methods default to 64)
 
     def with_overrides(self, **overrides) -> MergeSettings:
         """A copy with the non-None overrides applied."""
@@ -56,6 +59,14 @@ PRESETS: dict[str, MergeSettings] = {
                              composition="lorahub"),
     "average": MergeSettings("average", adaptive=False, selection="all", tuning="none", granularity="model",
                              activation="linear", init="uniform"),
+    # Non-adaptive methods on per-module dense deltas (paper appendix D); C = 0.3 and p = 0.6 were
+    # among the stable TIES settings of the paper's Table 4.
+    "task_arithmetic": MergeSettings("task_arithmetic", adaptive=False, selection="random", tuning="none", coef=0.3),
+    "ties": MergeSettings("ties", adaptive=False, selection="random", tuning="none", prune=0.6, coef=0.3),
+    "tsv": MergeSettings("tsv", adaptive=False, selection="random", tuning="none"),
+    "dare_linear": MergeSettings("dare_linear", adaptive=False, selection="random", tuning="none", prune=0.6,
+                                 coef=0.3),
+    "dare_ties": MergeSettings("dare_ties", adaptive=False, selection="random", tuning="none", prune=0.6, coef=0.3),
 }
 
 

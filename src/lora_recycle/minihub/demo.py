@@ -17,7 +17,9 @@ from lora_recycle.merging.methods import preset
 from lora_recycle.minihub.hub import build_hub
 from lora_recycle.models.fold import folded
 from lora_recycle.models.loading import load_base_model
+from lora_recycle.pool import load_pool_adapters
 from lora_recycle.recycle import merge_adapters
+from lora_recycle.selection.from_catalog import accepted_ids, select_from_catalog
 from lora_recycle.tasks import load_task
 from lora_recycle.tasks.scoring import evaluate_task
 from lora_recycle.tuning.target_lora import TargetLoraConfig, train_target_lora
@@ -43,7 +45,6 @@ def run_demo(profile: str = "tiny", cache_dir: Path | None = None, task_name: st
     task = load_task(hub.tasks[name])
     model, tokenizer = load_base_model(hub.base_model)
     limit = hub.profile.test_limit
-    pool = [read_peft_adapter(p, adapter_id=p.name) for p in hub.adapters]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[DemoRow] = []
@@ -54,16 +55,22 @@ def run_demo(profile: str = "tiny", cache_dir: Path | None = None, task_name: st
         rows.append(DemoRow(method, result.accuracy, result.n, note))
         log(f"  {method:<34} test accuracy {result.accuracy:.3f}")
 
-    log(f"target task {name} ({task.type}); pool of {len(pool)} adapters; base {hub.base_model_id}")
+    accepted = accepted_ids(hub.catalog)
+    selected, scores = select_from_catalog(hub.catalog, "evaluation", hub.profile.demo_k, seed, model, tokenizer,
+                                           task)
+    pool = load_pool_adapters(hub.catalog, selected)
+    log(f"target task {name} ({task.type}); base {hub.base_model_id}; catalog {len(accepted)} accepted adapters "
+        f"({len(hub.broken)} broken ones rejected); selected by evaluation: "
+        + ", ".join(f"{i} ({scores[i]:.2f})" for i in selected))
     score("prompting (zero-shot base)")
     target_dir = out_dir / f"target-lora-{name}"
     if not (target_dir / "adapter_config.json").is_file():
         config = TargetLoraConfig(steps=hub.profile.target_lora_steps, seed=seed)
-        train_target_lora(model, tokenizer, task, config, target_dir)
+        train_target_lora(model, tokenizer, task, config, target_dir, base_model_id=hub.base_model_id)
     target = read_peft_adapter(target_dir, adapter_id="target-lora")
     score("target-task LoRA", target)
     average = merge_adapters(model, tokenizer, None, pool, preset("average"))
-    score(f"average of {len(pool)}", average.adapter)
+    score(f"average of the {len(pool)} selected", average.adapter)
     ours = preset("ours").with_overrides(steps=hub.profile.merge_steps, seed=seed)
     noise = [random_init_like(a, seed + i) for i, a in enumerate(pool)]
     for label, adapters in (("ours", pool), ("ours + target LoRA", [*pool, target]),
@@ -104,8 +111,9 @@ def verdict(rows: list[DemoRow]) -> str:
 def write_report(rows: list[DemoRow], task: str, hub, out_dir: Path) -> Path:
     n = rows[0].n if rows else 0
     lines = [f"# lora-recycle demo: {task}", "",
-             f"Profile `{hub.profile.name}`, base `{hub.base_model_id}`, {len(hub.adapters)} pool adapters, "
-             f"{n} test examples. Accuracy on the test split.", "", *render_table(rows), "", verdict(rows), ""]
+             f"Profile `{hub.profile.name}`, base `{hub.base_model_id}`, {len(hub.adapters)} pool adapters "
+             f"(k = {hub.profile.demo_k} selected by evaluation), {n} test examples. Accuracy on the test split.",
+             "", *render_table(rows), "", verdict(rows), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
     (out_dir / "results.json").write_text(json.dumps([r.__dict__ for r in rows], indent=2))

@@ -32,15 +32,16 @@ class Profile:
     target_lora_steps: int
     merge_steps: int
     test_limit: int
+    demo_k: int
 
 
 PROFILES = {
     "tiny": Profile("tiny", "tiny", pool_size=8, adapter_steps=30, target_lora_steps=60, merge_steps=30,
-                    test_limit=100),
+                    test_limit=100, demo_k=5),
     "small": Profile("small", "smollm2", pool_size=12, adapter_steps=60, target_lora_steps=100, merge_steps=50,
-                     test_limit=200),
+                     test_limit=200, demo_k=8),
     "full": Profile("full", "smollm2", pool_size=64, adapter_steps=100, target_lora_steps=400, merge_steps=100,
-                    test_limit=400),
+                    test_limit=400, demo_k=30),
 }
 
 

@@ -1,0 +1,107 @@
+"""Non-adaptive merges over a heterogeneous pool, one module at a time, exported as LoRA factors.
+
+Dense methods (task arithmetic, TIES, DARE) build each module's k dense deltas, merge them, and
+compress the result to ``max_rank`` by SVD (reporting the relative Frobenius error). TSV works on
+the factors directly and is exact. Adapters without a module contribute nothing there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from lora_recycle.adapters.lora import LoraAdapter, LoraModule, union_paths
+from lora_recycle.merging.dare import merge_dare_linear, merge_dare_ties
+from lora_recycle.merging.ties import merge_task_arithmetic, merge_ties
+from lora_recycle.merging.tsv import merge_tsv_factored
+
+DenseMerge = Callable[[list[torch.Tensor], torch.Tensor, float, torch.Generator], torch.Tensor]
+
+DENSE_METHODS: dict[str, DenseMerge] = {}
+
+
+def register_dense(name: str):
+    """Register a dense per-module merge ``fn(deltas, weights, density, generator) -> delta``."""
+
+    def decorator(fn: DenseMerge) -> DenseMerge:
+        if name in DENSE_METHODS:
+            raise ValueError(f"dense merge method {name!r} registered twice")
+        DENSE_METHODS[name] = fn
+        return fn
+
+    return decorator
+
+
+@register_dense("task_arithmetic")
+def _task_arithmetic(deltas, weights, density, generator):
+    return merge_task_arithmetic(deltas, weights)
+
+
+@register_dense("ties")
+def _ties(deltas, weights, density, generator):
+    return merge_ties(deltas, weights, density)
+
+
+@register_dense("dare_linear")
+def _dare_linear(deltas, weights, density, generator):
+    return merge_dare_linear(deltas, weights, density, generator)
+
+
+@register_dense("dare_ties")
+def _dare_ties(deltas, weights, density, generator):
+    return merge_dare_ties(deltas, weights, density, generator)
+
+
+NONADAPTIVE_METHODS = (*DENSE_METHODS, "tsv")
+
+
+@dataclass
+class NonAdaptiveResult:
+    """The merged adapter (scale 1 per module) and each module's relative compression error."""
+
+    adapter: LoraAdapter
+    errors: dict[str, float] = field(default_factory=dict)
+
+    def error_summary(self) -> dict[str, float]:
+        values = list(self.errors.values()) or [0.0]
+        return {"max_relative_error": max(values), "mean_relative_error": sum(values) / len(values)}
+
+
+def truncated_factors(delta: torch.Tensor, max_rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Best rank-``max_rank`` factors ``(A [q, in], B [out, q])`` of one dense module and the relative error."""
+    U, S, Vh = torch.linalg.svd(delta.double(), full_matrices=False)
+    q = int(min(max_rank, int((S[0] * 1e-12 < S).sum()) if S.numel() and S[0] > 0 else 0))
+    total = float(S.square().sum())
+    error = (float(S[q:].square().sum()) / total) ** 0.5 if total > 0 else 0.0
+    root = S[:q].sqrt()
+    return (root[:, None] * Vh[:q]).float(), (U[:, :q] * root).float(), error
+
+
+def merge_nonadaptive(
+    adapters: list[LoraAdapter], method: str, coef: float | None = None, prune: float = 0.6,
+    max_rank: int = 64, keep: int = 8, seed: int = 0,
+) -> NonAdaptiveResult:
+    """Merge with fixed coefficients: ``coef`` per adapter (default 1/k), TIES/DARE keep ``1 - prune``."""
+    k = len(adapters)
+    weight = 1.0 / k if coef is None else float(coef)
+    density = 1.0 - prune
+    generator = torch.Generator().manual_seed(seed)
+    modules: dict[str, LoraModule] = {}
+    errors: dict[str, float] = {}
+    for path in union_paths(adapters):
+        present = [a.modules[path] for a in adapters if path in a.modules]
+        if method == "tsv":
+            B, A = merge_tsv_factored(present, keep=keep, weight=weight)
+            modules[path] = LoraModule(A.float(), B.float(), 1.0)
+            continue
+        merge = DENSE_METHODS[method]
+        deltas = [m.delta(torch.float32) for m in present]  # this module only: one dense layer at a time
+        merged = merge(deltas, torch.full((len(deltas),), weight), density, generator)
+        if bool(merged.any()):
+            A, B, errors[path] = truncated_factors(merged, max_rank)
+            if A.shape[0]:
+                modules[path] = LoraModule(A, B, 1.0)
+    return NonAdaptiveResult(LoraAdapter(modules, f"merged-{method}", adapters[0].base_model, {"use_rslora": False}),
+                             errors)
