@@ -68,3 +68,28 @@ def test_unknown_id_is_a_clear_error(capsys, tmp_path, pool_db, tiny_model_dir):
                  "--method", "average", "--out", str(tmp_path / "m")])
     err = capsys.readouterr().err
     assert code == 2 and "nope" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("strategy", ["cosine", "clamp", "abs", "quasi_fim"])
+def test_similarity_selection(capsys, pool_db, tiny_model_dir, colour_task_dir, adapter_dirs, strategy):
+    from lora_recycle.adapters import read_peft_adapter
+    from lora_recycle.selection import get_similarity
+
+    capsys.readouterr()
+    target = adapter_dirs["all_r4"]
+    code = main(["select", "--model", str(tiny_model_dir), "--db", str(pool_db), "--task", str(colour_task_dir),
+                 "--strategy", strategy, "--k", "2", "--target-lora", str(target), "--include-target", "--json"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["selected"][0] == "all_r4"  # an adapter is most similar to itself
+    assert data["selected"][-1] == "target:all_r4"
+    similarity = get_similarity(strategy)
+    reference = similarity(read_peft_adapter(target), read_peft_adapter(adapter_dirs["qv_r8"]))
+    assert data["scores"]["qv_r8"] == pytest.approx(reference, rel=1e-6)
+
+
+def test_similarity_selection_needs_a_target(capsys, pool_db, tiny_model_dir, colour_task_dir):
+    capsys.readouterr()
+    code = main(["select", "--model", str(tiny_model_dir), "--db", str(pool_db), "--task", str(colour_task_dir),
+                 "--strategy", "cosine", "--k", "2"])
+    assert code == 2 and "--target-lora" in capsys.readouterr().err

@@ -97,7 +97,8 @@ def merge(
     ] = False,
     db: Annotated[Path | None, typer.Option("--db", help="Pool catalog to take adapters from.")] = None,
     ids: Annotated[list[str] | None, typer.Option("--ids", help="Catalog ids to merge (else selected).")] = None,
-    selection: Annotated[str | None, typer.Option("--selection", help="random or evaluation (with --db).")] = None,
+    selection: Annotated[str | None, typer.Option(
+        "--selection", help="random, evaluation, cosine, clamp, abs or quasi_fim (with --db).")] = None,
     k: Annotated[int | None, typer.Option("--k", help="How many adapters to select from --db.")] = None,
     method: Annotated[str, typer.Option(
         "--method", help="ours, adamerging, pi_tuning, lorahub, average, task_arithmetic, ties, tsv, dare_linear, "
@@ -162,8 +163,9 @@ def merge(
         from lora_recycle.selection.from_catalog import select_from_catalog
 
         strategy = "random" if settings.selection == "all" else settings.selection
+        target = read_peft_adapter(target_lora, adapter_id=f"target:{target_lora.name}") if target_lora else None
         selected, scores = select_from_catalog(db, strategy, settings.k or 30, settings.seed, base, tokenizer,
-                                               loaded_task, dev)
+                                               loaded_task, dev, target)
         pool += load_pool_adapters(db, selected)
     if random_init:
         from lora_recycle.merging.controls import random_init_like
@@ -203,23 +205,38 @@ def select(
     model: ModelOpt,
     db: Annotated[Path, typer.Option("--db", help="Pool catalog.")],
     task: TaskOpt,
-    strategy: Annotated[str, typer.Option("--strategy", help="random or evaluation.")] = "evaluation",
+    strategy: Annotated[
+        str, typer.Option("--strategy", help="random, evaluation, cosine, clamp, abs or quasi_fim.")
+    ] = "evaluation",
     k: Annotated[int, typer.Option("--k", min=1)] = 30,
+    target_lora: Annotated[
+        Path | None, typer.Option("--target-lora", help="Target-task LoRA (similarity strategies).")
+    ] = None,
+    include_target: Annotated[
+        bool, typer.Option("--include-target", help="Force the target LoRA into the selection.")
+    ] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
     as_json: JsonOpt = False,
 ) -> None:
     """Select k adapters from a pool catalog for a task (scores are cached in the catalog)."""
+    from lora_recycle.adapters import read_peft_adapter
+    from lora_recycle.errors import UserError
     from lora_recycle.models.loading import load_base_model, resolve_device
     from lora_recycle.selection.from_catalog import STRATEGIES, select_from_catalog
     from lora_recycle.tasks import load_task
 
     _check_choice("--strategy", strategy, STRATEGIES)
+    if include_target and target_lora is None:
+        raise UserError("--include-target needs --target-lora DIR")
     loaded_task = load_task(task)
+    target = read_peft_adapter(target_lora, adapter_id=f"target:{target_lora.name}") if target_lora else None
     dev = resolve_device(device)
-    base, tokenizer = (None, None) if strategy == "random" else load_base_model(model, dev, dtype)
-    selected, scores = select_from_catalog(db, strategy, k, seed, base, tokenizer, loaded_task, dev)
+    base, tokenizer = (None, None) if strategy != "evaluation" else load_base_model(model, dev, dtype)
+    selected, scores = select_from_catalog(db, strategy, k, seed, base, tokenizer, loaded_task, dev, target)
+    if include_target:
+        selected = [*selected, target.adapter_id]
     if as_json:
         emit_json({"selected": selected, "scores": scores})
     else:

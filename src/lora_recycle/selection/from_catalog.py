@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
 
+from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.errors import UserError
 from lora_recycle.selection.evaluation import evaluation_scores, select_random, top_k
+from lora_recycle.selection.similarity import similarity_scores
 from lora_recycle.tasks.format import Task
 
-STRATEGIES = ("random", "evaluation")
+STRATEGIES = ("random", "evaluation", "cosine", "clamp", "abs", "quasi_fim")
+SIMILARITY_STRATEGIES = ("cosine", "clamp", "abs", "quasi_fim")
+
+
+def adapter_fingerprint(adapter: LoraAdapter) -> str:
+    """A content hash of an adapter's factors and scales: keys cached similarity scores to a target LoRA."""
+    digest = hashlib.sha256()
+    for path in sorted(adapter.modules):
+        module = adapter.modules[path]
+        digest.update(path.encode())
+        digest.update(repr(module.scale).encode())
+        for tensor in (module.A, module.B):
+            digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def accepted_ids(db_path: str | Path) -> list[str]:
@@ -25,9 +41,13 @@ def accepted_ids(db_path: str | Path) -> list[str]:
 
 def select_from_catalog(
     db_path: str | Path, strategy: str, k: int, seed: int = 0, model=None, tokenizer=None, task: Task | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", target: LoraAdapter | None = None,
 ) -> tuple[list[str], dict[str, float]]:
-    """``(selected ids, scores)``; evaluation scores are computed once per task and cached in the catalog."""
+    """``(selected ids, scores)``; scores are computed once per task (and target LoRA) and cached in the catalog.
+
+    Similarity strategies (cosine, clamp, abs, quasi_fim) compare each adapter with ``target``, the
+    target-task LoRA; evaluation scores each adapter's accuracy on the task's training examples.
+    """
     from lora_recycle.pool import Catalog, load_pool_adapters
 
     ids = accepted_ids(db_path)
@@ -38,19 +58,33 @@ def select_from_catalog(
     k = min(k, len(ids))
     if strategy == "random":
         return select_random(ids, k, seed), {}
+    if strategy not in STRATEGIES:
+        raise UserError(f"unknown selection {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+
+    def load(adapter_id: str) -> LoraAdapter:
+        return load_pool_adapters(db_path, [adapter_id])[0]
+
     if strategy == "evaluation":
         if task is None or model is None:
             raise UserError("evaluation selection needs --task and --model")
-        task_hash = task.content_hash()
+        key, kind = task.content_hash(), "evaluation"
+
+        def compute(missing: list[str]) -> dict[str, float]:
+            return evaluation_scores(model, tokenizer, task, missing, load, device=device)
+    else:
+        if target is None:
+            raise UserError(f"{strategy} selection compares adapters with a target-task LoRA: give --target-lora DIR")
+        key, kind = adapter_fingerprint(target), strategy
+
+        def compute(missing: list[str]) -> dict[str, float]:
+            return similarity_scores(strategy, target, missing, load)
+
+    with Catalog(db_path) as catalog:
+        cached = catalog.get_scores(key, kind, ids)
+    missing = [i for i in ids if i not in cached]
+    if missing:
+        fresh = compute(missing)
         with Catalog(db_path) as catalog:
-            cached = catalog.get_scores(task_hash, "evaluation", ids)
-        missing = [i for i in ids if i not in cached]
-        if missing:
-            fresh = evaluation_scores(model, tokenizer, task, missing,
-                                      lambda i: load_pool_adapters(db_path, [i])[0], device=device)
-            with Catalog(db_path) as catalog:
-                catalog.put_scores(task_hash, "evaluation", fresh)
-            cached.update(fresh)
-        return top_k(cached, k), cached
-    raise UserError(f"selection {strategy!r} needs the similarity strategies (not built yet); use one of "
-                    f"{', '.join(STRATEGIES)}")
+            catalog.put_scores(key, kind, fresh)
+        cached.update(fresh)
+    return top_k(cached, k), cached
