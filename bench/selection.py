@@ -3,7 +3,11 @@
 For each similarity (cosine, quasi_fim, clamp, abs) prints the seconds to score the whole pool with the
 library's implementation (factored where exact forms exist; quasi_fim picks factored or dense per module
 pair) and with a dense reference that builds both modules' deltas for every pair, plus their ratio and the
-largest score difference. All numbers come from one run, side by side (DESIGN section 8). Example:
+largest score difference; then the quasi_fim inner product of the target with one adapter of each rank,
+factored vs dense vs the per-module choice. All numbers come from one run, side by side (DESIGN section 8).
+Use ``--threads 1`` on a shared machine for steadier numbers. Where freeing large tensors returns memory to
+the OS (glibc's mmap threshold), every dense delta page-faults anew and dense timings inflate erratically;
+``MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000`` in the environment avoids that. Example:
     .venv/bin/python bench/selection.py --pool 50 --hidden 512 --layers 4
 """
 
@@ -18,7 +22,7 @@ import torch
 
 from lora_recycle.adapters.lora import LoraAdapter, LoraModule
 from lora_recycle.adapters.paths import ATTENTION_TYPES, MODULE_TYPES
-from lora_recycle.selection.similarity import SIMILARITIES, Similarity, quasi_fim_inner, quasi_fim_squared_norm
+from lora_recycle.selection.similarity import SIMILARITIES, quasi_fim_inner
 
 Combine = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DENSE_INNER: dict[str, Combine] = {
@@ -107,11 +111,16 @@ def main() -> None:
 
     for name, similarity in SIMILARITIES.items():
         row(name, lambda s=similarity: list(s.scores(target, pool)), name)
-    for method in ("factored", "dense"):
-        forced = Similarity(f"quasi_fim[{method}]", lambda a, b, m=method: quasi_fim_inner(a, b, m),
-                            lambda a, m=method: quasi_fim_squared_norm(a, m))
-        row(forced.name, lambda s=forced: list(s.scores(target, pool)), "quasi_fim")
 
+    # quasi_fim per candidate rank: where the rank r(r+1)/2 factored form stops paying off
+    print(f"\nquasi_fim inner product, target rank {args.target_rank} vs one adapter of each rank (ms per pair)")
+    print(f"{'rank':>6}{'factored':>11}{'dense':>10}{'auto':>10}{'dense/factored':>16}")
+    for rank in sorted(set(args.ranks)):
+        candidate = synthetic_adapter(shapes, rank, seed=1000 + rank)
+        times = {method: timed(lambda m=method, c=candidate: [quasi_fim_inner(target, c, m)], args.repeats)[0] * 1e3
+                 for method in ("factored", "dense", "auto")}
+        print(f"{rank:>6}{times['factored']:>11.1f}{times['dense']:>10.1f}{times['auto']:>10.1f}"
+              f"{times['dense'] / times['factored']:>16.2f}")
 
 if __name__ == "__main__":
     main()

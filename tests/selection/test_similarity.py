@@ -15,9 +15,11 @@ from lora_recycle.selection.similarity import (
     get_similarity,
     inner_product,
     module_quasi_fim_inner,
+    normalised,
     quasi_fim,
     quasi_fim_costs,
     quasi_fim_inner,
+    quasi_fim_squared_norm,
     register_similarity,
     similarity_scores,
     square_factors,
@@ -81,6 +83,9 @@ def test_similarities_equal_dense_references(seed_a, seed_b):
     expected = dense_references(a, b)
     for name in ("cosine", "quasi_fim", "clamp", "abs"):
         assert SIMILARITIES[name](a, b) == pytest.approx(expected[name], abs=1e-5), name
+    factored = normalised(quasi_fim_inner(a, b, "factored"), quasi_fim_squared_norm(a, "factored"),
+                          quasi_fim_squared_norm(b, "factored"))
+    assert factored == pytest.approx(expected["quasi_fim"], abs=1e-5)
     assert cosine(a, b) == SIMILARITIES["cosine"](a, b)
     assert quasi_fim(a, b) == SIMILARITIES["quasi_fim"](a, b)
     assert clamp_cosine(a, b) == SIMILARITIES["clamp"](a, b)

@@ -9,7 +9,7 @@ counts as zeros. Every similarity here is a normalised inner product
 - ``quasi_fim``: cosine of the elementwise squares. ``(B A) o (B A) = (B ⊙ B)(A ⊙ A)`` where ``B ⊙ B`` has
   columns ``c_ij b_i * b_j`` for ``i <= j`` (``c_ii = 1``, ``c_ij = 2``) and ``A ⊙ A`` rows ``a_i * a_j``:
   rank ``r (r + 1) / 2``, so the factored form only wins for small ranks; each module pair picks the cheaper
-  of that and a dense fallback from a flop count.
+  of that and a dense fallback (one module's two deltas) from a cost model, :func:`quasi_fim_costs`.
 - ``clamp``: cosine with negative elementwise products clamped to zero in the inner product; ``abs``: cosine of
   elementwise absolute values. Neither has a factored form: each builds one module's two deltas at a time.
   Their self inner products are plain squared norms, computed factored.
@@ -36,6 +36,9 @@ Inner = Callable[[AdapterLike, AdapterLike], float]
 SelfInner = Callable[[AdapterLike], float]
 QuasiFimMethod = Literal["auto", "factored", "dense"]
 COMPUTE_DTYPE = torch.float32
+# One memory-bound elementwise operation costs about as much as this many matrix-product flops
+# (fitted to factored-vs-dense quasi-FIM timings on a 2-core CPU; see bench/selection.py).
+ELEMENTWISE_COST = 16
 
 
 def _modules(adapter: AdapterLike) -> Mapping[str, LoraModule]:
@@ -60,6 +63,12 @@ def _factored_inner(A1: torch.Tensor, B1: torch.Tensor, A2: torch.Tensor, B2: to
 
 def _factors(module: LoraModule, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     return module.A.to(dtype), module.B.to(dtype)
+
+
+def _product(module: LoraModule, dtype: torch.dtype) -> torch.Tensor:
+    """A fresh dense ``B @ A`` (scale not applied), so callers can work in place and skip extra allocations."""
+    A, B = _factors(module, dtype)
+    return B @ A
 
 
 # --- cosine -------------------------------------------------------------------------------------------------
@@ -91,14 +100,22 @@ def square_factors(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torc
     """
     i, j = torch.triu_indices(A.shape[0], A.shape[0], device=A.device)
     twice = torch.where(i == j, 1.0, 2.0).to(B.dtype)
-    return A[i] * A[j], B[:, i] * B[:, j] * twice
+    Bt = B.T.contiguous()  # gathering whole rows is much faster than gathering columns
+    B2t = Bt.index_select(0, i).mul_(Bt.index_select(0, j)).mul_(twice[:, None])
+    return A.index_select(0, i).mul_(A.index_select(0, j)), B2t.T
 
 
 def quasi_fim_costs(rank_a: int, rank_b: int, out_features: int, in_features: int) -> dict[str, float]:
-    """Approximate flops of ``<delta_a ** 2, delta_b ** 2>`` for one module pair: ``factored`` vs ``dense``."""
+    """Approximate cost of ``<delta_a ** 2, delta_b ** 2>`` for one module pair: ``factored`` vs ``dense``.
+
+    Matrix-product flops plus memory-bound elementwise work (building the Khatri-Rao factors; squaring and
+    multiplying the dense deltas) weighted by :data:`ELEMENTWISE_COST`. For two equal ranks the factored form is
+    chosen up to rank 12 on a 512 x 512 module and up to rank 20 on 2048 x 2048.
+    """
     Ra, Rb = rank_a * (rank_a + 1) / 2, rank_b * (rank_b + 1) / 2
     n, m = out_features, in_features
-    return {"factored": 2 * Ra * Rb * (n + m) + (Ra + Rb) * (n + m), "dense": 2 * n * m * (rank_a + rank_b) + 4 * n * m}
+    return {"factored": 2 * Ra * Rb * (n + m) + ELEMENTWISE_COST * (Ra + Rb) * (n + m),
+            "dense": 2 * n * m * (rank_a + rank_b) + ELEMENTWISE_COST * n * m}
 
 
 def module_quasi_fim_inner(
@@ -113,9 +130,9 @@ def module_quasi_fim_inner(
         A2b, B2b = (A2a, B2a) if mb is ma else square_factors(*_factors(mb, dtype))
         return (ma.scale * mb.scale) ** 2 * _factored_inner(A2a, B2a, A2b, B2b)
     if method == "dense":
-        square_a = ma.delta(dtype).square()
-        square_b = square_a if mb is ma else mb.delta(dtype).square()
-        return float((square_a * square_b).sum(dtype=torch.float64))
+        square_a = _product(ma, dtype).square_()
+        square_b = square_a if mb is ma else _product(mb, dtype).square_()
+        return (ma.scale * mb.scale) ** 2 * float(square_a.mul_(square_b).sum(dtype=torch.float64))
     raise ValueError(f"unknown quasi-FIM method {method!r}; use 'auto', 'factored' or 'dense'")
 
 
@@ -136,22 +153,23 @@ def quasi_fim_squared_norm(
 # --- clamp and abs (dense, one module at a time) ------------------------------------------------------------
 
 
-def _dense_inner(a: AdapterLike, b: AdapterLike, combine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 dtype: torch.dtype) -> float:
-    total = 0.0
-    for _, ma, mb in _common_modules(a, b):
-        total += float(combine(ma.delta(dtype), mb.delta(dtype)).sum(dtype=torch.float64))
-    return total
-
-
 def clamped_inner_product(a: AdapterLike, b: AdapterLike, dtype: torch.dtype = COMPUTE_DTYPE) -> float:
     """``sum(max(a * b, 0))`` over the concatenated task vectors (dense per module, one module at a time)."""
-    return _dense_inner(a, b, lambda da, db: (da * db).clamp_(min=0), dtype)
+    total = 0.0
+    for _, ma, mb in _common_modules(a, b):
+        # the scales go inside the clamp: a negative scale (alpha < 0) flips which products are negative
+        product = _product(ma, dtype).mul_(_product(mb, dtype)).mul_(ma.scale * mb.scale)
+        total += float(product.clamp_(min=0).sum(dtype=torch.float64))
+    return total
 
 
 def absolute_inner_product(a: AdapterLike, b: AdapterLike, dtype: torch.dtype = COMPUTE_DTYPE) -> float:
     """``<|a|, |b|>`` over the concatenated task vectors (dense per module, one module at a time)."""
-    return _dense_inner(a, b, lambda da, db: da.abs_() * db.abs_(), dtype)
+    total = 0.0
+    for _, ma, mb in _common_modules(a, b):
+        product = _product(ma, dtype).abs_().mul_(_product(mb, dtype).abs_())
+        total += abs(ma.scale * mb.scale) * float(product.sum(dtype=torch.float64))
+    return total
 
 
 # --- registry -----------------------------------------------------------------------------------------------

@@ -61,12 +61,19 @@ def choice_logliks(model, tokenizer, task: Task, examples: list[Example], batch_
             seq = p + c
             ids[row, : len(seq)] = torch.tensor(seq)
             mask[row, : len(seq)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        positions = torch.zeros_like(ids, dtype=torch.bool)
+        for row, (_, _, p, c) in enumerate(chunk):
+            positions[row, len(p) - 1 : len(p) + len(c) - 1] = True
+        from lora_recycle.tasks.loss import selected_logits
+
+        logits = selected_logits(model, ids.to(device), mask.to(device), positions.to(device)).float()
         logprobs = F.log_softmax(logits, dim=-1)
-        for row, (ei, ci, p, c) in enumerate(chunk):
-            positions = torch.arange(len(p) - 1, len(p) + len(c) - 1, device=logprobs.device)
+        offset = 0  # rows of ``logprobs`` follow the mask in row-major order: each chunk row's answer in turn
+        for ei, ci, _, c in chunk:
             targets = torch.tensor(c, device=logprobs.device)
-            scores[ei][ci] = logprobs[row, positions, targets].sum().item()
+            rows = torch.arange(offset, offset + len(c), device=logprobs.device)
+            scores[ei][ci] = logprobs[rows, targets].sum().item()
+            offset += len(c)
     return scores
 
 

@@ -13,6 +13,12 @@ from lora_recycle.tasks.prompting import collate, encode_for_training, pad_token
 from lora_recycle.tuning.loop import LoopConfig, LoopResult, run_training
 
 
+def merged_loss(merged: MergedModel, batch: dict) -> torch.Tensor:
+    """Answer-token loss of the merged network at the current (differentiable) coefficients."""
+    merged.apply_coefficients()
+    return batch_loss(merged.model, batch)
+
+
 @dataclass
 class CoefficientFit:
     """The kept coefficients (activated ``[groups, k]``) and how the tuning went."""
@@ -54,14 +60,14 @@ def tune_coefficients(
 
     def calibration_step() -> None:
         batch = collate(train[: config.micro_batch_size], pad, device)
-        batch_loss(merged, batch).backward()
+        merged_loss(merged, batch).backward()
         for p in params:
             p.grad = None
 
     merged.calibrate(calibration_step)
 
     loop = run_training(
-        loss_fn=lambda batch: batch_loss(merged, batch),
+        loss_fn=lambda batch: merged_loss(merged, batch),
         params=params,
         train=train,
         validate=validate,
