@@ -67,27 +67,34 @@ def main() -> None:
         model, tokenizer = load_base_model(model_dir)
         n = len(task.split("train"))
 
-        start = time.perf_counter()
-        for _ in range(args.adapters):
-            evaluate_task(model, tokenizer, task, "train")
-        base = time.perf_counter() - start
-
-        start = time.perf_counter()
-        for path in paths:
-            with folded(model, read_peft_adapter(path)):
-                evaluate_task(model, tokenizer, task, "train")
-        fold = time.perf_counter() - start
-
         from peft import PeftModel
 
+        adapters = [read_peft_adapter(path) for path in paths]
+        plain, _ = load_base_model(model_dir)  # PEFT wraps ``model`` in place; base and folding use this copy
         peft_model = PeftModel.from_pretrained(model, str(paths[0]), adapter_name="a0")
         for i, path in enumerate(paths[1:], start=1):
             peft_model.load_adapter(str(path), adapter_name=f"a{i}")
-        start = time.perf_counter()
-        for i in range(len(paths)):
+
+        def run_base(i: int) -> None:
+            evaluate_task(plain, tokenizer, task, "train")
+
+        def run_fold(i: int) -> None:
+            with folded(plain, adapters[i]):
+                evaluate_task(plain, tokenizer, task, "train")
+
+        def run_peft(i: int) -> None:
             peft_model.set_adapter(f"a{i}")
             evaluate_task(peft_model, tokenizer, task, "train")
-        peft = time.perf_counter() - start
+
+        seconds = {"base": 0.0, "fold": 0.0, "peft": 0.0}
+        runs = {"base": run_base, "fold": run_fold, "peft": run_peft}
+        run_base(0)  # warm-up
+        for i in range(len(paths)):  # round-robin: machine load hits every method alike
+            for name, fn in runs.items():
+                start = time.perf_counter()
+                fn(i)
+                seconds[name] += time.perf_counter() - start
+        base, fold, peft = seconds["base"], seconds["fold"], seconds["peft"]
 
     total = n * args.adapters
     print(f"{args.adapters} adapters x {n} multiple-choice examples, hidden {args.hidden}, layers {args.layers}, "
