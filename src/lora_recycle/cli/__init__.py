@@ -26,9 +26,10 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from lora_recycle.cli import core, hub, pool
+    from lora_recycle.cli import core, experiments, hub, pool
 
     core.register(app)
+    experiments.register(app)
     app.add_typer(pool.pool_app, name="pool")
     hub.register(app)
 

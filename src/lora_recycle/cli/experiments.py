@@ -1,0 +1,108 @@
+"""Study commands: ``experiment run``, ``report`` and ``audit``."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lora_recycle.cli.output import emit_json, info
+
+experiment_app = typer.Typer(help="Run a study (methods x tasks x k x seeds) resumably, locally or on Ray.",
+                             no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+ExecutorOpt = Annotated[str, typer.Option("--executor", help="local (default) or ray.")]
+RayAddressOpt = Annotated[
+    str | None, typer.Option("--ray-address", help="Ray cluster address (e.g. auto); default: start Ray locally.")
+]
+
+
+@experiment_app.command("run")
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    results: Annotated[Path, typer.Option("--results", help="Results SQLite file (created or resumed).")],
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run every run of CONFIG not yet recorded in --results; safe to kill and restart at any moment."""
+    from lora_recycle.experiments.config import load_config, resolve_experiment
+    from lora_recycle.experiments.executors import make_executor
+    from lora_recycle.experiments.runner import run_experiment
+
+    loaded = load_config(config)
+    chosen = make_executor(executor, ray_address)
+    resolved = resolve_experiment(loaded, str(config))
+    try:
+        summary = run_experiment(resolved, results, chosen, log=info)
+    finally:
+        shutdown = getattr(chosen, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+    if as_json:
+        emit_json({k: v for k, v in summary.to_dict().items() if k != "run_hashes"})
+    else:
+        info(f"{summary.finished} run(s) recorded, {summary.already_done} already there, {summary.failed} failed; "
+             f"results in {summary.results}")
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def report(
+    results: Annotated[Path, typer.Argument(help="Results SQLite file of `experiment run`.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for report.md, tables.json and the PNG figures.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the paper's Table 2 and Figures 2-5 (Markdown + PNG) from a results file."""
+    from lora_recycle.experiments.report import _clean, write_report
+
+    written = write_report(results, out)
+    if as_json:
+        emit_json(_clean(written["tables"]) | {"report": written["report"], "figures": written["figures"],
+                                               "skipped": written["skipped"]})
+    else:
+        for name, why in written["skipped"].items():
+            info(f"skipped {name}: {why}")
+        info(f"wrote {written['report']}")
+
+
+def audit(
+    model: Annotated[Path, typer.Option("--model", help="Local transformers model directory of the base model.")],
+    db: Annotated[Path, typer.Option("--db", help="Pool catalog (from `pool scan`).")],
+    task: Annotated[Path, typer.Option("--task", help="Your task directory.")],
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Number of seeds (0..N-1).")] = 3,
+    k: Annotated[int, typer.Option("--k", min=1, help="Adapters selected from the pool.")] = 5,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Coefficient-tuning steps.")] = None,
+    target_lora_steps: Annotated[int, typer.Option("--target-lora-steps", min=1)] = 400,
+    test_limit: Annotated[int | None, typer.Option("--test-limit", min=1, help="Score the first N tests.")] = None,
+    results: Annotated[
+        Path | None, typer.Option("--results", help="Results file to keep (and resume); default: a temp folder.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, mps or auto.")] = "cpu",
+    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Does recycling beat a LoRA of your own on TASK, and is it transfer or regularisation? (bootstrap CIs)"""
+    from lora_recycle.errors import UserError
+    from lora_recycle.experiments.audit import audit_config, render_audit, run_audit
+
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise UserError(f"--dtype {dtype!r}: choose one of float32, bfloat16, float16")
+    config = audit_config(model, db, task, seeds, k, steps, target_lora_steps, test_limit, device, dtype, threads)
+    path = results or Path(tempfile.mkdtemp(prefix="lora-recycle-audit-")) / "audit.db"
+    result = run_audit(config, path, log=info)
+    if as_json:
+        emit_json(result)
+    else:
+        print("\n".join(render_audit(result)))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``experiment``, ``report`` and ``audit`` to the application."""
+    app.add_typer(experiment_app, name="experiment")
+    app.command("report")(report)
+    app.command("audit")(audit)

@@ -1,0 +1,364 @@
+"""The experiment file: a YAML document validated by a typed schema, then resolved against a pool.
+
+Two steps, so that mistakes in the file show up before anything heavy happens:
+
+- ``load_config(path)`` parses and validates the file alone (unknown keys, wrong types, unknown presets);
+- ``resolve_experiment(config)`` finds the model, catalog and tasks (building the mini-hub of a
+  ``hub: {profile: ...}`` if needed) and checks what needs the pool (k larger than the pool).
+
+Every error is one line naming the file and the field, e.g. ``smoke.yaml: field methods[1].preset: ...``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lora_recycle.errors import UserError
+from lora_recycle.merging.coefficients import Activation, Granularity
+from lora_recycle.merging.methods import PRESETS, Selection, Tuning
+from lora_recycle.models.merged_linear import Composition, Strategy
+
+TargetLoraChoice = Literal[False, True, "both"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HubRef(_Strict):
+    """The built-in mini-hub of a profile (built or reused with ``build_hub``)."""
+
+    profile: str = "tiny"
+    seed: int = 0
+    cache_dir: Path | None = None
+
+
+class MethodSpec(_Strict):
+    """A preset, optionally with design choices overridden; ``name`` labels it in results and reports."""
+
+    preset: str
+    name: str | None = None
+    k: list[int] | None = None
+    selection: Selection | None = None
+    tuning: Tuning | None = None
+    composition: Composition | None = None
+    granularity: Granularity | None = None
+    activation: Activation | None = None
+    init: Literal["zero", "uniform"] | float | None = None
+    steps: int | None = Field(default=None, ge=1)
+    lr: float | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, ge=1)
+    eval_every: int | None = Field(default=None, ge=1)
+    strategy: Strategy | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"preset": data} if isinstance(data, str) else data
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in PRESETS:
+            raise ValueError(f"unknown preset {value!r}; choose one of: {', '.join(sorted(PRESETS))}")
+        return value
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @property
+    def label(self) -> str:
+        return self.name or self.preset
+
+    def overrides(self) -> dict[str, Any]:
+        """The design choices this entry changes in its preset."""
+        skip = {"preset", "name", "k"}
+        return {key: value for key, value in self.model_dump().items() if key not in skip and value is not None}
+
+
+class RandomInitControl(_Strict):
+    """Merge noise of the same shape and std as the selected adapters (the target-task LoRA kept intact)."""
+
+    method: str = "ours"
+    k: list[int] | None = None
+    include_target_lora: TargetLoraChoice = True
+
+
+class InHouseControl(_Strict):
+    """Replace the recycled pool by the other target tasks' target-task LoRAs (paper Figure 5).
+
+    ``tasks`` names the tasks whose target-task LoRAs form the in-house pool (default: the target tasks;
+    ``all``: every task of the hub or of ``tasks:``).
+
+    ``k`` counts the target-task LoRA, so each merge takes the top ``k - 1`` in-house LoRAs by
+    evaluation; the ablation skips the top ``m`` of them for each ``m`` in ``exclude_top`` at
+    ``exclude_k`` (paper: k = 10, m in 5, 10, 15, 20).
+    """
+
+    method: str = "ours"
+    tasks: list[str] | Literal["all"] | None = None
+    k: list[int] = Field(default_factory=lambda: [5, 10])
+    exclude_top: list[int] = Field(default_factory=list)
+    exclude_k: int = Field(default=10, ge=2)
+
+    @field_validator("k")
+    @classmethod
+    def _k_at_least_two(cls, value: list[int]) -> list[int]:
+        if any(k < 2 for k in value):
+            raise ValueError("in-house k counts the target-task LoRA and must be at least 2")
+        return value
+
+
+class Controls(_Strict):
+    random_init: RandomInitControl | None = None
+    in_house: InHouseControl | None = None
+
+    @field_validator("random_init", "in_house", mode="before")
+    @classmethod
+    def _true_means_defaults(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        return None if value is False else value
+
+
+class Budget(_Strict):
+    """Per-run budgets that make small studies fit a CPU (None keeps the preset's or paper's value)."""
+
+    merge_steps: int | None = Field(default=None, ge=1)
+    target_lora_steps: int = Field(default=400, ge=1)
+    target_lora_rank: int = Field(default=64, ge=1)
+    target_lora_lr: float = Field(default=3e-4, gt=0)
+    test_limit: int | None = Field(default=None, ge=1)
+
+
+class ExperimentConfig(_Strict):
+    """One study: where the model, pool and tasks are, and the grid of methods x k x seeds x controls."""
+
+    name: str = "experiment"
+    hub: HubRef | None = None
+    model: Path | None = None
+    base_model_id: str | None = None
+    db: Path | None = None
+    tasks: dict[str, Path] | None = None
+    target_tasks: list[str] | None = None
+    methods: list[MethodSpec] = Field(default_factory=lambda: [MethodSpec(preset="ours")])
+    k: list[int] = Field(default_factory=lambda: [30])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    include_target_lora: TargetLoraChoice = "both"
+    baselines: bool = True
+    controls: Controls = Field(default_factory=Controls)
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    threads: int | None = Field(default=None, ge=1)  # torch CPU threads per run (1 is fastest on busy small CPUs)
+    budget: Budget = Field(default_factory=Budget)
+
+    @field_validator("k", "seeds", mode="before")
+    @classmethod
+    def _scalar_to_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("k")
+    @classmethod
+    def _positive_k(cls, value: list[int]) -> list[int]:
+        if not value or any(k < 1 for k in value):
+            raise ValueError("k values must be at least 1")
+        return value
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _task_list(cls, value: Any) -> Any:
+        if isinstance(value, list):  # a list of task directories: named by their folder
+            return {Path(str(p)).name: p for p in value}
+        return value
+
+    @model_validator(mode="after")
+    def _where_from(self) -> ExperimentConfig:
+        explicit = [self.model, self.db, self.tasks]
+        if self.hub is None and any(v is None for v in explicit):
+            raise ValueError("give either hub: {profile: ...} or all of model, db and tasks")
+        if self.hub is not None and any(v is not None for v in explicit):
+            raise ValueError("give either hub or model/db/tasks, not both")
+        labels = [m.label for m in self.methods]
+        duplicates = sorted({x for x in labels if labels.count(x) > 1})
+        if duplicates:
+            raise ValueError(f"method names must be unique; repeated: {', '.join(duplicates)} (set name:)")
+        for control, field in ((self.controls.random_init, "random_init"), (self.controls.in_house, "in_house")):
+            if control is not None and control.method not in labels and control.method not in PRESETS:
+                raise ValueError(f"controls.{field}.method {control.method!r} is neither a method here nor a preset")
+        return self
+
+    def method(self, label: str) -> MethodSpec:
+        """The method entry called ``label``, or the bare preset of that name."""
+        for spec in self.methods:
+            if spec.label == label:
+                return spec
+        return MethodSpec(preset=label)
+
+    def content_hash(self) -> str:
+        """A stable hash of the validated configuration (paths as written)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-before[_from_name(), MethodSpec]",) or "[" in str(part) or "-" in str(part):
+            continue  # pydantic's validator tags are noise for a user
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _message(error: dict) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    message = error["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return message
+
+
+def parse_config(data: Any, source: str) -> ExperimentConfig:
+    """Validate an already-parsed mapping; errors name ``source`` and the first offending field."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping of settings at the top level")
+    try:
+        return ExperimentConfig(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UserError(f"{source}: field {_field_path(first['loc'])}: {_message(first)}") from None
+    except TypeError as exc:
+        raise UserError(f"{source}: {exc}") from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment YAML; relative paths in it are taken from the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: experiment file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}{line}: invalid YAML") from None
+    config = parse_config(data, str(path))
+    return _anchor_paths(config, path.parent.resolve())
+
+
+def _anchor_paths(config: ExperimentConfig, root: Path) -> ExperimentConfig:
+    def anchor(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else root / p)
+
+    update: dict[str, Any] = {"model": anchor(config.model), "db": anchor(config.db)}
+    if config.tasks is not None:
+        update["tasks"] = {name: anchor(p) for name, p in config.tasks.items()}
+    if config.hub is not None and config.hub.cache_dir is not None:
+        update["hub"] = config.hub.model_copy(update={"cache_dir": anchor(config.hub.cache_dir)})
+    return config.model_copy(update=update)
+
+
+@dataclass(frozen=True)
+class ResolvedExperiment:
+    """Where everything is, once the config has been checked against the pool."""
+
+    config: ExperimentConfig
+    source: str
+    model: Path
+    base_model_id: str | None
+    db: Path
+    tasks: dict[str, Path]
+    target_tasks: list[str]
+    pool_size: int
+    in_house_tasks: list[str]
+    model_ref: str
+    pool_ref: str
+
+
+def resolve_experiment(config: ExperimentConfig, source: str = "experiment") -> ResolvedExperiment:
+    """Locate model, catalog and tasks (building the mini-hub if asked) and check k against the pool."""
+    from lora_recycle.selection.from_catalog import STRATEGIES, accepted_ids
+
+    if config.hub is not None:
+        from lora_recycle.minihub.hub import build_hub
+
+        hub = build_hub(config.hub.profile, config.hub.cache_dir, config.hub.seed)
+        model, base_id, db, tasks = hub.base_model, hub.base_model_id, hub.catalog, dict(hub.tasks)
+        default_targets = list(hub.target_tasks)
+        model_ref = pool_ref = f"minihub:{config.hub.profile}:seed{config.hub.seed}"
+    else:
+        model, base_id, db, tasks = config.model, config.base_model_id, config.db, dict(config.tasks or {})
+        default_targets = sorted(tasks)
+        model_ref, pool_ref = str(model), str(db)
+    if not (Path(model) / "config.json").is_file():
+        raise UserError(f"{source}: field model: {model} is not a transformers model directory")
+    for name, directory in tasks.items():
+        if not (Path(directory) / "task.yaml").is_file():
+            raise UserError(f"{source}: field tasks.{name}: {directory} is not a task directory")
+    targets = list(config.target_tasks or default_targets)
+    unknown = [t for t in targets if t not in tasks]
+    if unknown:
+        raise UserError(f"{source}: field target_tasks: unknown task(s) {', '.join(unknown)}; "
+                        f"known: {', '.join(sorted(tasks))}")
+    try:
+        pool_size = len(accepted_ids(db))
+    except UserError as exc:
+        raise UserError(f"{source}: field db: {exc}") from None
+    in_house = config.controls.in_house
+    in_house_tasks: list[str] = []
+    if in_house is not None:
+        in_house_tasks = sorted(tasks) if in_house.tasks == "all" else list(in_house.tasks or targets)
+    unknown = [t for t in in_house_tasks if t not in tasks]
+    if unknown:
+        raise UserError(f"{source}: field controls.in_house.tasks: unknown task(s) {', '.join(unknown)}; "
+                        f"known: {', '.join(sorted(tasks))}")
+    others = min((len([o for o in in_house_tasks if o != t]) for t in targets), default=0)
+    _check_against_pool(config, source, pool_size, others, STRATEGIES)
+    return ResolvedExperiment(config, source, Path(model), base_id, Path(db), {t: Path(tasks[t]) for t in tasks},
+                              targets, pool_size, in_house_tasks, model_ref, pool_ref)
+
+
+def _check_against_pool(config: ExperimentConfig, source: str, pool_size: int, others: int,
+                        strategies: tuple[str, ...]) -> None:
+    def too_large(field: str, values: list[int], limit: int) -> None:
+        for k in values:
+            if k > limit:
+                raise UserError(f"{source}: field {field}: k={k} is larger than the pool ({limit} accepted adapters)")
+
+    too_large("k", config.k, pool_size)
+    for i, spec in enumerate(config.methods):
+        selection = spec.selection or PRESETS[spec.preset].selection
+        if selection != "all" and selection not in strategies:
+            raise UserError(f"{source}: field methods[{i}].selection: {selection!r} cannot select from a catalog "
+                            f"yet; use one of: all, {', '.join(strategies)}")
+        if spec.k is not None:
+            too_large(f"methods[{i}].k", spec.k, pool_size)
+    random_init = config.controls.random_init
+    if random_init is not None and random_init.k is not None:
+        too_large("controls.random_init.k", random_init.k, pool_size)
+    in_house = config.controls.in_house
+    if in_house is not None:
+        for k in in_house.k:
+            if k - 1 > others:
+                raise UserError(f"{source}: field controls.in_house.k: k={k} needs {k - 1} other target-task LoRAs; "
+                                f"the in-house pool has {others}")
+        for m in in_house.exclude_top:
+            if m + in_house.exclude_k - 1 > others:
+                raise UserError(f"{source}: field controls.in_house.exclude_top: skipping the top {m} leaves fewer "
+                                f"than {in_house.exclude_k - 1} of the {others} other target-task LoRAs")
+
+
+def config_summary(config: ExperimentConfig) -> dict[str, Any]:
+    """The configuration as plain JSON data (for results metadata)."""
+    return json.loads(config.model_dump_json())

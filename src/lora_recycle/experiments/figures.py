@@ -1,0 +1,168 @@
+"""PNG figures of a report, drawn from the aggregated tables with matplotlib's Agg canvas.
+
+Every figure shows the spread over seeds (error bars of one standard deviation, or one point per
+seed). A figure whose data is absent is skipped with a note instead of failing the report.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+PANELS = ((False, "without target-task LoRA"), (True, "with target-task LoRA"))
+HIGHLIGHT = "tab:orange"
+
+
+def _figure(width: float, height: float, columns: int = 1):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)  # a private Agg canvas: no global backend switch, no display needed
+    axes = figure.subplots(1, columns, squeeze=False)[0]
+    return figure, list(axes)
+
+
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
+def _points(stat: dict[str, Any]) -> list[float]:
+    return [v for v in (stat.get("per_seed") or {}).values() if v is not None]
+
+
+def figure_improvement(tables: dict[str, Any], path: Path) -> Path | None:
+    """Figure 2: bars of % improvement over prompting and over the target LoRA, per method and pool."""
+    entries = [e for e in tables["improvement"] if e["vs_prompting"] or e["vs_target_lora"]]
+    if not entries:
+        return None
+    figure, axes = _figure(11, 4.2, 2)
+    for ax, key, title in ((axes[0], "vs_prompting", "over prompting"), (axes[1], "vs_target_lora",
+                                                                          "over the target-task LoRA")):
+        labels = sorted({e["method"] for e in entries})
+        width = 0.38
+        for offset, (flag, name) in zip((-width / 2, width / 2), PANELS, strict=True):
+            for i, label in enumerate(labels):
+                stat = next((e[key] for e in entries if e["method"] == label and e["with_target"] == flag), None)
+                if not stat:
+                    continue
+                colour = "tab:blue" if not flag else HIGHLIGHT
+                ax.bar(i + offset, stat["mean"], width, yerr=stat["std"], color=colour, capsize=3, label=name)
+                ax.scatter([i + offset] * len(_points(stat)), _points(stat), s=8, color="black", zorder=3)
+        ax.axhline(0, color="gray", linewidth=0.8)
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("% accuracy improvement")
+        ax.set_title(f"Improvement {title}")
+        handles, names = ax.get_legend_handles_labels()
+        unique = dict(zip(names, handles, strict=False))
+        ax.legend(unique.values(), unique.keys(), fontsize=8)
+    return _save(figure, path)
+
+
+def figure_k_curve(tables: dict[str, Any], path: Path) -> Path | None:
+    """Figure 3: accuracy against k per series, without and with the target LoRA (gray line: target LoRA)."""
+    points = [p for p in tables["k_curve"] if p.get("mean") is not None]
+    if not points:
+        return None
+    figure, axes = _figure(11, 4.2, 2)
+    target = tables.get("target_lora")
+    for ax, (flag, title) in zip(axes, PANELS, strict=True):
+        series: dict[str, list[dict]] = defaultdict(list)
+        for p in points:
+            if p["with_target"] == flag:
+                series[p["series"]].append(p)
+        for name, group in sorted(series.items()):
+            group.sort(key=lambda p: p["k"])
+            ax.errorbar([p["k"] for p in group], [p["mean"] for p in group], yerr=[p["std"] for p in group],
+                        marker="o", capsize=3, label=name, linestyle="--" if "random-init" in name else "-")
+        if target:
+            ax.axhline(target["mean"], color="gray", linewidth=1.2, label="target-task LoRA")
+        ax.set_xlabel("k (selected adapters)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(title)
+        if series or target:
+            ax.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def figure_shares(tables: dict[str, Any], path: Path) -> Path | None:
+    """Figure 4: every adapter's coefficient share per task (one point per seed), top/target highlighted."""
+    points = tables["coefficient_shares"]["points"]
+    if not points:
+        return None
+    figure, axes = _figure(11, 4.2, 2)
+    tasks = sorted({p["task"] for p in points})
+    for ax, (flag, title) in zip(axes, PANELS, strict=True):
+        panel = [p for p in points if p["with_target"] == flag]
+        for p in panel:
+            jitter = zlib.crc32(f"{p['adapter']}/{p['seed']}".encode()) % 100 - 50  # deterministic spread
+            x = tasks.index(p["task"]) + jitter / 250
+            special = p["role"] == ("target" if flag else "top")
+            ax.scatter(x, 100 * p["share"], s=22 if special else 10, color=HIGHLIGHT if special else "tab:gray",
+                       zorder=3 if special else 2)
+        ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("% of coefficient mass")
+        highlighted = "target-task LoRA" if flag else "top recycled LoRA (by selection score)"
+        ax.set_title(f"{title}\n(orange: {highlighted})", fontsize=9)
+        if not panel:
+            ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center")
+    return _save(figure, path)
+
+
+def figure_in_house(tables: dict[str, Any], path: Path) -> Path | None:
+    """Figure 5: (a) in-house vs recycled vs random-init over k; (b) accuracy as the top m are left out."""
+    curve = [p for p in tables["in_house"] if p.get("mean") is not None]
+    ablation = [p for p in tables["exclude_top"] if p.get("mean") is not None]
+    if not curve and not ablation:
+        return None
+    figure, axes = _figure(11, 4.2, 2)
+    target = tables.get("target_lora")
+    series: dict[str, list[dict]] = defaultdict(list)
+    for p in curve:
+        series[p["series"]].append(p)
+    for name, group in sorted(series.items()):
+        group.sort(key=lambda p: p["k"])
+        axes[0].errorbar([p["k"] for p in group], [p["mean"] for p in group], yerr=[p["std"] for p in group],
+                         marker="o", capsize=3, label=name)
+    if target:
+        for ax in axes:
+            ax.axhline(target["mean"], color="gray", linewidth=1.2, label="target-task LoRA")
+    axes[0].set_xlabel("k (with the target-task LoRA)")
+    axes[0].set_ylabel("accuracy")
+    axes[0].set_title("(a) in-house vs recycled LoRAs")
+    axes[0].legend(fontsize=8)
+    skipped = sorted((p for p in ablation if p["m"] is not None), key=lambda p: p["m"])
+    if skipped:
+        axes[1].errorbar([p["m"] for p in skipped], [p["mean"] for p in skipped], yerr=[p["std"] for p in skipped],
+                         marker="o", capsize=3, label=f"in-house, k={skipped[0]['k']}")
+    for p in ablation:
+        if p["m"] is None:
+            axes[1].axhline(p["mean"], color="tab:red", linestyle="--", label=f"random-init, k={p['k']}")
+    axes[1].set_xlabel("m (top in-house LoRAs left out)")
+    axes[1].set_ylabel("accuracy")
+    axes[1].set_title("(b) excluding the top-m LoRAs")
+    axes[1].legend(fontsize=8)
+    return _save(figure, path)
+
+
+FIGURES = {
+    "fig2_improvement": (figure_improvement, "no merge runs with prompting or target-LoRA baselines"),
+    "fig3_accuracy_vs_k": (figure_k_curve, "no merge runs with a selected k"),
+    "fig4_coefficient_shares": (figure_shares, "no evaluation-selected merge runs with learned coefficients"),
+    "fig5_in_house": (figure_in_house, "no in-house pool runs (controls.in_house)"),
+}
+
+
+def draw_figures(tables: dict[str, Any], out_dir: Path) -> tuple[dict[str, Path | None], dict[str, str]]:
+    """Draw every figure with data into ``out_dir``; returns ``(paths, notes on skipped figures)``."""
+    paths: dict[str, Path | None] = {}
+    notes: dict[str, str] = {}
+    for name, (draw, why) in FIGURES.items():
+        paths[name] = draw(tables, out_dir / f"{name}.png")
+        if paths[name] is None:
+            notes[name] = why
+    return paths, notes

@@ -1,0 +1,299 @@
+"""Aggregate a results database into the paper's tables and write a Markdown report with PNG figures.
+
+Every number is an average over tasks per seed, then a mean and a sample standard deviation over
+seeds (``std`` is 0 with one seed), so the spread shown is the seed-to-seed spread of the study:
+
+- ``table2``: mean accuracy per method (label ``method (k)``, ``(all)`` without selection) without and
+  with the target-task LoRA, on the recycled pool without controls; plus ``prompting`` and ``target_lora``;
+- ``improvement`` (Figure 2): per seed, ``100 * (method - baseline) / baseline`` of the task-averaged
+  accuracies over the tasks both have, against prompting and against the target-task LoRA;
+- ``k_curve`` (Figure 3): accuracy against k per method (and its random-init control);
+- ``coefficient_shares`` (Figure 4): per run, coefficients min-max normalised to [0, 1] within each
+  group, divided by their sum, averaged over groups; the top recycled adapter (by selection score)
+  and the target-task LoRA are marked;
+- ``in_house`` and ``exclude_top`` (Figure 5): in-house pool against recycled pool over k, and the
+  exclude-top-m ablation.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from lora_recycle.experiments.results import ResultsStore
+
+TARGET_ID = "target-lora"
+Row = dict[str, Any]
+
+
+def seed_stat(values_by_seed: dict[int, float]) -> dict[str, Any] | None:
+    """``{"mean", "std", "seeds", "per_seed"}`` over seeds (sample std, 0 for one seed); None if empty."""
+    values = [v for v in values_by_seed.values() if not math.isnan(v)]
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "seeds": len(values),
+            "per_seed": {str(s): v for s, v in sorted(values_by_seed.items())}}
+
+
+def task_means(rows: Iterable[Row], tasks: set[str] | None = None) -> dict[int, float]:
+    """``{seed: mean accuracy over tasks}`` (only ``tasks`` if given)."""
+    by_seed: dict[int, list[float]] = defaultdict(list)
+    for row in rows:
+        if tasks is None or row["task"] in tasks:
+            by_seed[row["seed"]].append(row["accuracy"])
+    return {seed: statistics.fmean(v) for seed, v in sorted(by_seed.items())}
+
+
+def _n_tasks(rows: list[Row]) -> int:
+    return len({r["task"] for r in rows})
+
+
+def is_main_merge(row: Row) -> bool:
+    """A merge on the recycled pool, no control applied (what Table 2 and Figure 2 compare)."""
+    return row["kind"] == "merge" and row["pool"] == "recycled" and not row["random_init"] and not row["exclude_top"]
+
+
+def method_label(row: Row) -> str:
+    return f"{row['method']} ({row['k'] if row['k'] is not None else 'all'})"
+
+
+def _group(rows: Iterable[Row], key: Callable[[Row], Any]) -> dict[Any, list[Row]]:
+    groups: dict[Any, list[Row]] = defaultdict(list)
+    for row in rows:
+        groups[key(row)].append(row)
+    return dict(groups)
+
+
+def table2(rows: list[Row]) -> list[dict[str, Any]]:
+    """Average accuracy per method without / with the target-task LoRA, then the two baselines."""
+    out = []
+    merges = _group((r for r in rows if is_main_merge(r)), lambda r: (r["method"], r["k"]))
+    for (method, k), group in sorted(merges.items(), key=lambda item: (item[0][0], item[0][1] or 10**9)):
+        entry: dict[str, Any] = {"method": method_label(group[0]), "name": method, "k": k}
+        for flag, column in ((False, "without_target"), (True, "with_target")):
+            cell = [r for r in group if r["with_target"] == flag]
+            stat = seed_stat(task_means(cell))
+            entry[column] = None if stat is None else {**stat, "tasks": _n_tasks(cell)}
+        out.append(entry)
+    for kind in ("prompting", "target_lora"):
+        cell = [r for r in rows if r["kind"] == kind]
+        stat = seed_stat(task_means(cell))
+        if stat is not None:
+            out.append({"method": kind, "name": kind, "k": None, "without_target": {**stat, "tasks": _n_tasks(cell)},
+                        "with_target": None})
+    return out
+
+
+def relative_improvement(method_rows: list[Row], baseline_rows: list[Row]) -> dict[str, Any] | None:
+    """Per seed, % change of the task-averaged accuracy over the baseline's, on the tasks both have."""
+    per_seed: dict[int, float] = {}
+    base_by_seed = _group(baseline_rows, lambda r: r["seed"])
+    for seed, group in _group(method_rows, lambda r: r["seed"]).items():
+        base = base_by_seed.get(seed, [])
+        shared = {r["task"] for r in group} & {r["task"] for r in base}
+        if not shared:
+            continue
+        m = task_means(group, shared)[seed]
+        b = task_means(base, shared)[seed]
+        per_seed[seed] = float("nan") if b == 0 else 100.0 * (m - b) / b
+    return seed_stat(per_seed)
+
+
+def improvement(rows: list[Row]) -> list[dict[str, Any]]:
+    """Figure 2's numbers: % improvement over prompting and over the target-task LoRA per method."""
+    prompting = [r for r in rows if r["kind"] == "prompting"]
+    target = [r for r in rows if r["kind"] == "target_lora"]
+    out = []
+    merges = _group((r for r in rows if is_main_merge(r)), lambda r: (r["method"], r["k"], r["with_target"]))
+    for key in sorted(merges, key=lambda key: (key[0], key[1] or 10**9, key[2])):
+        group = merges[key]
+        out.append({"method": method_label(group[0]), "with_target": key[2],
+                    "vs_prompting": relative_improvement(group, prompting),
+                    "vs_target_lora": relative_improvement(group, target)})
+    return out
+
+
+def k_curve(rows: list[Row]) -> list[dict[str, Any]]:
+    """Figure 3's points: accuracy per (method, random-init, with target, k) on the recycled pool."""
+    cells = _group((r for r in rows if r["kind"] == "merge" and r["pool"] == "recycled" and r["k"] is not None),
+                   lambda r: (r["method"], r["random_init"], r["with_target"], r["k"]))
+    out = []
+    for (method, random_init, with_target, k), group in sorted(cells.items()):
+        out.append({"series": method + (" random-init" if random_init else ""), "with_target": with_target, "k": k,
+                    **(seed_stat(task_means(group)) or {})})
+    return out
+
+
+def coefficient_shares(row: Row) -> dict[str, float]:
+    """Share of each adapter in a merge: per group min-max to [0, 1], divided by the sum, averaged over groups."""
+    groups = row.get("coefficients") or {}
+    adapters = row["selected"]
+    totals = dict.fromkeys(adapters, 0.0)
+    for values in groups.values():
+        raw = [values.get(a, 0.0) for a in adapters]
+        low, high = min(raw), max(raw)
+        scaled = [(v - low) / (high - low) for v in raw] if high > low else [1.0] * len(raw)
+        total = sum(scaled) or 1.0
+        for adapter, v in zip(adapters, scaled, strict=True):
+            totals[adapter] += v / total
+    return {a: v / max(len(groups), 1) for a, v in totals.items()}
+
+
+def share_runs(rows: list[Row]) -> list[Row]:
+    """The runs Figure 4 looks at: the main merges of one evaluation-selected method at its largest k."""
+    candidates = [r for r in rows if is_main_merge(r) and r.get("coefficients") and len(r["selected"]) > 1
+                  and r["spec"].get("settings", {}).get("selection") == "evaluation"]
+    if not candidates:
+        return []
+    methods = sorted({r["method"] for r in candidates})
+    method = "ours" if "ours" in methods else methods[0]
+    chosen = [r for r in candidates if r["method"] == method]
+    k = max(r["k"] or 0 for r in chosen)
+    return [r for r in chosen if (r["k"] or 0) == k]
+
+
+def share_points(rows: list[Row]) -> list[dict[str, Any]]:
+    """Figure 4's points: one per adapter per run, with its role (``top``, ``target`` or ``other``)."""
+    points = []
+    for row in share_runs(rows):
+        shares = coefficient_shares(row)
+        scores = row.get("scores") or {}
+        recycled = [a for a in row["selected"] if a != TARGET_ID]
+        top = min(recycled, key=lambda a: (-scores.get(a, float("-inf")), a)) if scores else None
+        for adapter, share in shares.items():
+            role = "target" if adapter == TARGET_ID else ("top" if adapter == top else "other")
+            points.append({"method": method_label(row), "task": row["task"], "seed": row["seed"],
+                           "with_target": row["with_target"], "adapter": adapter, "share": share, "role": role})
+    return points
+
+
+def share_summary(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean share per role, without and with the target-task LoRA."""
+    out = []
+    for (with_target, role), group in sorted(_group(points, lambda p: (p["with_target"], p["role"])).items()):
+        out.append({"with_target": with_target, "role": role, "mean_share": statistics.fmean(p["share"] for p in group),
+                    "points": len(group)})
+    return out
+
+
+def in_house_curve(rows: list[Row]) -> list[dict[str, Any]]:
+    """Figure 5a: in-house against recycled pool (and random-init), with the target-task LoRA, over k."""
+    in_house = [r for r in rows if r["pool"] == "in_house" and r["exclude_top"] == 0]
+    if not in_house:
+        return []
+    methods = {r["method"] for r in in_house}
+    out = []
+    series = {
+        "in-house": in_house,
+        "recycled": [r for r in rows if is_main_merge(r) and r["with_target"] and r["method"] in methods],
+        "random-init": [r for r in rows if r["kind"] == "merge" and r["pool"] == "recycled" and r["random_init"]
+                        and r["with_target"] and r["method"] in methods],
+    }
+    for name, group in series.items():
+        for k, cell in sorted(_group(group, lambda r: r["k"]).items()):
+            out.append({"series": name, "k": k, **(seed_stat(task_means(cell)) or {})})
+    return out
+
+
+def exclude_top_curve(rows: list[Row]) -> list[dict[str, Any]]:
+    """Figure 5b: in-house merges at a fixed k with the top m in-house LoRAs left out, per m."""
+    skipped = [r for r in rows if r["pool"] == "in_house" and r["exclude_top"] > 0]
+    if not skipped:
+        return []
+    k = skipped[0]["k"]
+    cells = _group((r for r in rows if r["pool"] == "in_house" and r["k"] == k), lambda r: r["exclude_top"])
+    out = [{"series": "in-house", "k": k, "m": m, **(seed_stat(task_means(cell)) or {})}
+           for m, cell in sorted(cells.items())]
+    noise = [r for r in rows if r["kind"] == "merge" and r["pool"] == "recycled" and r["random_init"]
+             and r["with_target"] and r["k"] == k]
+    if noise:
+        out.append({"series": "random-init", "k": k, "m": None, **(seed_stat(task_means(noise)) or {})})
+    return out
+
+
+def build_tables(rows: list[Row]) -> dict[str, Any]:
+    """Every table of the report, as plain JSON-ready data."""
+    points = share_points(rows)
+    return {
+        "runs": len(rows),
+        "tasks": sorted({r["task"] for r in rows}),
+        "seeds": sorted({r["seed"] for r in rows}),
+        "table2": table2(rows),
+        "improvement": improvement(rows),
+        "k_curve": k_curve(rows),
+        "coefficient_shares": {"summary": share_summary(points), "points": points},
+        "in_house": in_house_curve(rows),
+        "exclude_top": exclude_top_curve(rows),
+        "target_lora": seed_stat(task_means(r for r in rows if r["kind"] == "target_lora")),
+    }
+
+
+def _fmt(stat: dict[str, Any] | None, digits: int = 3) -> str:
+    if not stat or stat.get("mean") is None or math.isnan(stat["mean"]):
+        return "–"
+    spread = f" ± {stat['std']:.{digits}f}" if stat.get("seeds", 1) > 1 else ""
+    return f"{stat['mean']:.{digits}f}{spread}"
+
+
+def render_markdown(tables: dict[str, Any], figures: dict[str, Path | None], notes: dict[str, str],
+                    source: str) -> str:
+    """The report text: Table 2, Figure 2's numbers, and every figure (or why it was skipped)."""
+    lines = [f"# lora-recycle report: `{source}`", "",
+             f"{tables['runs']} runs over {len(tables['tasks'])} task(s) ({', '.join(tables['tasks'])}) and "
+             f"{len(tables['seeds'])} seed(s). Accuracy on the test split, averaged over tasks per seed; "
+             "± is the standard deviation over seeds.", "",
+             "## Table 2: average accuracy", "", "| method | w/o target LoRA | w/ target LoRA |", "| --- | --- | --- |"]
+    for entry in tables["table2"]:
+        lines.append(f"| {entry['method']} | {_fmt(entry['without_target'])} | {_fmt(entry['with_target'])} |")
+    lines += ["", "## Figure 2: % improvement", "",
+              "| method | target LoRA in pool | vs prompting (%) | vs target LoRA (%) |", "| --- | --- | --- | --- |"]
+    for entry in tables["improvement"]:
+        lines.append(f"| {entry['method']} | {'yes' if entry['with_target'] else 'no'} | "
+                     f"{_fmt(entry['vs_prompting'], 1)} | {_fmt(entry['vs_target_lora'], 1)} |")
+    titles = {"fig2_improvement": "Figure 2: improvement over the baselines",
+              "fig3_accuracy_vs_k": "Figure 3: accuracy against k (selection and random-init control)",
+              "fig4_coefficient_shares": "Figure 4: coefficient shares",
+              "fig5_in_house": "Figure 5: in-house pool and exclude-top-m ablation"}
+    for key, title in titles.items():
+        lines += ["", f"## {title}", ""]
+        path = figures.get(key)
+        lines.append(f"![{title}]({path.name})" if path is not None else f"_Skipped: {notes.get(key, 'no data')}._")
+        if key == "fig4_coefficient_shares" and tables["coefficient_shares"]["summary"]:
+            lines += ["", "| target LoRA in pool | adapter | mean share |", "| --- | --- | --- |"]
+            for s in tables["coefficient_shares"]["summary"]:
+                lines.append(f"| {'yes' if s['with_target'] else 'no'} | {s['role']} | {s['mean_share']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results_path: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Write ``report.md``, ``tables.json`` and the PNG figures to ``out_dir``; return the tables and files."""
+    import json
+
+    from lora_recycle.experiments.figures import draw_figures
+
+    with ResultsStore(results_path, create=False) as store:
+        rows = store.rows()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = build_tables(rows)
+    figures, notes = draw_figures(tables, out_dir)
+    report = out_dir / "report.md"
+    report.write_text(render_markdown(tables, figures, notes, str(results_path)), encoding="utf-8")
+    (out_dir / "tables.json").write_text(json.dumps(_clean(tables), indent=2) + "\n", encoding="utf-8")
+    return {"report": str(report), "figures": {k: str(v) if v else None for k, v in figures.items()},
+            "skipped": notes, "tables": tables}
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value

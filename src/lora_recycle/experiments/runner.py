@@ -1,0 +1,342 @@
+"""Run an experiment: expand, skip what is recorded, execute the rest, record each run as it finishes.
+
+Shared work is cached on disk next to the results file (``<results stem>-artifacts/``): one
+target-task LoRA per task and seed (a PEFT adapter folder, renamed into place only when complete)
+and the in-house LoRAs' evaluation scores per task. Evaluation scores of the recycled pool are
+cached by the pool catalog itself. Workers return plain dictionaries; only the driver writes the
+results database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from lora_recycle.experiments.config import ResolvedExperiment
+from lora_recycle.experiments.executors import Executor, LocalExecutor
+from lora_recycle.experiments.results import ResultsStore, library_versions
+from lora_recycle.experiments.runs import RunSpec, expand_runs
+
+TARGET_ADAPTER_ID = "target-lora"
+IN_HOUSE_PREFIX = "in-house:"
+
+
+@dataclass(frozen=True)
+class WorkerEnv:
+    """Everything a worker needs besides the run itself (plain, picklable values)."""
+
+    model: str
+    base_model_id: str | None
+    model_ref: str
+    db: str
+    tasks: dict[str, str]
+    in_house_tasks: tuple[str, ...]
+    artifacts: str
+    device: str
+    dtype: str
+    threads: int | None = None
+
+
+def artifacts_dir(results_path: str | Path) -> Path:
+    """Where shared work of a results file is cached: ``<folder>/<stem>-artifacts``."""
+    results_path = Path(results_path)
+    return results_path.parent / f"{results_path.stem}-artifacts"
+
+
+def worker_env(resolved: ResolvedExperiment, results_path: str | Path) -> WorkerEnv:
+    config = resolved.config
+    return WorkerEnv(str(resolved.model), resolved.base_model_id, resolved.model_ref, str(resolved.db),
+                     {name: str(path) for name, path in resolved.tasks.items()}, tuple(resolved.in_house_tasks),
+                     str(artifacts_dir(results_path)), config.device, config.dtype, config.threads)
+
+
+# --- worker side ------------------------------------------------------------------------------------------
+
+_MODELS: dict[tuple[str, str, str], Any] = {}
+_TASKS: dict[str, Any] = {}
+
+
+def _load_model(env: WorkerEnv):
+    import torch
+
+    from lora_recycle.models.loading import load_base_model, resolve_device
+
+    if env.threads is not None and torch.get_num_threads() != env.threads:
+        torch.set_num_threads(env.threads)
+    device = resolve_device(env.device)
+    key = (env.model, str(device), env.dtype)
+    if key not in _MODELS:
+        _MODELS.clear()  # one base model per worker process at a time
+        _MODELS[key] = load_base_model(env.model, device, env.dtype)
+    model, tokenizer = _MODELS[key]
+    return model, tokenizer, device
+
+
+def _load_task(env: WorkerEnv, name: str):
+    from lora_recycle.tasks import load_task
+
+    path = env.tasks[name]
+    if path not in _TASKS:
+        _TASKS[path] = load_task(path)
+    return _TASKS[path]
+
+
+def _short_hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def ensure_target_lora(env: WorkerEnv, task_name: str, target: dict[str, Any], model, tokenizer,
+                       device) -> tuple[Path, dict[str, Any]]:
+    """The target-task LoRA of a task and seed: reused from the artifacts folder, else trained and saved.
+
+    Trained into a private temporary folder and renamed into place, so a killed run never leaves a
+    half-written adapter where a later run would pick it up. Returns ``(folder, training record)``.
+    """
+    from lora_recycle.tuning.target_lora import TargetLoraConfig, train_target_lora
+
+    task = _load_task(env, task_name)
+    key = _short_hash({"task": task_name, "task_hash": task.content_hash(), "model": env.model_ref,
+                       "dtype": env.dtype, "config": target})
+    root = Path(env.artifacts) / "target-lora"
+    final = root / f"{task_name}-seed{target['seed']}-{key}"
+    record_file = final / "training.json"
+    if record_file.is_file():
+        return final, json.loads(record_file.read_text())
+    root.mkdir(parents=True, exist_ok=True)
+    scratch = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    started = time.perf_counter()
+    config = TargetLoraConfig(rank=target["rank"], alpha=target["alpha"], steps=target["steps"], lr=target["lr"],
+                              seed=target["seed"])
+    _, loop, rank = train_target_lora(model, tokenizer, task, config, scratch, device,
+                                      base_model_id=env.base_model_id)
+    record = {"rank": rank, "best_step": loop.best_step, "best_validation_loss": loop.best_val_loss,
+              "initial_validation_loss": loop.initial_val_loss, "train_seconds": time.perf_counter() - started,
+              "config": target}
+    (scratch / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    try:
+        os.rename(scratch, final)
+    except OSError:  # another worker finished the same LoRA first: keep theirs
+        shutil.rmtree(scratch, ignore_errors=True)
+        record = json.loads(record_file.read_text())
+    return final, record
+
+
+def in_house_pool(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device) -> tuple[list, dict[str, float]]:
+    """The other target tasks' target-task LoRAs ranked by evaluation on this task, top ``exclude_top`` skipped."""
+    from lora_recycle.adapters import read_peft_adapter
+    from lora_recycle.selection.evaluation import evaluation_scores, top_k
+
+    others = [t for t in env.in_house_tasks if t != spec.task]
+    dirs = {f"{IN_HOUSE_PREFIX}{t}": ensure_target_lora(env, t, {**spec.target_lora}, model, tokenizer, device)[0]
+            for t in others}
+    cache = Path(env.artifacts) / "in-house-scores" / (
+        f"{spec.task}-{_short_hash({'task': task.content_hash(), 'pool': sorted(p.name for p in dirs.values())})}.json")
+    if cache.is_file():
+        scores = json.loads(cache.read_text())
+    else:
+        scores = evaluation_scores(model, tokenizer, task, sorted(dirs),
+                                   lambda i: read_peft_adapter(dirs[i], adapter_id=i), device=device)
+        _write_atomically(cache, json.dumps(scores, indent=2, sort_keys=True))
+    ranked = top_k(scores, len(scores))
+    chosen = ranked[spec.exclude_top : spec.exclude_top + (spec.k or 1) - 1]
+    return [read_peft_adapter(dirs[i], adapter_id=i) for i in chosen], {i: scores[i] for i in chosen}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    scratch.write_text(text)
+    os.replace(scratch, path)
+
+
+def recycled_pool(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device) -> tuple[list, dict[str, float]]:
+    """Adapters selected from the catalog by the method's strategy (all accepted ones for ``all``)."""
+    from lora_recycle.pool import load_pool_adapters
+    from lora_recycle.selection.from_catalog import accepted_ids, select_from_catalog
+
+    settings = spec.merge_settings()
+    if settings.selection == "all":
+        ids, scores = accepted_ids(env.db), {}
+    else:
+        ids, scores = select_from_catalog(env.db, settings.selection, spec.k or 1, spec.seed, model, tokenizer, task,
+                                          device)
+    return load_pool_adapters(env.db, ids), {i: scores[i] for i in ids if i in scores}
+
+
+def execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
+    """Run one cell and return its results row (without the experiment's config hash and name)."""
+    import torch
+
+    from lora_recycle.adapters import read_peft_adapter
+    from lora_recycle.merging.controls import random_init_like
+    from lora_recycle.models.fold import folded
+    from lora_recycle.recycle import merge_adapters
+    from lora_recycle.tasks.scoring import evaluate_task
+
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(timings.get(name, 0.0) + now - clock, 4)
+        clock = now
+
+    started = clock
+    model, tokenizer, device = _load_model(env)
+    task = _load_task(env, spec.task)
+    lap("load")
+    torch.manual_seed(spec.seed)
+    metrics: dict[str, Any] = {}
+    selected: list[str] = []
+    scores: dict[str, float] = {}
+    coefficients = None
+    adapter = None
+    if spec.kind == "target_lora":
+        path, metrics["target_lora"] = ensure_target_lora(env, spec.task, spec.target_lora, model, tokenizer, device)
+        adapter = read_peft_adapter(path, adapter_id=TARGET_ADAPTER_ID)
+        selected = [TARGET_ADAPTER_ID]
+        lap("target_lora")
+    elif spec.kind == "merge":
+        settings = spec.merge_settings()
+        choose = in_house_pool if spec.pool == "in_house" else recycled_pool
+        pool, scores = choose(env, spec, model, tokenizer, task, device)
+        lap("select")
+        if spec.random_init:
+            pool = [random_init_like(a, settings.seed + i) for i, a in enumerate(pool)]
+        if spec.with_target:
+            path, metrics["target_lora"] = ensure_target_lora(env, spec.task, spec.target_lora, model, tokenizer,
+                                                              device)
+            pool.append(read_peft_adapter(path, adapter_id=TARGET_ADAPTER_ID))
+            lap("target_lora")
+        outcome = merge_adapters(model, tokenizer, task, pool, settings, device)
+        adapter, coefficients = outcome.adapter, outcome.coefficients
+        selected = [a.adapter_id for a in pool]
+        if outcome.fit is not None:
+            loop = outcome.fit.loop
+            metrics.update(best_step=loop.best_step, best_validation_loss=loop.best_val_loss,
+                           initial_validation_loss=loop.initial_val_loss)
+        lap("merge")
+    with folded(model, adapter):
+        result = evaluate_task(model, tokenizer, task, "test", device, spec.test_limit)
+    lap("evaluate")
+    timings["total"] = round(time.perf_counter() - started, 4)
+    return {
+        "run_hash": spec.run_hash, "kind": spec.kind, "task": spec.task, "seed": spec.seed, "method": spec.method,
+        "k": spec.k, "with_target": spec.with_target, "pool": spec.pool, "random_init": spec.random_init,
+        "exclude_top": spec.exclude_top, "accuracy": result.accuracy, "accuracy_norm": result.accuracy_norm,
+        "n_test": result.n, "correct": correctness(task, result), "spec": spec.to_dict(), "metrics": metrics,
+        "selected": selected, "scores": scores, "coefficients": coefficients, "timings": timings,
+        "versions": library_versions(), "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
+
+
+def correctness(task, result) -> str:
+    """Per test example ``1`` (right) or ``0`` (wrong), in split order: what bootstraps resample."""
+    from lora_recycle.tasks.scoring import normalize_answer
+
+    examples = task.split("test")[: result.n]
+    marks = []
+    for example, prediction in zip(examples, result.predictions or [], strict=True):
+        if task.type == "multiple_choice":
+            marks.append(prediction == example.target)
+        else:
+            marks.append(normalize_answer(prediction) == normalize_answer(example.target))
+    return "".join("1" if ok else "0" for ok in marks)
+
+
+def safe_execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
+    """``{"row": ...}`` or ``{"error": ...}``: one failing run must not stop the grid."""
+    try:
+        return {"row": execute_run(env, spec)}
+    except Exception as exc:  # recorded as a failure and retried on the next start
+        detail = traceback.format_exc(limit=4).strip().splitlines()
+        return {"error": f"{type(exc).__name__}: {exc}", "trace": detail[-6:]}
+
+
+def warm_evaluation_scores(env: WorkerEnv, task_name: str) -> dict[str, Any]:
+    """Fill the catalog's evaluation-score cache for a task once, before merges that select by evaluation."""
+    from lora_recycle.selection.from_catalog import select_from_catalog
+
+    try:
+        model, tokenizer, device = _load_model(env)
+        select_from_catalog(env.db, "evaluation", 1, 0, model, tokenizer, _load_task(env, task_name), device)
+        return {"ok": True}
+    except Exception as exc:  # the merges will hit (and record) the same problem
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+# --- driver side ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSummary:
+    """What a call to ``run_experiment`` did."""
+
+    results: str
+    total: int
+    already_done: int
+    finished: int
+    failed: int
+    run_hashes: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def clean_stale_artifacts(artifacts: Path) -> None:
+    """Remove temporary folders left by runs that were killed (only the driver calls this, before starting)."""
+    root = artifacts / "target-lora"
+    if root.is_dir():
+        for stale in root.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def run_experiment(resolved: ResolvedExperiment, results_path: str | Path, executor: Executor | None = None,
+                   log: Callable[[str], None] = print) -> RunSummary:
+    """Run every missing run of the experiment and record each one as it finishes."""
+    config = resolved.config
+    executor = executor or LocalExecutor()
+    env = worker_env(resolved, results_path)
+    runs = expand_runs(resolved)
+    with ResultsStore(results_path) as store:
+        done = store.finished_hashes()
+        store.set_meta(f"config:{config.content_hash()}", config.model_dump_json())
+        todo = [r for r in runs if r.run_hash not in done]
+        already = len(runs) - len(todo)
+        log(f"experiment {config.name}: {len(runs)} runs, {already} already recorded, {len(todo)} to run "
+            f"({type(executor).__name__})")
+        clean_stale_artifacts(Path(env.artifacts))
+        baselines = [r for r in todo if r.kind != "merge"]
+        merges = [r for r in todo if r.kind == "merge"]
+        warm = sorted({r.task for r in merges if r.pool == "recycled" and r.settings["selection"] == "evaluation"})
+        finished = failed = 0
+        for _, outcome in executor.map(warm_evaluation_scores, [(env, t) for t in warm]):
+            if "error" in outcome:
+                log(f"  warning: scoring the pool failed: {outcome['error']}")
+        counter = already
+        for phase in (baselines, merges):
+            for index, outcome in executor.map(safe_execute_run, [(env, r) for r in phase]):
+                spec = phase[index]
+                counter += 1
+                if "error" in outcome:
+                    failed += 1
+                    store.record_failure(spec.run_hash, spec.label, outcome["error"])
+                    log(f"[{counter}/{len(runs)}] {spec.label}: FAILED {outcome['error']}")
+                    continue
+                row = {**outcome["row"], "config_hash": config.content_hash(), "experiment": config.name}
+                if store.record(row):
+                    finished += 1
+                log(f"[{counter}/{len(runs)}] {spec.label}: accuracy {row['accuracy']:.3f} "
+                    f"(n={row['n_test']}, {row['timings']['total']:.1f} s)")
+    return RunSummary(str(results_path), len(runs), already, finished, failed, [r.run_hash for r in runs])

@@ -1,0 +1,143 @@
+"""Expand an experiment into runs, each with a stable hash of everything that determines its result.
+
+A run's hash does not depend on the rest of the grid, so adding a method or a seed to the config
+keeps every finished run valid; changing a budget or a task's training data changes the hashes it
+touches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from lora_recycle.experiments.config import ExperimentConfig, MethodSpec, ResolvedExperiment
+from lora_recycle.merging.methods import MergeSettings, preset
+
+RunKind = Literal["prompting", "target_lora", "merge"]
+PoolKind = Literal["none", "recycled", "in_house"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid: a baseline or a merge of one task and seed.
+
+    ``k`` is how many pool adapters are selected (None: all of them); the target-task LoRA comes on
+    top when ``with_target``. For ``pool="in_house"`` ``k`` counts the target-task LoRA (paper Q4).
+    """
+
+    kind: RunKind
+    task: str
+    seed: int
+    method: str
+    task_hash: str
+    model_ref: str
+    pool_ref: str
+    dtype: str
+    test_limit: int | None
+    target_lora: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] | None = None
+    k: int | None = None
+    with_target: bool = False
+    pool: PoolKind = "none"
+    random_init: bool = False
+    exclude_top: int = 0
+
+    @property
+    def run_hash(self) -> str:
+        """sha256 (16 hex digits) of the canonical JSON of every field."""
+        payload = json.dumps(asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        """A short human description, e.g. ``colour seed 0: ours k=5 +target``."""
+        parts = [self.method]
+        if self.k is not None:
+            parts.append(f"k={self.k}")
+        if self.pool == "in_house":
+            parts.append("in-house" + (f" skip {self.exclude_top}" if self.exclude_top else ""))
+        if self.random_init:
+            parts.append("random-init")
+        if self.with_target and self.kind == "merge":
+            parts.append("+target")
+        return f"{self.task} seed {self.seed}: {' '.join(parts)}"
+
+    def merge_settings(self) -> MergeSettings:
+        """The merge's full settings (only for ``kind == "merge"``)."""
+        if self.settings is None:
+            raise ValueError(f"run {self.label} is not a merge")
+        return MergeSettings(**self.settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def method_settings(spec: MethodSpec, config: ExperimentConfig) -> MergeSettings:
+    """A method entry's settings: its preset, its overrides, then the step budget for adaptive methods."""
+    settings = preset(spec.preset).with_overrides(**spec.overrides(), method=spec.label)
+    if settings.adaptive and spec.steps is None and config.budget.merge_steps is not None:
+        settings = settings.with_overrides(steps=config.budget.merge_steps)
+    return settings
+
+
+def target_options(choice: bool | str) -> list[bool]:
+    """``false`` / ``true`` / ``both`` as the list of with-target-LoRA values to run."""
+    return [False, True] if choice == "both" else [bool(choice)]
+
+
+def expand_runs(resolved: ResolvedExperiment, task_hashes: dict[str, str] | None = None) -> list[RunSpec]:
+    """Every run of the experiment, baselines first, in a deterministic order without duplicates."""
+    config = resolved.config
+    hashes = task_hashes if task_hashes is not None else _task_hashes(resolved)
+    budget = config.budget
+    runs: list[RunSpec] = []
+
+    def add(kind: RunKind, task: str, seed: int, method: str, **extra: Any) -> None:
+        target = {"rank": budget.target_lora_rank, "alpha": 16.0, "steps": budget.target_lora_steps,
+                  "lr": budget.target_lora_lr, "seed": seed}
+        needs_target = kind == "target_lora" or extra.get("with_target") or extra.get("pool") == "in_house"
+        settings = extra.pop("settings", None)
+        if settings is not None:
+            settings = asdict(settings.with_overrides(seed=seed, k=extra.get("k")))
+        runs.append(RunSpec(kind, task, seed, method, hashes[task], resolved.model_ref,
+                            resolved.pool_ref if kind == "merge" else "", config.dtype, budget.test_limit,
+                            target if needs_target else {}, settings, **extra))
+
+    for task in resolved.target_tasks:
+        for seed in config.seeds:
+            if config.baselines:
+                add("prompting", task, seed, "prompting")
+                add("target_lora", task, seed, "target_lora")
+            for spec in config.methods:
+                settings = method_settings(spec, config)
+                ks = [None] if settings.selection == "all" else (spec.k or config.k)
+                for k in ks:
+                    for with_target in target_options(config.include_target_lora):
+                        add("merge", task, seed, spec.label, settings=settings, k=k, with_target=with_target,
+                            pool="recycled")
+            control = config.controls.random_init
+            if control is not None:
+                spec = config.method(control.method)
+                settings = method_settings(spec, config)
+                for k in control.k or spec.k or config.k:
+                    for with_target in target_options(control.include_target_lora):
+                        add("merge", task, seed, spec.label, settings=settings, k=k, with_target=with_target,
+                            pool="recycled", random_init=True)
+            in_house = config.controls.in_house
+            if in_house is not None:
+                spec = config.method(in_house.method)
+                settings = method_settings(spec, config).with_overrides(selection="evaluation")
+                cells = [(k, 0) for k in in_house.k] + [(in_house.exclude_k, m) for m in in_house.exclude_top]
+                for k, m in dict.fromkeys(cells):
+                    add("merge", task, seed, spec.label, settings=settings, k=k, with_target=True, pool="in_house",
+                        exclude_top=m)
+    unique = {run.run_hash: run for run in runs}
+    return list(unique.values())
+
+
+def _task_hashes(resolved: ResolvedExperiment) -> dict[str, str]:
+    from lora_recycle.tasks import load_task
+
+    return {name: load_task(resolved.tasks[name]).content_hash() for name in resolved.target_tasks}

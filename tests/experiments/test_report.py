@@ -1,0 +1,123 @@
+"""The report: files exist, and its tables equal an independent SQL aggregation of the results."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import statistics
+from collections import defaultdict
+
+import pytest
+
+from lora_recycle.cli import main
+
+MAIN = "kind = 'merge' AND pool = 'recycled' AND random_init = 0 AND exclude_top = 0"
+
+
+def _per_seed(conn, where: str, params=()) -> dict[tuple, dict[int, float]]:
+    """{(method, k, with_target): {seed: mean accuracy over tasks}} straight from SQL."""
+    out: dict[tuple, dict[int, float]] = defaultdict(dict)
+    query = (f"SELECT method, k, with_target, seed, AVG(accuracy) FROM runs WHERE {where} "
+             "GROUP BY method, k, with_target, seed")
+    for method, k, with_target, seed, mean in conn.execute(query, params):
+        out[(method, k, bool(with_target))][seed] = mean
+    return out
+
+
+def _mean_std(by_seed: dict[int, float]) -> tuple[float, float]:
+    values = list(by_seed.values())
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+@pytest.fixture(scope="module")
+def report(smoke_results, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return out, smoke_results["results"]
+
+
+def test_report_files_and_table2(capsys, report):
+    out, results = report
+    capsys.readouterr()
+    assert main(["report", str(results), "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    for name in ("report.md", "tables.json", "fig2_improvement.png", "fig3_accuracy_vs_k.png",
+                 "fig4_coefficient_shares.png", "fig5_in_house.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert (out / "fig2_improvement.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert printed["skipped"] == {}
+    conn = sqlite3.connect(results)
+    expected = _per_seed(conn, MAIN)
+    table = {(e["name"], e["k"]): e for e in printed["table2"]}
+    assert {(m, k) for m, k, _ in expected} | {("prompting", None), ("target_lora", None)} == set(table)
+    for (method, k, with_target), by_seed in expected.items():
+        cell = table[(method, k)]["with_target" if with_target else "without_target"]
+        mean, std = _mean_std(by_seed)
+        assert cell["mean"] == pytest.approx(mean) and cell["std"] == pytest.approx(std)
+        assert cell["seeds"] == 2 and cell["tasks"] == 2
+    for kind in ("prompting", "target_lora"):
+        by_seed = {s: m for s, m in conn.execute(
+            "SELECT seed, AVG(accuracy) FROM runs WHERE kind = ? GROUP BY seed", (kind,))}
+        assert table[(kind, None)]["without_target"]["mean"] == pytest.approx(_mean_std(by_seed)[0])
+    markdown = (out / "report.md").read_text()
+    assert "| ours (2) |" in markdown and "| prompting |" in markdown and "![Figure 3" in markdown
+
+
+def test_improvement_and_curves_match_sql(report):
+    out, results = report
+    tables = json.loads((out / "tables.json").read_text())
+    conn = sqlite3.connect(results)
+    prompting = {s: m for s, m in conn.execute("SELECT seed, AVG(accuracy) FROM runs WHERE kind = 'prompting' "
+                                               "GROUP BY seed")}
+    target = {s: m for s, m in conn.execute("SELECT seed, AVG(accuracy) FROM runs WHERE kind = 'target_lora' "
+                                            "GROUP BY seed")}
+    rows = {(e["method"], e["with_target"]): e for e in tables["improvement"]}
+    for (method, k, with_target), by_seed in _per_seed(conn, MAIN).items():
+        entry = rows[(f"{method} ({k if k is not None else 'all'})", with_target)]
+        for base, key in ((prompting, "vs_prompting"), (target, "vs_target_lora")):
+            gains = {s: 100 * (v - base[s]) / base[s] for s, v in by_seed.items() if base[s]}
+            if gains:
+                assert entry[key]["mean"] == pytest.approx(_mean_std(gains)[0])
+    # Figure 3: every (series, with target, k) point equals the SQL mean over seeds of task means
+    curve = {(p["series"], p["with_target"], p["k"]): p for p in tables["k_curve"]}
+    where = "kind = 'merge' AND pool = 'recycled' AND k IS NOT NULL AND random_init = ?"
+    for flag, suffix in ((0, ""), (1, " random-init")):
+        for (method, k, with_target), by_seed in _per_seed(conn, where, (flag,)).items():
+            assert curve[(method + suffix, with_target, k)]["mean"] == pytest.approx(_mean_std(by_seed)[0])
+    # Figure 5: in-house and exclude-top-m points
+    in_house = _per_seed(conn, "pool = 'in_house' AND exclude_top = 0")
+    points = {(p["series"], p["k"]): p for p in tables["in_house"]}
+    for (_, k, _), by_seed in in_house.items():
+        assert points[("in-house", k)]["mean"] == pytest.approx(_mean_std(by_seed)[0])
+    skipped = {p["m"]: p for p in tables["exclude_top"] if p["series"] == "in-house"}
+    for m, mean in conn.execute("SELECT exclude_top, AVG(accuracy) FROM runs WHERE pool = 'in_house' AND k = 2 "
+                                "GROUP BY exclude_top"):
+        assert skipped[m]["mean"] == pytest.approx(mean)  # one seed-balanced grid: mean of means = mean
+    # Figure 4: shares of each run sum to one, the target LoRA is marked in runs that include it
+    points = tables["coefficient_shares"]["points"]
+    by_run = defaultdict(float)
+    for p in points:
+        by_run[(p["task"], p["seed"], p["with_target"])] += p["share"]
+    assert by_run and all(total == pytest.approx(1.0) for total in by_run.values())
+    assert {p["role"] for p in points if p["with_target"]} >= {"target", "top"}
+
+
+def test_missing_figures_are_skipped_with_a_note(capsys, tmp_path, smoke_results):
+    results = tmp_path / "baselines.db"
+    shutil.copy(smoke_results["results"], results)
+    conn = sqlite3.connect(results)
+    conn.execute("DELETE FROM runs WHERE kind = 'merge'")
+    conn.commit()
+    conn.close()
+    capsys.readouterr()
+    assert main(["report", str(results), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "skipped fig3_accuracy_vs_k" in err and "skipped fig5_in_house" in err
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "_Skipped:" in markdown and "| target_lora |" in markdown
+    assert not (tmp_path / "out" / "fig3_accuracy_vs_k.png").exists()
+
+
+def test_report_on_a_missing_file_is_a_user_error(capsys, tmp_path):
+    assert main(["report", str(tmp_path / "none.db"), "--out", str(tmp_path / "o")]) == 2
+    assert "results database not found" in capsys.readouterr().err
