@@ -63,7 +63,8 @@ def run_demo(profile: str = "tiny", cache_dir: Path | None = None, task_name: st
         f"({len(hub.broken)} broken ones rejected); selected by evaluation: "
         + ", ".join(f"{i} ({scores[i]:.2f})" for i in selected))
     score("prompting (zero-shot base)")
-    target_dir = out_dir / f"target-lora-{name}"
+    # cached next to the hub, so a warm demo reuses it whatever --out is
+    target_dir = hub.root / "target-loras" / f"{name}-seed{seed}-steps{hub.profile.target_lora_steps}"
     if not (target_dir / "adapter_config.json").is_file():
         config = TargetLoraConfig(steps=hub.profile.target_lora_steps, seed=seed)
         train_target_lora(model, tokenizer, task, config, target_dir, base_model_id=hub.base_model_id)
@@ -71,7 +72,8 @@ def run_demo(profile: str = "tiny", cache_dir: Path | None = None, task_name: st
     score("target-task LoRA", target)
     average = merge_adapters(model, tokenizer, None, pool, preset("average"))
     score(f"average of the {len(pool)} selected", average.adapter)
-    ours = preset("ours").with_overrides(steps=hub.profile.merge_steps, seed=seed)
+    steps = hub.profile.merge_steps
+    ours = preset("ours").with_overrides(steps=steps, eval_every=max(1, steps // 5), seed=seed)
     noise = [random_init_like(a, seed + i) for i, a in enumerate(pool)]
     for label, adapters in (("ours", pool), ("ours + target LoRA", [*pool, target]),
                             ("ours, random-init adapters", noise),

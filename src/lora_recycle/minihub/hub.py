@@ -38,8 +38,9 @@ class Profile:
 PROFILES = {
     "tiny": Profile("tiny", "tiny", pool_size=8, adapter_steps=30, target_lora_steps=60, merge_steps=30,
                     test_limit=100, demo_k=5),
-    "small": Profile("small", "smollm2", pool_size=12, adapter_steps=60, target_lora_steps=100, merge_steps=50,
-                     test_limit=200, demo_k=8),
+    # Sized for a 2-core CPU: SmolLM2-135M takes ~2 s per batch-8 training step there.
+    "small": Profile("small", "smollm2", pool_size=12, adapter_steps=16, target_lora_steps=40, merge_steps=20,
+                     test_limit=100, demo_k=6),
     "full": Profile("full", "smollm2", pool_size=64, adapter_steps=100, target_lora_steps=400, merge_steps=100,
                     test_limit=400, demo_k=30),
 }
@@ -93,7 +94,6 @@ def hub_key(profile: Profile, seed: int, plans: list[AdapterPlan]) -> str:
 def build_hub(profile_name: str = "tiny", cache_dir: Path | None = None, seed: int = 0) -> Hub:
     """Build or reuse the mini-hub for a profile, with progress bars; returns where everything is."""
     from lora_recycle.minihub.tasks import SOURCE_TASKS, TARGET_TASKS, build_task_suite
-
     from lora_recycle.models.loading import load_base_model
     from lora_recycle.tasks import load_task
 

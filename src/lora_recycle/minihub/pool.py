@@ -57,7 +57,7 @@ def plan_pool(source_tasks: list[str], size: int, steps: int, seed: int = 0) -> 
         plans.append(AdapterPlan(
             name=f"{task}-r{rank}-s{i}", task=task, contributor=rng.choice(CONTRIBUTORS),
             license=rng.choice(LICENSES), rank=rank, alpha=rng.choice(ALPHAS), targets=targets,
-            use_rslora=rng.random() < 0.15, seed=i, steps=steps, lr=rng.choice((2e-4, 3e-4, 5e-4, 1e-3)),
+            use_rslora=rng.random() < 0.15, seed=i, steps=steps, lr=rng.choice((5e-4, 1e-3, 1e-3, 2e-3)),
         ))
     return plans
 
@@ -68,7 +68,8 @@ def train_pool_adapter(plan: AdapterPlan, model, tokenizer, task, out_dir: Path,
 
     config = TargetLoraConfig(rank=plan.rank, alpha=plan.alpha, dropout=0.05, steps=plan.steps, lr=plan.lr,
                               seed=plan.seed, eval_every=max(1, plan.steps // 4),
-                              target_modules=TARGET_SETS[plan.targets], use_rslora=plan.use_rslora)
+                              target_modules=TARGET_SETS[plan.targets], use_rslora=plan.use_rslora,
+                              keep_initial=False)
     tmp = out_dir.with_name(out_dir.name + ".partial")
     train_target_lora(model, tokenizer, task, config, tmp, base_model_id=base_model_id)
     write_card(tmp, {"base_model": base_model_id, "license": plan.license, "library_name": "peft",

@@ -80,16 +80,22 @@ def run_training(
     device: torch.device | str = "cpu",
     description: str = "tuning",
     on_train: Callable[[bool], None] | None = None,
+    keep_initial: bool = True,
 ) -> LoopResult:
-    """Minimise ``loss_fn`` over ``params``; return the snapshot with the lowest validation loss."""
+    """Minimise ``loss_fn`` over ``params``; return the snapshot with the lowest validation loss.
+
+    With ``keep_initial=False`` the starting point is not a candidate: the best trained state wins
+    even if none beats it (for published adapters, which must not come out empty).
+    """
     if not train:
         raise ValueError("no training examples")
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, config.steps, config.warmup_ratio, config.schedule)
     )
-    best_val = initial_val = validate()
-    result = LoopResult(snapshot(), 0, best_val, initial_val, [{"step": 0, "val_loss": best_val}])
+    initial_val = validate()
+    result = LoopResult(snapshot() if keep_initial else None, 0, initial_val if keep_initial else float("inf"),
+                        initial_val, [{"step": 0, "val_loss": initial_val}])
     micro = max(1, min(config.micro_batch_size, config.batch_size))
     bar = tqdm(batch_order(len(train), config.batch_size, config.steps, config.seed), desc=description,
                disable=None, leave=False)

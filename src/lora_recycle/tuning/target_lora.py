@@ -32,6 +32,7 @@ class TargetLoraConfig:
     seed: int = 0
     target_modules: tuple[str, ...] = MODULE_TYPES
     use_rslora: bool = False
+    keep_initial: bool = True  # False for published pool adapters: never save the untrained (B = 0) state
 
 
 def capped_rank(model: nn.Module, rank: int, target_modules: tuple[str, ...]) -> int:
@@ -85,6 +86,7 @@ def train_target_lora(
         device=device,
         description=f"training target LoRA on {task.name}",
         on_train=lambda training: peft_model.train(training),
+        keep_initial=config.keep_initial,
     )
     with torch.no_grad():
         for p, best in zip(params, loop.best_state, strict=True):
