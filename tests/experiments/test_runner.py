@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from lora_recycle.experiments import ResultsStore, load_config, resolve_experiment, run_experiment
@@ -71,3 +72,21 @@ def test_run_hashes_are_stable_and_local_to_the_run(tmp_path, world):
                                                              "target_lora_rank": 4, "test_limit": 4})
     c = {r.run_hash for r in expand_runs(resolve_experiment(load_config(steps)))}
     assert len(a & c) == 2  # only the baselines survive a change of the merge budget
+
+
+def test_similarity_selection_uses_the_target_lora(tmp_path, world):
+    """pi-Tuning's quasi-FIM selection compares the pool with the task's own target-task LoRA."""
+    from conftest import write_config
+
+    path = write_config(tmp_path / "pi.yaml", world, methods=[{"preset": "pi_tuning", "k": [2]}],
+                        include_target_lora=False)
+    results = tmp_path / "pi.db"
+    run_experiment(resolve_experiment(load_config(path), str(path)), results, log=lambda line: None)
+    with sqlite3.connect(results) as db:
+        rows = db.execute("SELECT selected, scores FROM runs WHERE kind = 'merge'").fetchall()
+        failures = db.execute("SELECT * FROM failures").fetchall()
+    assert not failures
+    assert len(rows) == 1
+    selected, scores = (json.loads(x) for x in rows[0])
+    assert len(scores) == 2 and "fresh-lora" not in scores
+    assert all(-1.0 <= v <= 1.0 for v in scores.values())

@@ -161,15 +161,20 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def recycled_pool(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device) -> tuple[list, dict[str, float]]:
     """Adapters selected from the catalog by the method's strategy (all accepted ones for ``all``)."""
+    from lora_recycle.adapters import read_peft_adapter
     from lora_recycle.pool import load_pool_adapters
-    from lora_recycle.selection.from_catalog import accepted_ids, select_from_catalog
+    from lora_recycle.selection.from_catalog import SIMILARITY_STRATEGIES, accepted_ids, select_from_catalog
 
     settings = spec.merge_settings()
     if settings.selection == "all":
         ids, scores = accepted_ids(env.db), {}
     else:
+        target = None
+        if settings.selection in SIMILARITY_STRATEGIES:  # similarity to this task's (cached) target-task LoRA
+            path, _ = ensure_target_lora(env, spec.task, spec.target_lora, model, tokenizer, device)
+            target = read_peft_adapter(path, adapter_id=TARGET_ADAPTER_ID)
         ids, scores = select_from_catalog(env.db, settings.selection, spec.k or 1, spec.seed, model, tokenizer, task,
-                                          device)
+                                          device, target)
     return load_pool_adapters(env.db, ids), {i: scores[i] for i in ids if i in scores}
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from lora_recycle.experiments.config import ExperimentConfig, MethodSpec, ResolvedExperiment
 from lora_recycle.merging.methods import MergeSettings, preset
+from lora_recycle.selection.from_catalog import SIMILARITY_STRATEGIES
 
 RunKind = Literal["prompting", "target_lora", "merge"]
 PoolKind = Literal["none", "recycled", "in_house"]
@@ -97,8 +98,10 @@ def expand_runs(resolved: ResolvedExperiment, task_hashes: dict[str, str] | None
     def add(kind: RunKind, task: str, seed: int, method: str, **extra: Any) -> None:
         target = {"rank": budget.target_lora_rank, "alpha": 16.0, "steps": budget.target_lora_steps,
                   "lr": budget.target_lora_lr, "seed": seed}
-        needs_target = kind == "target_lora" or extra.get("with_target") or extra.get("pool") == "in_house"
         settings = extra.pop("settings", None)
+        similarity = settings is not None and settings.selection in SIMILARITY_STRATEGIES  # vs the target LoRA
+        needs_target = (kind == "target_lora" or extra.get("with_target") or extra.get("pool") == "in_house"
+                        or similarity)
         if settings is not None:
             settings = asdict(settings.with_overrides(seed=seed, k=extra.get("k")))
         runs.append(RunSpec(kind, task, seed, method, hashes[task], resolved.model_ref,

@@ -111,7 +111,7 @@ def build_hub(profile_name: str = "tiny", cache_dir: Path | None = None, seed: i
     todo = [p for p in plans if not (root / "pool" / p.contributor / p.name / "adapter_config.json").is_file()]
     model = tokenizer = None
     with tqdm(total=len(plans), initial=len(plans) - len(todo), desc=f"mini-hub {profile.name}: adapters",
-              unit="adapter", disable=None) as bar:
+              unit="adapter", disable=False, mininterval=5) as bar:
         for plan in plans:
             out = root / "pool" / plan.contributor / plan.name
             if not (out / "adapter_config.json").is_file():
