@@ -36,8 +36,8 @@ class Profile:
 
 
 PROFILES = {
-    "tiny": Profile("tiny", "tiny", pool_size=8, adapter_steps=30, target_lora_steps=60, merge_steps=30,
-                    test_limit=100, demo_k=5),
+    "tiny": Profile("tiny", "tiny", pool_size=8, adapter_steps=20, target_lora_steps=40, merge_steps=20,
+                    test_limit=60, demo_k=5),
     # Sized for a 2-core CPU: SmolLM2-135M takes ~2 s per batch-8 training step there.
     "small": Profile("small", "smollm2", pool_size=12, adapter_steps=16, target_lora_steps=40, merge_steps=20,
                      test_limit=100, demo_k=6),
