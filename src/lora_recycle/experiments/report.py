@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_recycle.experiments.results import ResultsStore
+from lora_recycle.serialization import json_safe
 
 TARGET_ID = "target-lora"
 Row = dict[str, Any]
@@ -284,16 +285,8 @@ def write_report(results_path: str | Path, out_dir: str | Path) -> dict[str, Any
     figures, notes = draw_figures(tables, out_dir)
     report = out_dir / "report.md"
     report.write_text(render_markdown(tables, figures, notes, str(results_path)), encoding="utf-8")
-    (out_dir / "tables.json").write_text(json.dumps(_clean(tables), indent=2) + "\n", encoding="utf-8")
+    (out_dir / "tables.json").write_text(json.dumps(json_safe(tables), indent=2) + "\n", encoding="utf-8")
     return {"report": str(report), "figures": {k: str(v) if v else None for k, v in figures.items()},
             "skipped": notes, "tables": tables}
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from lora_recycle.errors import UserError
 from lora_recycle.merging.coefficients import Activation, Granularity
 from lora_recycle.models.merged_linear import Composition, Strategy
+from lora_recycle.registry import Registry
 
 Init = Literal["zero", "uniform"] | float
 Tuning = Literal["none", "gradient", "gradient_free", "joint"]
@@ -46,7 +46,7 @@ class MergeSettings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
-PRESETS: dict[str, MergeSettings] = {
+_PRESETS = {
     # Paper Table 1 and appendix C.1; k defaults to 30 (20 for pi-Tuning) when selecting from a catalog.
     "ours": MergeSettings("ours", adaptive=True, selection="evaluation", tuning="gradient", granularity="module",
                           activation="leaky_relu", init="zero", steps=100, lr=5e-2),
@@ -70,8 +70,11 @@ PRESETS: dict[str, MergeSettings] = {
 }
 
 
+PRESETS: Registry[MergeSettings] = Registry("merge method")
+for _name, _settings in _PRESETS.items():
+    PRESETS.add(_name, _settings)
+
+
 def preset(name: str) -> MergeSettings:
-    """The settings of a named method; unknown names get a one-line error listing the known ones."""
-    if name not in PRESETS:
-        raise UserError(f"unknown merge method {name!r}; choose one of: {', '.join(sorted(PRESETS))}")
-    return PRESETS[name]
+    """The settings of a named method; unknown names get a one-line error suggesting close ones."""
+    return PRESETS.lookup(name)

@@ -16,22 +16,13 @@ from lora_recycle.adapters.lora import LoraAdapter, LoraModule, union_paths
 from lora_recycle.merging.dare import merge_dare_linear, merge_dare_ties
 from lora_recycle.merging.ties import merge_task_arithmetic, merge_ties
 from lora_recycle.merging.tsv import merge_tsv_factored
+from lora_recycle.registry import Registry
 
 DenseMerge = Callable[[list[torch.Tensor], torch.Tensor, float, torch.Generator], torch.Tensor]
 
-DENSE_METHODS: dict[str, DenseMerge] = {}
-
-
-def register_dense(name: str):
-    """Register a dense per-module merge ``fn(deltas, weights, density, generator) -> delta``."""
-
-    def decorator(fn: DenseMerge) -> DenseMerge:
-        if name in DENSE_METHODS:
-            raise ValueError(f"dense merge method {name!r} registered twice")
-        DENSE_METHODS[name] = fn
-        return fn
-
-    return decorator
+# Each entry: a dense per-module merge ``fn(deltas, weights, density, generator) -> delta``.
+DENSE_METHODS: Registry[DenseMerge] = Registry("dense merge method")
+register_dense = DENSE_METHODS.decorator
 
 
 @register_dense("task_arithmetic")

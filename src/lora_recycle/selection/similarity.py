@@ -20,7 +20,6 @@ against a target, loading one candidate at a time and computing the target's sel
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from typing import Literal
 import torch
 
 from lora_recycle.adapters.lora import LoraAdapter, LoraModule
-from lora_recycle.errors import UserError
+from lora_recycle.registry import Registry
 
 AdapterLike = LoraAdapter | Mapping[str, LoraModule]
 Inner = Callable[[AdapterLike, AdapterLike], float]
@@ -202,16 +201,14 @@ class Similarity:
             yield normalised(self.inner(target, candidate), target_self, self.self_inner(candidate))
 
 
-SIMILARITIES: dict[str, Similarity] = {}
+SIMILARITIES: Registry[Similarity] = Registry("similarity")
 
 
 def register_similarity(name: str, self_inner: SelfInner) -> Callable[[Inner], Inner]:
     """Decorator registering an inner product as the similarity ``name``; refuses a name already taken."""
 
     def decorator(inner: Inner) -> Inner:
-        if name in SIMILARITIES:
-            raise ValueError(f"similarity {name!r} is already registered")
-        SIMILARITIES[name] = Similarity(name, inner, self_inner)
+        SIMILARITIES.add(name, Similarity(name, inner, self_inner))
         return inner
 
     return decorator
@@ -219,11 +216,7 @@ def register_similarity(name: str, self_inner: SelfInner) -> Callable[[Inner], I
 
 def get_similarity(name: str) -> Similarity:
     """The registered similarity ``name``; an unknown name gets a one-line error suggesting close ones."""
-    if name not in SIMILARITIES:
-        close = difflib.get_close_matches(name, SIMILARITIES, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise UserError(f"unknown similarity {name!r}{hint}; choose one of: {', '.join(sorted(SIMILARITIES))}")
-    return SIMILARITIES[name]
+    return SIMILARITIES.lookup(name)
 
 
 register_similarity("cosine", self_inner=squared_norm)(inner_product)

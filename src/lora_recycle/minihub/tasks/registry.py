@@ -7,12 +7,11 @@ rows, a disjoint test set) is the suite's job, the same for every task.
 
 from __future__ import annotations
 
-import difflib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lora_recycle.errors import UserError
+from lora_recycle.registry import Registry
 from lora_recycle.tasks.format import Example, TaskType
 
 
@@ -41,16 +40,14 @@ class TaskBuilder:
     build: Builder
 
 
-TASK_BUILDERS: dict[str, TaskBuilder] = {}
+TASK_BUILDERS: Registry[TaskBuilder] = Registry("mini-hub task")
 
 
 def register_task(name: str, family: str, domain: str) -> Callable[[Builder], Builder]:
     """Decorator registering a builder as task ``name``; refuses a name already taken."""
 
     def decorator(build: Builder) -> Builder:
-        if name in TASK_BUILDERS:
-            raise ValueError(f"task {name!r} is already registered")
-        TASK_BUILDERS[name] = TaskBuilder(name, family, domain, build)
+        TASK_BUILDERS.add(name, TaskBuilder(name, family, domain, build))
         return build
 
     return decorator
@@ -58,11 +55,8 @@ def register_task(name: str, family: str, domain: str) -> Callable[[Builder], Bu
 
 def get_task_builder(name: str) -> TaskBuilder:
     """The registered builder of ``name``; an unknown name gets a one-line error suggesting close ones."""
-    if name not in TASK_BUILDERS:
-        close = difflib.get_close_matches(name, TASK_BUILDERS, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise UserError(f"unknown mini-hub task {name!r}{hint}; choose one of: {', '.join(sorted(TASK_BUILDERS))}")
-    return TASK_BUILDERS[name]
+    return TASK_BUILDERS.lookup(name)
+
 
 
 def with_options(rng: random.Random, answer: str, pool: list[str], n: int = 4) -> tuple[str, ...]:
