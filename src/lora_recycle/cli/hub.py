@@ -16,7 +16,7 @@ CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Cache root (
 
 
 @hub_app.command("build")
-def build(profile: ProfileOpt = "tiny", cache_dir: CacheOpt = None, seed: int = 0,
+def build(profile: ProfileOpt = "small", cache_dir: CacheOpt = None, seed: int = 0,
           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Build (or reuse) the mini-hub of a profile and print where it is."""
     from lora_recycle.minihub.hub import build_hub
@@ -31,7 +31,7 @@ def build(profile: ProfileOpt = "tiny", cache_dir: CacheOpt = None, seed: int = 
              f"(+{len(hub.broken)} broken)")
 
 
-def demo(profile: ProfileOpt = "tiny", cache_dir: CacheOpt = None,
+def demo(profile: ProfileOpt = "small", cache_dir: CacheOpt = None,
          task: Annotated[str | None, typer.Option("--task", help="Target task name (default: the first).")] = None,
          seed: int = 0, out: Annotated[Path, typer.Option("--out")] = Path("demo-output")) -> None:
     """Recycle the mini-hub's adapters for a held-out task and print the verdict table."""

@@ -33,7 +33,7 @@ class DemoRow:
     note: str = ""
 
 
-def run_demo(profile: str = "tiny", cache_dir: Path | None = None, task_name: str | None = None, seed: int = 0,
+def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: str | None = None, seed: int = 0,
              out_dir: Path = Path("demo-output"), log=print) -> list[DemoRow]:
     """Build or reuse the mini-hub, run every row of the demo on one target task, write a report."""
     from lora_recycle.errors import UserError

@@ -91,7 +91,7 @@ def hub_key(profile: Profile, seed: int, plans: list[AdapterPlan]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def build_hub(profile_name: str = "tiny", cache_dir: Path | None = None, seed: int = 0) -> Hub:
+def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: int = 0) -> Hub:
     """Build or reuse the mini-hub for a profile, with progress bars; returns where everything is."""
     from lora_recycle.minihub.tasks import SOURCE_TASKS, TARGET_TASKS, build_task_suite
     from lora_recycle.models.loading import load_base_model
