@@ -1,7 +1,9 @@
-"""Time one coefficient-tuning step (forward + backward + AdamW) per merge strategy, side by side.
+"""Time one tuning step per merge strategy and tuning mode, side by side.
 
-Prints, for each k, seconds per step and the ratio to the frozen base model's own forward+backward,
-for the factored, materialized, hybrid and auto strategies (DESIGN section 8). Example:
+Prints, for each k, ms per step and the ratio to the frozen base model's own forward+backward:
+gradient tuning (coefficients only) under the factored, materialized, hybrid and auto strategies
+(DESIGN section 8); joint tuning (pi-Tuning: coefficients and every adapter's A/B) under factored
+and materialized; and one gradient-free evaluation (LoraHub: a forward pass, no gradients). Example:
     .venv/bin/python bench/merge_step.py --hidden 512 --layers 4 --rank 64 --tokens 1024 --k 5 30
 """
 
@@ -67,7 +69,7 @@ def main() -> None:
         f"config: hidden {args.hidden}, layers {args.layers}, rank {args.rank}, tokens/step {ids.numel()}, "
         f"threads {torch.get_num_threads()}"
     )
-    print(f"{'k':>4} {'strategy':>13} {'ms/step':>10} {'x base':>8}")
+    print(f"{'k':>4} {'variant':>18} {'ms/step':>10} {'x base':>8}")
     strategies = ("factored", "materialized", "hybrid", "auto")
     for k in args.k:
         adapters = [synthetic_adapter(model, args.rank, seed) for seed in range(k)]
@@ -86,9 +88,29 @@ def main() -> None:
                 layer.coefficients = None  # bare base layers: the frozen model's own cost
             base_step()
 
+        def joint_step(strategy, merged=merged):
+            factors = [p for layer in merged.layers.values() for p in (layer.A_cat, layer.B_cat)]
+            for p in factors:
+                p.requires_grad_(True)
+            merged.set_strategy(strategy)
+            joint_optimizer = torch.optim.AdamW([merged.raw, *factors], lr=1e-4)
+            merged(input_ids=ids).logits.float().logsumexp(-1).mean().backward()
+            joint_optimizer.step()
+            for p in factors:
+                p.requires_grad_(False)
+                p.grad = None
+
+        def gradient_free_step(merged=merged):
+            merged.set_strategy("auto")
+            with torch.no_grad():
+                merged(input_ids=ids).logits.float().logsumexp(-1).mean()
+
         # Round-robin over repeats so that machine load affects every variant alike.
-        samples: dict[str, list[float]] = {name: [] for name in ("base", *strategies)}
-        runs = {"base": frozen_step, **{s: (lambda s=s: merged_step(s)) for s in strategies}}
+        runs = {"base": frozen_step, **{s: (lambda s=s: merged_step(s)) for s in strategies},
+                "joint factored": lambda: joint_step("factored"),
+                "joint materialized": lambda: joint_step("materialized"),
+                "gradient-free eval": gradient_free_step}
+        samples: dict[str, list[float]] = {name: [] for name in runs}
         for fn in runs.values():
             fn()  # warm-up
         for _ in range(args.repeats):
@@ -97,13 +119,14 @@ def main() -> None:
                 fn()
                 samples[name].append(time.perf_counter() - start)
         median = {name: sorted(v)[len(v) // 2] for name, v in samples.items()}
-        print(f"{k:>4} {'frozen base':>13} {median['base'] * 1000:>10.1f} {1.0:>8.2f}")
-        for strategy in strategies:
-            print(f"{k:>4} {strategy:>13} {median[strategy] * 1000:>10.1f} {median[strategy] / median['base']:>8.2f}")
+        print(f"{k:>4} {'frozen base':>18} {median['base'] * 1000:>10.1f} {1.0:>8.2f}")
+        for name in runs:
+            if name != "base":
+                print(f"{k:>4} {name:>18} {median[name] * 1000:>10.1f} {median[name] / median['base']:>8.2f}")
         merged.set_strategy("calibrate")
         timings = merged.calibrate(lambda merged=merged: merged_step_calibration(merged, ids))
         chosen = min(timings, key=timings.get)
-        print(f"{k:>4} {'calibrate':>13} -> {chosen} (one timed step per candidate)")
+        print(f"{k:>4} {'calibrate':>18} -> {chosen} (one timed step per candidate)")
         merged.detach()
 
 

@@ -106,3 +106,23 @@ def test_merge_into_base_and_random_init(capsys, tmp_path, tiny_model_dir, colou
                             "--out", tmp_path / "noise", "--json")
     assert code == 0
     assert json.loads(out_json)["selected"] == ["random-init:all_r4", "target:qv_r8"]
+
+
+def test_random_init_keeps_the_target_lora_intact(capsys, tmp_path, tiny_model_dir, adapter_dirs):
+    """The exported average equals the average of (noise of each recycled adapter, the untouched target)."""
+    import torch
+
+    from lora_recycle.adapters import read_peft_adapter
+    from lora_recycle.merging.controls import random_init_like
+
+    out = tmp_path / "control"
+    code, _, _ = run(capsys, "merge", "--model", tiny_model_dir, "--adapters", adapter_dirs["all_r4"],
+                     "--adapters", adapter_dirs["patterns"], "--target-lora", adapter_dirs["qv_r8"],
+                     "--method", "average", "--random-init", "--seed", "5", "--out", out)
+    assert code == 0
+    merged = read_peft_adapter(out)
+    noise = [random_init_like(read_peft_adapter(adapter_dirs[n]), 5 + i) for i, n in enumerate(("all_r4", "patterns"))]
+    target = read_peft_adapter(adapter_dirs["qv_r8"])
+    for path, module in merged.modules.items():
+        expected = sum(a.modules[path].delta() for a in [*noise, target] if path in a.modules) / 3
+        torch.testing.assert_close(module.delta(), expected, atol=1e-5, rtol=1e-4)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -33,6 +33,7 @@ class Profile:
     merge_steps: int
     test_limit: int
     demo_k: int
+    in_house: bool = False  # train one "in-house" adapter per target task (the paper's Q4 pool)
 
 
 PROFILES = {
@@ -42,7 +43,7 @@ PROFILES = {
     "small": Profile("small", "smollm2", pool_size=12, adapter_steps=16, target_lora_steps=40, merge_steps=20,
                      test_limit=100, demo_k=6),
     "full": Profile("full", "smollm2", pool_size=64, adapter_steps=100, target_lora_steps=400, merge_steps=100,
-                    test_limit=400, demo_k=30),
+                    test_limit=400, demo_k=30, in_house=True),
 }
 
 
@@ -59,6 +60,7 @@ class Hub:
     target_tasks: list[str]
     adapters: list[Path]
     broken: list[Path]
+    in_house: dict[str, Path] = field(default_factory=dict)  # target task -> its in-house adapter (full only)
 
     @property
     def pool_dir(self) -> Path:
@@ -126,16 +128,47 @@ def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: 
         (broken_root / ".complete").write_text("ok\n")
     else:
         broken = sorted(p for p in broken_root.iterdir() if p.is_dir())
-    hub = Hub(profile, root, base_dir, base_id, tasks, list(SOURCE_TASKS), list(TARGET_TASKS), adapters, broken)
+    in_house = {}
+    if profile.in_house:
+        in_house = build_in_house(profile, root, tasks, list(TARGET_TASKS), base_dir, base_id, seed)
+    hub = Hub(profile, root, base_dir, base_id, tasks, list(SOURCE_TASKS), list(TARGET_TASKS), adapters, broken,
+              in_house)
     scan_into_catalog(hub)
     manifest = {"format_version": HUB_FORMAT_VERSION, "lora_recycle_version": __version__,
                 "profile": asdict(profile), "seed": seed, "base_model": str(base_dir), "base_model_id": base_id,
                 "tasks": sorted(tasks), "source_tasks": hub.source_tasks, "target_tasks": hub.target_tasks,
                 "adapters": [{"path": str(a.relative_to(root)), **asdict(p)}
                              for a, p in zip(adapters, plans, strict=True)],
-                "broken": [str(b.relative_to(root)) for b in broken]}
+                "broken": [str(b.relative_to(root)) for b in broken],
+                "in_house": {name: str(path.relative_to(root)) for name, path in in_house.items()}}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return hub
+
+
+def build_in_house(profile: Profile, root: Path, tasks: dict[str, Path], targets: list[str], base_dir: Path,
+                   base_id: str, seed: int) -> dict[str, Path]:
+    """One organisation's own LoRA per target task (rank 16, all seven projections), kept out of the pool.
+
+    The paper's Q4 asks whether a pool of such in-house adapters recycles better than Hub ones.
+    """
+    from lora_recycle.models.loading import load_base_model
+    from lora_recycle.tasks import load_task
+    from lora_recycle.tuning.target_lora import TargetLoraConfig, train_target_lora
+
+    out: dict[str, Path] = {}
+    model = tokenizer = None
+    for name in tqdm(targets, desc=f"mini-hub {profile.name}: in-house adapters", disable=False, mininterval=5):
+        target = root / "in-house" / name
+        if not (target / "adapter_config.json").is_file():
+            if model is None:
+                model, tokenizer = load_base_model(base_dir)
+            scratch = target.with_name(target.name + ".partial")
+            config = TargetLoraConfig(rank=16, alpha=32, steps=profile.adapter_steps, lr=1e-3, seed=seed,
+                                      eval_every=max(1, profile.adapter_steps // 4), keep_initial=False)
+            train_target_lora(model, tokenizer, load_task(tasks[name]), config, scratch, base_model_id=base_id)
+            scratch.rename(target)
+        out[name] = target
+    return out
 
 
 def scan_into_catalog(hub: Hub) -> dict:
