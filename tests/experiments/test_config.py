@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import write_config
+from experiment_configs import write_config
 
 from lora_recycle.cli import main
 from lora_recycle.errors import UserError

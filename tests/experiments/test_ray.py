@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SMOKE_GRID, write_config
+from experiment_configs import SMOKE_GRID, write_config
 
 from lora_recycle.experiments import ResultsStore, load_config, resolve_experiment, run_experiment
 

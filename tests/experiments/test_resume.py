@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from conftest import write_config
+from experiment_configs import write_config
 
 
 def _count(db) -> int:

@@ -59,7 +59,7 @@ def test_restart_skips_finished_runs(smoke_results):
 
 
 def test_run_hashes_are_stable_and_local_to_the_run(tmp_path, world):
-    from conftest import write_config
+    from experiment_configs import write_config
 
     from lora_recycle.experiments import expand_runs
 
@@ -76,7 +76,7 @@ def test_run_hashes_are_stable_and_local_to_the_run(tmp_path, world):
 
 def test_similarity_selection_uses_the_target_lora(tmp_path, world):
     """pi-Tuning's quasi-FIM selection compares the pool with the task's own target-task LoRA."""
-    from conftest import write_config
+    from experiment_configs import write_config
 
     path = write_config(tmp_path / "pi.yaml", world, methods=[{"preset": "pi_tuning", "k": [2]}],
                         include_target_lora=False)

@@ -57,11 +57,12 @@ def report(
     as_json: JsonOpt = False,
 ) -> None:
     """Write the paper's Table 2 and Figures 2-5 (Markdown + PNG) from a results file."""
-    from lora_recycle.experiments.report import _clean, write_report
+    from lora_recycle.experiments.report import write_report
+    from lora_recycle.serialization import json_safe
 
     written = write_report(results, out)
     if as_json:
-        emit_json(_clean(written["tables"]) | {"report": written["report"], "figures": written["figures"],
+        emit_json(json_safe(written["tables"]) | {"report": written["report"], "figures": written["figures"],
                                                "skipped": written["skipped"]})
     else:
         for name, why in written["skipped"].items():
