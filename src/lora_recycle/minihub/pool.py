@@ -45,19 +45,34 @@ class AdapterPlan:
     lr: float
 
 
+def _deck(rng: random.Random, n: int, counts: dict) -> list:
+    """``n`` values with the given counts (the first key fills the rest), shuffled: exact shares at any n."""
+    first = next(iter(counts))
+    values = [value for value, count in counts.items() if value != first for _ in range(count)]
+    values += [first] * (n - len(values))
+    rng.shuffle(values)
+    return values[:n]
+
+
 def plan_pool(source_tasks: list[str], size: int, steps: int, seed: int = 0) -> list[AdapterPlan]:
-    """A deterministic pool of ``size`` adapters over the source tasks (round-robin, varied settings)."""
+    """A deterministic pool of ``size`` adapters over the source tasks (round-robin, varied settings).
+
+    Shares follow the paper's Figure 6 at every pool size: ~80% on all seven projections, ~10% q/v
+    only, the rest attention-only or MLP-only; ~15% rsLoRA (at least one).
+    """
     rng = random.Random(seed)
+    qv = max(1, round(0.1 * size))
+    other = max(1, round(0.1 * size))
+    targets = _deck(rng, size, {"all": 0, "qv": qv, "attn": (other + 1) // 2, "mlp": other // 2})
+    rslora = _deck(rng, size, {False: 0, True: max(1, round(0.15 * size))})
     plans = []
     for i in range(size):
         task = source_tasks[i % len(source_tasks)]
-        draw = rng.random()
-        targets = "all" if draw < 0.8 else "qv" if draw < 0.9 else rng.choice(("attn", "mlp"))
         rank = rng.choice(RANKS)
         plans.append(AdapterPlan(
             name=f"{task}-r{rank}-s{i}", task=task, contributor=rng.choice(CONTRIBUTORS),
-            license=rng.choice(LICENSES), rank=rank, alpha=rng.choice(ALPHAS), targets=targets,
-            use_rslora=rng.random() < 0.15, seed=i, steps=steps, lr=rng.choice((5e-4, 1e-3, 1e-3, 2e-3)),
+            license=rng.choice(LICENSES), rank=rank, alpha=rng.choice(ALPHAS), targets=targets[i],
+            use_rslora=rslora[i], seed=i, steps=steps, lr=rng.choice((5e-4, 1e-3, 1e-3, 2e-3)),
         ))
     return plans
 
