@@ -19,6 +19,7 @@ from lora_recycle.adapters.card import read_card_data
 from lora_recycle.adapters.lora import LoraAdapter, LoraModule, lora_scale
 from lora_recycle.adapters.paths import canonical_path, coordinates, peft_key
 from lora_recycle.errors import UserError
+from lora_recycle.user_files import read_json
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -41,10 +42,7 @@ def read_adapter_config(directory: Path) -> dict:
     config_file = Path(directory) / CONFIG_NAME
     if not config_file.is_file():
         raise UserError(f"{config_file}: not found (is {directory} a PEFT adapter directory?)")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{config_file}: invalid JSON ({exc})") from None
+    config = read_json(config_file)
     if not isinstance(config, dict):
         raise UserError(f"{config_file}: expected a JSON object")
     return config

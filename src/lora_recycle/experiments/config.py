@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lora_recycle.errors import UserError
 from lora_recycle.merging.coefficients import Activation, Granularity
 from lora_recycle.merging.methods import PRESETS, Selection, Tuning
 from lora_recycle.models.merged_linear import Composition, Strategy
+from lora_recycle.user_files import read_yaml
 
 TargetLoraChoice = Literal[False, True, "both"]
 
@@ -247,13 +247,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: experiment file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}{line}: invalid YAML") from None
-    config = parse_config(data, str(path))
+    config = parse_config(read_yaml(path), str(path))
     return _anchor_paths(config, path.parent.resolve())
 
 

@@ -15,6 +15,7 @@ from safetensors import safe_open
 
 from lora_recycle.adapters.paths import MODULE_TYPES
 from lora_recycle.errors import UserError
+from lora_recycle.user_files import read_json
 
 # Suffixes of quantised or re-packaged mirrors that hold the same weights as the original.
 _MIRROR_SUFFIXES = re.compile(
@@ -125,10 +126,9 @@ def load_base_spec(model_dir: str | Path, base_name: str | None = None, aliases:
     config_file = model_dir / "config.json"
     if not config_file.is_file():
         raise UserError(f"--base-model {model_dir}: expected a local model directory with config.json")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{config_file}: invalid JSON ({exc})") from None
+    config = read_json(config_file)
+    if not isinstance(config, dict):
+        raise UserError(f"{config_file}: expected a JSON object")
     config = config.get("text_config", config) if "hidden_size" not in config else config
     layers = config.get("num_hidden_layers")
     if not isinstance(layers, int) or layers <= 0:

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lora_recycle.errors import UserError
+from lora_recycle.user_files import read_yaml
 
 TaskType = Literal["multiple_choice", "generation"]
 Split = Literal["train", "validation", "test"]
@@ -137,12 +138,7 @@ def load_spec(directory: Path) -> TaskSpec:
     spec_file = directory / "task.yaml"
     if not spec_file.is_file():
         raise UserError(f"{spec_file}: not found (is {directory} a task directory?)")
-    try:
-        data = yaml.safe_load(spec_file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{spec_file}{line}: invalid YAML") from None
+    data = read_yaml(spec_file)
     if not isinstance(data, dict):
         raise UserError(f"{spec_file}: expected a mapping with name, type and template")
     try:
