@@ -31,7 +31,9 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/merge_step.py
-	@if [ -f bench/pool_scan.py ]; then $(BIN)/python bench/pool_scan.py; fi
+	$(BIN)/python bench/pool_eval.py
+	MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000 $(BIN)/python bench/selection.py
+	$(BIN)/python bench/pool_scan.py
 
 lint: install
 	$(BIN)/ruff check src tests bench
