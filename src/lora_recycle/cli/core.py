@@ -155,6 +155,7 @@ def merge(
         from lora_recycle.pool import load_pool_adapters
 
         pool += load_pool_adapters(db, list(ids))
+    target = read_peft_adapter(target_lora, adapter_id=f"target:{target_lora.name}") if target_lora else None
     dev = resolve_device(device)
     base, tokenizer = load_base_model(model, dev, dtype)
     scores: dict[str, float] = {}
@@ -163,7 +164,6 @@ def merge(
         from lora_recycle.selection.from_catalog import select_from_catalog
 
         strategy = "random" if settings.selection == "all" else settings.selection
-        target = read_peft_adapter(target_lora, adapter_id=f"target:{target_lora.name}") if target_lora else None
         selected, scores = select_from_catalog(db, strategy, settings.k or 30, settings.seed, base, tokenizer,
                                                loaded_task, dev, target)
         pool += load_pool_adapters(db, selected)
@@ -171,8 +171,8 @@ def merge(
         from lora_recycle.merging.controls import random_init_like
 
         pool = [random_init_like(a, settings.seed + i) for i, a in enumerate(pool)]
-    if target_lora is not None:  # the target-task LoRA is never randomised
-        pool.append(read_peft_adapter(target_lora, adapter_id=f"target:{target_lora.name}"))
+    if target is not None:  # the target-task LoRA is never randomised
+        pool.append(target)
     outcome = merge_adapters(base, tokenizer, loaded_task, pool, settings, dev)
     record = outcome.record()
     if evaluate_split and loaded_task is not None:

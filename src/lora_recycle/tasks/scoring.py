@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lora_recycle.tasks.format import Example, Task
+from lora_recycle.tasks.loss import selected_logits
 from lora_recycle.tasks.prompting import encode_answer, encode_prompt, pad_token_id
 
 
@@ -57,23 +58,18 @@ def choice_logliks(model, tokenizer, task: Task, examples: list[Example], batch_
         width = max(len(p) + len(c) for _, _, p, c in chunk)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for row, (_, _, p, c) in enumerate(chunk):
-            seq = p + c
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
         positions = torch.zeros_like(ids, dtype=torch.bool)
         for row, (_, _, p, c) in enumerate(chunk):
-            positions[row, len(p) - 1 : len(p) + len(c) - 1] = True
-        from lora_recycle.tasks.loss import selected_logits
-
+            ids[row, : len(p) + len(c)] = torch.tensor(p + c)
+            mask[row, : len(p) + len(c)] = 1
+            positions[row, len(p) - 1 : len(p) + len(c) - 1] = True  # each position predicts the next token
         logits = selected_logits(model, ids.to(device), mask.to(device), positions.to(device)).float()
-        logprobs = F.log_softmax(logits, dim=-1)
-        offset = 0  # rows of ``logprobs`` follow the mask in row-major order: each chunk row's answer in turn
-        for ei, ci, _, c in chunk:
-            targets = torch.tensor(c, device=logprobs.device)
-            rows = torch.arange(offset, offset + len(c), device=logprobs.device)
-            scores[ei][ci] = logprobs[rows, targets].sum().item()
-            offset += len(c)
+        # rows of ``logits`` follow the mask in row-major order: each chunk row's answer tokens in turn
+        targets = torch.tensor([t for _, _, _, c in chunk for t in c], device=logits.device)
+        token_logprobs = F.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
+        sums = torch.stack([part.sum() for part in token_logprobs.split([len(c) for *_, c in chunk])]).tolist()
+        for (ei, ci, _, _), value in zip(chunk, sums, strict=True):
+            scores[ei][ci] = value
     return scores
 
 
