@@ -1,6 +1,6 @@
 """Canonical LoRA adapters and their PEFT on-disk form."""
 
-from lora_recycle.adapters.lora import LoraAdapter, LoraModule, lora_scale, module_shapes, union_paths
+from lora_recycle.adapters.lora import LoraAdapter, LoraModule, lora_scale, union_paths
 from lora_recycle.adapters.mlx_io import read_mlx_adapter
 from lora_recycle.adapters.paths import MODULE_TYPES, Coordinates, canonical_path, coordinates
 from lora_recycle.adapters.peft_io import read_peft_adapter, write_peft_adapter
@@ -14,7 +14,6 @@ __all__ = [
     "canonical_path",
     "coordinates",
     "lora_scale",
-    "module_shapes",
     "read_adapter",
     "read_mlx_adapter",
     "read_peft_adapter",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -84,15 +84,3 @@ def union_paths(adapters: Iterable[LoraAdapter]) -> list[str]:
     """Every module path any of the adapters touches, in a stable (layer, sublayer, type) order."""
     paths = {path for adapter in adapters for path in adapter.modules}
     return sorted(paths, key=lambda p: (coordinates(p), p))
-
-
-def module_shapes(adapters: Mapping[str, LoraAdapter] | Iterable[LoraAdapter]) -> dict[str, tuple[int, int]]:
-    """``path -> (out, in)`` over all adapters; raises if two adapters disagree on a module's shape."""
-    items = adapters.values() if isinstance(adapters, Mapping) else adapters
-    shapes: dict[str, tuple[int, int]] = {}
-    for adapter in items:
-        for path, module in adapter.modules.items():
-            shape = (module.out_features, module.in_features)
-            if shapes.setdefault(path, shape) != shape:
-                raise ValueError(f"adapter {adapter.adapter_id}: {path} has shape {shape}, others {shapes[path]}")
-    return shapes

@@ -12,22 +12,6 @@ import torch.nn.functional as F
 from lora_recycle.tasks.prompting import IGNORE_INDEX, TrainingSequence, collate, pad_token_id
 
 
-def answer_token_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy of next-token predictions on positions whose label is not ignored.
-
-    ``logits`` is ``[batch, seq, vocab]`` and ``labels`` ``[batch, seq]`` (unshifted); with
-    ``reduction="sum"`` returns the summed loss (for token-weighted averages across batches).
-    """
-    shifted_logits = logits[:, :-1].float()
-    shifted_labels = labels[:, 1:]
-    return F.cross_entropy(
-        shifted_logits.reshape(-1, shifted_logits.shape[-1]),
-        shifted_labels.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction=reduction,
-    )
-
-
 def _supports_selective_head(model) -> bool:
     """True when logits are exactly ``lm_head(decoder hidden state)`` (no softcapping or scaling after)."""
     config = getattr(model, "config", None)
