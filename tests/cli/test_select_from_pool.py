@@ -93,3 +93,11 @@ def test_similarity_selection_needs_a_target(capsys, pool_db, tiny_model_dir, co
     code = main(["select", "--model", str(tiny_model_dir), "--db", str(pool_db), "--task", str(colour_task_dir),
                  "--strategy", "cosine", "--k", "2"])
     assert code == 2 and "--target-lora" in capsys.readouterr().err
+
+
+def test_average_from_db_takes_every_accepted_adapter(capsys, tmp_path, pool_db, tiny_model_dir):
+    capsys.readouterr()
+    code = main(["merge", "--model", str(tiny_model_dir), "--db", str(pool_db), "--method", "average",
+                 "--out", str(tmp_path / "avg"), "--json"])
+    assert code == 0
+    assert sorted(json.loads(capsys.readouterr().out)["selected"]) == ["all_r4", "patterns", "qv_r8", "rslora_r2"]

@@ -161,11 +161,14 @@ def merge(
     scores: dict[str, float] = {}
     if db is not None and not ids:
         from lora_recycle.pool import load_pool_adapters
-        from lora_recycle.selection.from_catalog import select_from_catalog
+        from lora_recycle.selection.from_catalog import accepted_ids, select_from_catalog
 
-        strategy = "random" if settings.selection == "all" else settings.selection
-        selected, scores = select_from_catalog(db, strategy, settings.k or 30, settings.seed, base, tokenizer,
-                                               loaded_task, dev, target)
+        if settings.selection == "all" and settings.k is None:  # e.g. `average`: every accepted adapter
+            selected = accepted_ids(db)
+        else:
+            strategy = "random" if settings.selection == "all" else settings.selection
+            selected, scores = select_from_catalog(db, strategy, settings.k or 30, settings.seed, base, tokenizer,
+                                                   loaded_task, dev, target)
         pool += load_pool_adapters(db, selected)
     if random_init:
         from lora_recycle.merging.controls import random_init_like
