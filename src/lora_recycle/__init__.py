@@ -1,3 +1,46 @@
-"""lora-recycle: recycle LoRA adapters with adaptive merging."""
+"""lora-recycle: recycle LoRA adapters with adaptive merging.
+
+The public API is importable from the package root; names load on first use, so ``import lora_recycle``
+(and the CLI's start-up) stays cheap::
+
+    from lora_recycle import load_task, merge_adapters, preset
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "merge_adapters": "lora_recycle.recipe.merge",
+    "MergeOutcome": "lora_recycle.recipe.merge",
+    "MergeSettings": "lora_recycle.recipe.presets",
+    "PRESETS": "lora_recycle.recipe.presets",
+    "preset": "lora_recycle.recipe.presets",
+    "load_task": "lora_recycle.tasks.format",
+    "Task": "lora_recycle.tasks.format",
+    "evaluate_task": "lora_recycle.tasks.scoring",
+    "Catalog": "lora_recycle.pool.catalog",
+    "load_pool_adapters": "lora_recycle.pool.loading",
+    "LoraAdapter": "lora_recycle.adapters.lora",
+    "read_adapter": "lora_recycle.adapters.reader",
+    "read_peft_adapter": "lora_recycle.adapters.peft_io",
+    "export_merge": "lora_recycle.adapters.export",
+    "load_base_model": "lora_recycle.models.loading",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lora_recycle' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

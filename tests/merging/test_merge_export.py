@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from lora_recycle.adapters import read_peft_adapter
-from lora_recycle.merging.export import export_merge
-from lora_recycle.merging.methods import preset
+from lora_recycle.adapters.export import export_merge
 from lora_recycle.models.fold import folded
 from lora_recycle.models.inject import MergedModel
-from lora_recycle.recycle import merge_adapters
+from lora_recycle.recipe.merge import merge_adapters
+from lora_recycle.recipe.presets import preset
 from lora_recycle.tasks import load_task
 
 IDS = torch.tensor([[1, 500, 2300, 77, 9000, 12, 4000, 31000], [5, 6, 7, 8, 9, 10, 11, 12]])

@@ -5,8 +5,8 @@ import torch
 from peft.utils import merge_utils
 
 from lora_recycle.adapters import read_peft_adapter
-from lora_recycle.merging.methods import preset
-from lora_recycle.recycle import merge_adapters
+from lora_recycle.recipe.merge import merge_adapters
+from lora_recycle.recipe.presets import preset
 
 
 @pytest.fixture()

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from lora_recycle.adapters import read_peft_adapter
+from lora_recycle.adapters.export import export_merge
 from lora_recycle.adapters.lora import LoraModule
 from lora_recycle.merging.controls import random_init_like
-from lora_recycle.merging.export import export_merge
-from lora_recycle.merging.methods import PRESETS, preset
 from lora_recycle.models.fold import folded
 from lora_recycle.models.merged_linear import MergedLoraLinear
-from lora_recycle.recycle import merge_adapters
+from lora_recycle.recipe.merge import merge_adapters
+from lora_recycle.recipe.presets import PRESETS, preset
 from lora_recycle.tasks import load_task
 
 IDS = torch.tensor([[1, 500, 2300, 77, 9000, 12]])

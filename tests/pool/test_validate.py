@@ -20,7 +20,7 @@ from lora_recycle.pool import (
     scan_pool,
     validate_adapter,
 )
-from lora_recycle.pool.base import projection_shapes
+from lora_recycle.pool.base_spec import projection_shapes
 
 
 def test_every_adapter_gets_exactly_its_reasons(scanned_db, marker):

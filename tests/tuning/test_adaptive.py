@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from lora_recycle.adapters import read_peft_adapter
-from lora_recycle.merging.methods import preset
 from lora_recycle.models.fold import folded
-from lora_recycle.recycle import merge_adapters
+from lora_recycle.recipe.merge import merge_adapters
+from lora_recycle.recipe.presets import preset
 from lora_recycle.tasks import load_task
 from lora_recycle.tasks.loss import dataset_loss
 from lora_recycle.tasks.prompting import encode_for_training

@@ -125,12 +125,12 @@ def merge(
 ) -> None:
     """Merge adapters (adaptively, or with fixed coefficients) and export one standard PEFT adapter."""
     from lora_recycle.adapters import read_peft_adapter
+    from lora_recycle.adapters.export import export_merge
     from lora_recycle.errors import UserError
-    from lora_recycle.merging.export import export_merge
-    from lora_recycle.merging.methods import preset
     from lora_recycle.models.fold import folded
     from lora_recycle.models.loading import base_model_name, load_base_model, resolve_device
-    from lora_recycle.recycle import merge_adapters
+    from lora_recycle.recipe.merge import merge_adapters
+    from lora_recycle.recipe.presets import preset
     from lora_recycle.tasks import load_task
     from lora_recycle.tasks.scoring import evaluate_task
 
@@ -184,7 +184,7 @@ def merge(
     sources = [{"id": a.adapter_id, "license": a.metadata.get("license"), "source": a.metadata.get("source")}
                for a in pool]
     if merge_into_base:
-        from lora_recycle.merging.export import save_merged_model
+        from lora_recycle.models.export import save_merged_model
 
         save_merged_model(base, tokenizer, outcome.adapter, out, method, sources, record)
     else:

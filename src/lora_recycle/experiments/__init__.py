@@ -10,9 +10,9 @@ Typical use::
 """
 
 from lora_recycle.experiments.config import ExperimentConfig, load_config, resolve_experiment
+from lora_recycle.experiments.grid import RunSpec, expand_runs
 from lora_recycle.experiments.results import FORMAT_VERSION, ResultsStore
 from lora_recycle.experiments.runner import run_experiment
-from lora_recycle.experiments.runs import RunSpec, expand_runs
 
 __all__ = [
     "FORMAT_VERSION",

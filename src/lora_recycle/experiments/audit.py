@@ -16,9 +16,9 @@ from lora_recycle.errors import UserError
 from lora_recycle.experiments.bootstrap import Interval, bootstrap_difference
 from lora_recycle.experiments.config import ExperimentConfig, parse_config, resolve_experiment
 from lora_recycle.experiments.executors import Executor
+from lora_recycle.experiments.grid import RunSpec, expand_runs
 from lora_recycle.experiments.results import ResultsStore
 from lora_recycle.experiments.runner import run_experiment
-from lora_recycle.experiments.runs import RunSpec, expand_runs
 
 CONDITIONS = {
     "prompting": "prompting (zero-shot base)",

@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lora_recycle.errors import UserError
 from lora_recycle.merging.coefficients import Activation, Granularity
-from lora_recycle.merging.methods import PRESETS, Selection, Tuning
-from lora_recycle.models.merged_linear import Composition, Strategy
+from lora_recycle.merging.options import Composition, Strategy
+from lora_recycle.recipe.presets import PRESETS, Selection, Tuning
 from lora_recycle.user_files import read_yaml
 
 TargetLoraChoice = Literal[False, True, "both"]

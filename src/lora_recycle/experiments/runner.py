@@ -24,8 +24,8 @@ from typing import Any
 
 from lora_recycle.experiments.config import ResolvedExperiment
 from lora_recycle.experiments.executors import Executor, LocalExecutor
+from lora_recycle.experiments.grid import RunSpec, expand_runs
 from lora_recycle.experiments.results import ResultsStore, library_versions
-from lora_recycle.experiments.runs import RunSpec, expand_runs
 
 TARGET_ADAPTER_ID = "target-lora"
 IN_HOUSE_PREFIX = "in-house:"
@@ -134,7 +134,8 @@ def ensure_target_lora(env: WorkerEnv, task_name: str, target: dict[str, Any], m
 def in_house_pool(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device) -> tuple[list, dict[str, float]]:
     """The other target tasks' target-task LoRAs ranked by evaluation on this task, top ``exclude_top`` skipped."""
     from lora_recycle.adapters import read_peft_adapter
-    from lora_recycle.selection.evaluation import evaluation_scores, top_k
+    from lora_recycle.selection.evaluation import evaluation_scores
+    from lora_recycle.selection.ranking import top_k
 
     others = [t for t in env.in_house_tasks if t != spec.task]
     dirs = {f"{IN_HOUSE_PREFIX}{t}": ensure_target_lora(env, t, {**spec.target_lora}, model, tokenizer, device)[0]
@@ -185,7 +186,7 @@ def execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
     from lora_recycle.adapters import read_peft_adapter
     from lora_recycle.merging.controls import random_init_like
     from lora_recycle.models.fold import folded
-    from lora_recycle.recycle import merge_adapters
+    from lora_recycle.recipe.merge import merge_adapters
     from lora_recycle.tasks.scoring import evaluate_task
 
     timings: dict[str, float] = {}

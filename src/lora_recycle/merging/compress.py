@@ -8,10 +8,11 @@ With ``B = Q_B R_B`` and ``A^T = Q_A R_A`` (thin QRs), ``B A = Q_B (R_B R_A^T) Q
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
-from lora_recycle.adapters.lora import LoraModule
+from lora_recycle.adapters.lora import LoraAdapter, LoraModule
 
 
 def factored_svd(
@@ -60,3 +61,14 @@ def compress_module(module: LoraModule, max_rank: int) -> tuple[LoraModule, floa
     """
     A, B, error = compress_factors(module.A, module.B * module.scale, max_rank)
     return LoraModule(A, B.to(module.B.dtype), 1.0), error
+
+
+def compress_adapter(adapter: LoraAdapter, max_rank: int) -> tuple[LoraAdapter, dict[str, float]]:
+    """Every module compressed to at most ``max_rank`` (QR + small SVD of the factors, never dense)."""
+    modules, errors = {}, []
+    for path, module in adapter.modules.items():
+        modules[path], error = compress_module(module, max_rank)
+        errors.append(error)
+    summary = {"max_relative_error": max(errors, default=0.0),
+               "mean_relative_error": sum(errors) / max(len(errors), 1)}
+    return replace(adapter, modules=modules), summary

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from lora_recycle.adapters import read_peft_adapter
 from lora_recycle.merging.controls import random_init_like
-from lora_recycle.merging.methods import preset
 from lora_recycle.minihub.hub import build_hub
 from lora_recycle.models.fold import folded
 from lora_recycle.models.loading import load_base_model
 from lora_recycle.pool import load_pool_adapters
-from lora_recycle.recycle import merge_adapters
+from lora_recycle.recipe.merge import merge_adapters
+from lora_recycle.recipe.presets import preset
 from lora_recycle.selection.from_catalog import accepted_ids, select_from_catalog
 from lora_recycle.tasks import load_task
 from lora_recycle.tasks.scoring import evaluate_task

@@ -18,7 +18,8 @@ from lora_recycle.merging.coefficients import (
     coefficient_groups,
     initial_coefficients,
 )
-from lora_recycle.models.merged_linear import Composition, MergedLoraLinear, Strategy
+from lora_recycle.merging.options import Composition, Strategy
+from lora_recycle.models.merged_linear import MergedLoraLinear
 
 
 def _replace_submodule(model: nn.Module, path: str, new: nn.Module) -> None:

@@ -11,16 +11,12 @@ bit-for-bit reproducibility across machines for speed (all paths agree to float 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lora_recycle.adapters.lora import LoraModule
-
-Strategy = Literal["auto", "calibrate", "factored", "materialized", "hybrid"]
-Composition = Literal["delta", "lorahub"]
+from lora_recycle.merging.options import Composition, Strategy
 
 
 class _HybridMergedLinear(torch.autograd.Function):

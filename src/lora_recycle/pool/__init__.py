@@ -9,7 +9,7 @@ Typical use::
     adapters = load_pool_adapters("pool.db", ["org/adapter-a", "org/adapter-b"])
 """
 
-from lora_recycle.pool.base import BaseModelSpec, load_base_spec, normalise_model_name
+from lora_recycle.pool.base_spec import BaseModelSpec, load_base_spec, normalise_model_name
 from lora_recycle.pool.catalog import FORMAT_VERSION, AdapterRecord, Catalog
 from lora_recycle.pool.header import HeaderError, read_safetensors_header
 from lora_recycle.pool.hub import HubAdapter, HubClient, fetch_hub_adapters

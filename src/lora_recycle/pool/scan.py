@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lora_recycle.pool.base import BaseModelSpec
+from lora_recycle.pool.base_spec import BaseModelSpec
 from lora_recycle.pool.catalog import AdapterRecord, Catalog, ModuleRow
 from lora_recycle.pool.sources import CARD_NAME, MARKER_NAMES, Candidate, iter_source
 from lora_recycle.pool.validate import ValidationPolicy, ValidationResult, validate_adapter

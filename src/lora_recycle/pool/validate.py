@@ -22,7 +22,7 @@ from lora_recycle.adapters.mlx_io import MLX_WEIGHTS_NAME, mlx_factor, mlx_lora_
 from lora_recycle.adapters.paths import canonical_path
 from lora_recycle.adapters.peft_io import WEIGHTS_NAME, check_lora_config, pattern_value, read_adapter_config
 from lora_recycle.errors import UserError
-from lora_recycle.pool.base import BaseModelSpec
+from lora_recycle.pool.base_spec import BaseModelSpec
 from lora_recycle.pool.header import FLOAT_DTYPES, MAX_HEADER_BYTES, HeaderError, read_safetensors_header, read_tensor
 from lora_recycle.pool.sources import PICKLE_NAMES
 

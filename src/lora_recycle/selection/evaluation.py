@@ -30,15 +30,3 @@ def evaluation_scores(
         with folded(model, adapter):
             scores[adapter_id] = evaluate_task(model, tokenizer, task, split, device, limit).accuracy
     return scores
-
-
-def top_k(scores: dict[str, float], k: int) -> list[str]:
-    """The k best ids, ties broken by id so the choice is deterministic."""
-    return [i for i, _ in sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]]
-
-
-def select_random(ids: list[str], k: int, seed: int) -> list[str]:
-    """k ids uniformly without replacement, from a seeded generator (order of ``ids`` does not matter)."""
-    ordered = sorted(ids)
-    generator = torch.Generator().manual_seed(seed)
-    return [ordered[i] for i in torch.randperm(len(ordered), generator=generator)[:k].tolist()]

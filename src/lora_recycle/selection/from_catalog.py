@@ -9,7 +9,9 @@ import torch
 
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.errors import UserError
-from lora_recycle.selection.evaluation import evaluation_scores, select_random, top_k
+from lora_recycle.selection.evaluation import evaluation_scores
+from lora_recycle.selection.random import select_random
+from lora_recycle.selection.ranking import top_k
 from lora_recycle.selection.similarity import similarity_scores
 from lora_recycle.tasks.format import Task
 

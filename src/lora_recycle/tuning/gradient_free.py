@@ -9,8 +9,7 @@ from lora_recycle.models.inject import MergedModel
 from lora_recycle.tasks.format import Task
 from lora_recycle.tasks.loss import dataset_loss
 from lora_recycle.tasks.prompting import encode_for_training
-from lora_recycle.tuning.adaptive import CoefficientFit
-from lora_recycle.tuning.loop import LoopResult
+from lora_recycle.tuning.loop import CoefficientFit, LoopResult
 
 
 def tune_gradient_free(

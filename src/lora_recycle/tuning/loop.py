@@ -43,6 +43,15 @@ class LoopResult:
     history: list[dict] = field(default_factory=list)
 
 
+@dataclass
+class CoefficientFit:
+    """The kept coefficients (activated ``[groups, k]``) and how the tuning went (either tuner)."""
+
+    values: torch.Tensor
+    raw: torch.Tensor
+    loop: LoopResult
+
+
 def lr_factor(step: int, total: int, warmup_ratio: float, schedule: str) -> float:
     """Multiplier of the base learning rate at ``step`` (0-based): linear warm-up then cosine or constant."""
     warmup = max(1, int(round(warmup_ratio * total))) if warmup_ratio > 0 else 0

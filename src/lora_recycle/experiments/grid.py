@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from lora_recycle.experiments.config import ExperimentConfig, MethodSpec, ResolvedExperiment
-from lora_recycle.merging.methods import MergeSettings, preset
+from lora_recycle.recipe.presets import MergeSettings, preset
 from lora_recycle.selection.from_catalog import SIMILARITY_STRATEGIES
 
 RunKind = Literal["prompting", "target_lora", "merge"]

@@ -18,6 +18,11 @@ def _license_of(sources: list[dict]) -> str:
     return licenses[0] if len(licenses) == 1 else "other"
 
 
+def write_record(out_dir: Path, record: dict) -> None:
+    """``merge_result.json``: the merge's JSON record next to the weights."""
+    (out_dir / RECORD_NAME).write_text(json.dumps(record, indent=2, default=float) + "\n", encoding="utf-8")
+
+
 def export_merge(
     adapter: LoraAdapter, out_dir: str | Path, base_model: str, method: str, sources: list[dict], record: dict
 ) -> Path:
@@ -31,7 +36,7 @@ def export_merge(
     config = json.loads((out_dir / "adapter_config.json").read_text())
     record = {"format_version": 1, "lora_recycle_version": __version__, "method": method,
               "base_model": base_model, "rank": config["r"], "sources": sources, **record}
-    (out_dir / RECORD_NAME).write_text(json.dumps(record, indent=2, default=float) + "\n", encoding="utf-8")
+    write_record(out_dir, record)
     lines = [f"# Merged LoRA ({method})", "",
              f"Made by lora-recycle {__version__} from {len(sources)} adapters on `{base_model}`.",
              f"Exported exactly as one rank-{config['r']} LoRA (scales folded into B, lora_alpha = r).", "",
@@ -45,19 +50,4 @@ def export_merge(
          "merged_from": [s.get("id") for s in sources]},
         "\n".join(lines),
     )
-    return out_dir
-
-
-def save_merged_model(model, tokenizer, adapter: LoraAdapter, out_dir: str | Path, method: str, sources: list[dict],
-                      record: dict) -> Path:
-    """Save base + merged update as a full transformers model directory (weights folded, exactly once)."""
-    from lora_recycle.models.fold import folded
-
-    out_dir = Path(out_dir)
-    with folded(model, adapter):
-        model.save_pretrained(str(out_dir))
-    tokenizer.save_pretrained(str(out_dir))
-    record = {"format_version": 1, "lora_recycle_version": __version__, "method": method, "sources": sources,
-              "merged_into_base": True, **record}
-    (out_dir / RECORD_NAME).write_text(json.dumps(record, indent=2, default=float) + "\n", encoding="utf-8")
     return out_dir

@@ -7,46 +7,14 @@ from dataclasses import dataclass
 import torch
 
 from lora_recycle.adapters.lora import LoraAdapter
-from lora_recycle.merging.methods import MergeSettings
+from lora_recycle.merging.compress import compress_adapter
 from lora_recycle.merging.nonadaptive import NONADAPTIVE_METHODS, merge_nonadaptive
+from lora_recycle.models.fresh_lora import fresh_lora
 from lora_recycle.models.inject import MergedModel
+from lora_recycle.recipe.presets import MergeSettings
 from lora_recycle.tasks.format import Task
-from lora_recycle.tuning.adaptive import CoefficientFit, tune_coefficients
-from lora_recycle.tuning.loop import LoopConfig
-
-
-def fresh_lora(model, adapters: list[LoraAdapter], seed: int, std: float = 0.01) -> LoraAdapter:
-    """pi-Tuning's extra adapter: every module any selected adapter touches, ``A ~ N(0, std)``, ``B = 0``.
-
-    Its rank is the most common rank of the selected adapters; its scale is 1.
-    """
-    from collections import Counter
-
-    from lora_recycle.adapters.lora import LoraModule, union_paths
-
-    rank = Counter(r for a in adapters for r in a.ranks.values()).most_common(1)[0][0]
-    generator = torch.Generator().manual_seed(seed)
-    modules = {}
-    for path in union_paths(adapters):
-        linear = model.get_submodule(path)
-        A = torch.randn((rank, linear.in_features), generator=generator) * std
-        modules[path] = LoraModule(A, torch.zeros((linear.out_features, rank)), 1.0)
-    return LoraAdapter(modules, "fresh-lora", adapters[0].base_model, {"use_rslora": False})
-
-
-def compress_adapter(adapter: LoraAdapter, max_rank: int) -> tuple[LoraAdapter, dict[str, float]]:
-    """Every module compressed to at most ``max_rank`` (QR + small SVD of the factors, never dense)."""
-    from dataclasses import replace
-
-    from lora_recycle.merging.compress import compress_module
-
-    modules, errors = {}, []
-    for path, module in adapter.modules.items():
-        modules[path], error = compress_module(module, max_rank)
-        errors.append(error)
-    summary = {"max_relative_error": max(errors, default=0.0),
-               "mean_relative_error": sum(errors) / max(len(errors), 1)}
-    return replace(adapter, modules=modules), summary
+from lora_recycle.tuning.gradient import tune_coefficients
+from lora_recycle.tuning.loop import CoefficientFit, LoopConfig
 
 
 @dataclass

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from lora_recycle.models.inject import MergedModel
 from lora_recycle.tasks.format import Task
 from lora_recycle.tasks.loss import batch_loss, dataset_loss
 from lora_recycle.tasks.prompting import collate, encode_for_training, pad_token_id
-from lora_recycle.tuning.loop import LoopConfig, LoopResult, run_training
+from lora_recycle.tuning.loop import CoefficientFit, LoopConfig, run_training
 
 
 def merged_loss(merged: MergedModel, batch: dict) -> torch.Tensor:
     """Answer-token loss of the merged network at the current (differentiable) coefficients."""
     merged.apply_coefficients()
     return batch_loss(merged.model, batch)
-
-
-@dataclass
-class CoefficientFit:
-    """The kept coefficients (activated ``[groups, k]``) and how the tuning went."""
-
-    values: torch.Tensor
-    raw: torch.Tensor
-    loop: LoopResult
 
 
 def tune_coefficients(

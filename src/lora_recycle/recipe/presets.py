@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from lora_recycle.merging.coefficients import Activation, Granularity
-from lora_recycle.models.merged_linear import Composition, Strategy
+from lora_recycle.merging.options import Composition, Strategy
 from lora_recycle.registry import Registry
 
 Init = Literal["zero", "uniform"] | float

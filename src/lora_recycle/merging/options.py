@@ -1,0 +1,10 @@
+"""The named options of a merge that the tensor maths and the merged layers share (plain Literals)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+# How a layer computes the merged update (models/merged_linear.py); all are exact, they differ in cost.
+Strategy = Literal["auto", "calibrate", "factored", "materialized", "hybrid"]
+# ``delta``: sum of scaled products c_i s_i B_i A_i; ``lorahub``: (sum c_i s_i B_i)(sum c_i A_i), LoraHub's rule.
+Composition = Literal["delta", "lorahub"]

@@ -1,0 +1,23 @@
+"""Save base + merged update as a full transformers model directory (the ``--merge-into-base`` export)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lora_recycle import __version__
+from lora_recycle.adapters.export import write_record
+from lora_recycle.adapters.lora import LoraAdapter
+from lora_recycle.models.fold import folded
+
+
+def save_merged_model(model, tokenizer, adapter: LoraAdapter, out_dir: str | Path, method: str, sources: list[dict],
+                      record: dict) -> Path:
+    """Save base + merged update as a full transformers model directory (weights folded, exactly once)."""
+    out_dir = Path(out_dir)
+    with folded(model, adapter):
+        model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    record = {"format_version": 1, "lora_recycle_version": __version__, "method": method, "sources": sources,
+              "merged_into_base": True, **record}
+    write_record(out_dir, record)
+    return out_dir

@@ -1,0 +1,38 @@
+"""The package's layers point one way, and its public API is importable from the root."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import lora_recycle
+
+PACKAGE = Path(lora_recycle.__file__).parent
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_merging_is_tensor_maths_and_never_imports_models():
+    offenders = {p.name: sorted(m for m in _imports(p) if m.startswith("lora_recycle.models"))
+                 for p in (PACKAGE / "merging").glob("*.py")}
+    assert {name: mods for name, mods in offenders.items() if mods} == {}
+
+
+def test_package_root_reexports_the_public_api():
+    code = ("from lora_recycle import merge_adapters, preset, load_task, MergeSettings, Catalog\n"
+            "import sys\n"
+            "assert preset('ours').method == 'ours' and callable(merge_adapters) and callable(load_task)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_importing_the_root_stays_cheap():
+    code = "import sys, lora_recycle\nassert 'torch' not in sys.modules, 'import lora_recycle pulled in torch'\n"
+    subprocess.run([sys.executable, "-c", code], check=True)
