@@ -7,6 +7,7 @@ Both share SmolLM2's tokenizer and chat template, read from the GGUF file that P
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from lora_recycle.errors import UserError
+from lora_recycle.models.hub_id import MODEL_RECORD_NAME
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -79,6 +81,8 @@ def build_tiny_model(
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     if (target / "config.json").is_file():
+        if not (target / MODEL_RECORD_NAME).is_file():  # built before the record existed
+            write_model_record(target, TINY_ID)
         return target
     tokenizer = AutoTokenizer.from_pretrained(ensure_tokenizer(cache_dir))
     torch.manual_seed(seed)
@@ -90,5 +94,13 @@ def build_tiny_model(
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    write_model_record(tmp, TINY_ID, seed=seed, hidden=hidden, layers=layers)
     tmp.rename(target)
     return target
+
+
+def write_model_record(directory: Path, hub_id: str, **details) -> None:
+    """Record the model's Hub id next to its weights: transformers never writes ``name_or_path`` to
+    ``config.json``, and exports read it back from here (``models.hub_id``)."""
+    record = {"format_version": 1, "hub_id": hub_id, **details}
+    (Path(directory) / MODEL_RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -22,12 +22,13 @@ from lora_recycle.minihub.base_model import (
     ensure_tokenizer,
     smollm2_gguf_path,
 )
+from lora_recycle.models.hub_id import MODEL_RECORD_NAME
 
 __all__ = ["SMOLLM2_ID", "SOURCE_FILE", "ensure_smollm2", "load_smollm2_from_gguf", "smollm2_hub_id",
            "smollm2_model_dir"]
 
 MODEL_DIR_NAME = "smollm2-135m-instruct"
-SOURCE_FILE = "lora_recycle_source.json"  # written last: its presence marks a complete conversion
+SOURCE_FILE = MODEL_RECORD_NAME  # written last: its presence marks a complete conversion
 CONVERSION_FORMAT_VERSION = 1
 
 
