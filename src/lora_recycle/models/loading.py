@@ -61,3 +61,17 @@ def load_base_model(path: str | Path, device: str | torch.device = "cpu", dtype:
 def base_model_name(model) -> str:
     """The name to record as ``base_model_name_or_path`` for a loaded model."""
     return str(getattr(model.config, "name_or_path", "") or getattr(model, "name_or_path", ""))
+
+
+def config_dtype(model_dir: str | Path) -> str | None:
+    """The storage dtype a model directory's ``config.json`` records (``dtype``, or the older ``torch_dtype``),
+    as ``float32`` / ``bfloat16`` / ``float16``; None when absent or another type."""
+    import json
+
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    name = config.get("dtype") or config.get("torch_dtype") if isinstance(config, dict) else None
+    dtype = DTYPES.get(str(name).removeprefix("torch.")) if name else None
+    return {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype)
