@@ -36,3 +36,18 @@ def test_package_root_reexports_the_public_api():
 def test_importing_the_root_stays_cheap():
     code = "import sys, lora_recycle\nassert 'torch' not in sys.modules, 'import lora_recycle pulled in torch'\n"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_readme_tables_come_from_the_registries():
+    from lora_recycle.recipe.choices import methods_table, strategies_table, tuners_table
+
+    readme = (PACKAGE.parents[1] / "README.md").read_text()
+    for table in (methods_table, strategies_table, tuners_table):
+        assert "\n".join(table()) in readme, "README out of date: run python -m lora_recycle.recipe.choices"
+
+
+def test_similarity_strategies_match_the_similarity_registry():
+    from lora_recycle.selection.similarity import SIMILARITIES
+    from lora_recycle.selection.strategies import STRATEGIES
+
+    assert {n for n, s in STRATEGIES.items() if s.needs == "target"} == set(SIMILARITIES)

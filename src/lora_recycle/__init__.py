@@ -17,8 +17,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "merge_adapters": "lora_recycle.recipe.merge",
     "MergeOutcome": "lora_recycle.recipe.merge",
-    "MergeSettings": "lora_recycle.recipe.presets",
-    "PRESETS": "lora_recycle.recipe.presets",
+    "MergeSettings": "lora_recycle.recipe.settings",
+    "METHODS": "lora_recycle.recipe.presets",
     "preset": "lora_recycle.recipe.presets",
     "load_task": "lora_recycle.tasks.format",
     "Task": "lora_recycle.tasks.format",

@@ -28,6 +28,10 @@ class Registry(Mapping[str, T], Generic[T]):
         self._items[name] = item
         return item
 
+    def remove(self, name: str) -> T:
+        """Take a registration back (tests and plugins that registered something temporarily)."""
+        return self._items.pop(name)
+
     def decorator(self, name: str) -> Callable[[T], T]:
         """``@registry.decorator("name")`` registers the decorated object under ``name``."""
         return lambda item: self.add(name, item)
@@ -47,3 +51,13 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def resolve(target: str | Callable) -> Callable:
+    """A callable given directly or as ``"package.module:name"`` (imported on first use, so registries stay light)."""
+    if not isinstance(target, str):
+        return target
+    import importlib
+
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)

@@ -11,7 +11,7 @@ from lora_recycle.merging.controls import random_init_like
 from lora_recycle.models.fold import folded
 from lora_recycle.models.merged_linear import MergedLoraLinear
 from lora_recycle.recipe.merge import merge_adapters
-from lora_recycle.recipe.presets import PRESETS, preset
+from lora_recycle.recipe.presets import METHODS, preset
 from lora_recycle.tasks import load_task
 
 IDS = torch.tensor([[1, 500, 2300, 77, 9000, 12]])
@@ -21,7 +21,7 @@ def pool_of(adapter_dirs):
     return [read_peft_adapter(p, adapter_id=n) for n, p in adapter_dirs.items()]
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_preset_runs_and_exports(tmp_path, name, tiny_model, tiny_model_dir, adapter_dirs, colour_task_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from lora_recycle.cli.output import emit_json, info
+from lora_recycle.recipe import choices
 
 ModelOpt = Annotated[Path, typer.Option("--model", help="Local transformers model directory of the base model.")]
 TaskOpt = Annotated[Path, typer.Option("--task", help="Task directory (task.yaml, train.jsonl, test.jsonl).")]
@@ -98,24 +99,24 @@ def merge(
     db: Annotated[Path | None, typer.Option("--db", help="Pool catalog to take adapters from.")] = None,
     ids: Annotated[list[str] | None, typer.Option("--ids", help="Catalog ids to merge (else selected).")] = None,
     selection: Annotated[str | None, typer.Option(
-        "--selection", help="random, evaluation, cosine, clamp, abs or quasi_fim (with --db).")] = None,
+        "--selection", help=f"{choices.selection_help()} (with --db).")] = None,
     k: Annotated[int | None, typer.Option("--k", help="How many adapters to select from --db.")] = None,
-    method: Annotated[str, typer.Option(
-        "--method", help="ours, adamerging, pi_tuning, lorahub, average, task_arithmetic, ties, tsv, dare_linear, "
-        "dare_ties.")] = "ours",
-    tuning: Annotated[str | None, typer.Option("--tuning", help="gradient, gradient_free or joint.")] = None,
+    method: Annotated[str, typer.Option("--method", help=f"{choices.methods_help()}.")] = "ours",
+    tuning: Annotated[str | None, typer.Option("--tuning", help=f"{choices.tuning_help()}.")] = None,
     init: Annotated[str | None, typer.Option("--init", help="zero, uniform (1/k) or a number.")] = None,
     prune: Annotated[float | None, typer.Option("--prune", min=0.0, max=0.99, help="TIES/DARE drop fraction.")] = None,
     coef: Annotated[float | None, typer.Option("--coef", help="Non-adaptive coefficient C per adapter.")] = None,
     max_rank: Annotated[int | None, typer.Option("--max-rank", min=1, help="Compress the export to rank R.")] = None,
-    granularity: Annotated[str | None, typer.Option("--granularity", help="model, layer, sublayer or module.")] = None,
-    activation: Annotated[str | None, typer.Option("--activation", help="softmax, leaky_relu or linear.")] = None,
+    granularity: Annotated[
+        str | None, typer.Option("--granularity", help=f"{choices.names(choices.GRANULARITIES)}.")] = None,
+    activation: Annotated[
+        str | None, typer.Option("--activation", help=f"{choices.names(choices.ACTIVATIONS)}.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", min=1)] = None,
     lr: Annotated[float | None, typer.Option("--lr")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     strategy: Annotated[
-        str, typer.Option("--strategy", help="auto, calibrate, factored, materialized or hybrid.")
-    ] = "auto",
+        str | None, typer.Option("--strategy", help=f"{choices.names(choices.STRATEGIES_OF_LAYERS)}.")
+    ] = None,
     evaluate_split: Annotated[
         str | None, typer.Option("--evaluate", help="Also score the merge on this split.")
     ] = None,
@@ -135,14 +136,19 @@ def merge(
     from lora_recycle.tasks.scoring import evaluate_task
 
     init_value = None if init is None else init if init in ("zero", "uniform") else _parse_float("--init", init)
-    settings = preset(method).with_overrides(granularity=granularity, activation=activation, steps=steps, lr=lr,
-                                             seed=seed, strategy=strategy, tuning=tuning, init=init_value,
-                                             prune=prune, coef=coef, max_rank=max_rank)
+    given = {"--granularity": granularity, "--activation": activation, "--steps": steps, "--lr": lr,
+             "--strategy": strategy, "--tuning": tuning, "--init": init_value, "--prune": prune, "--coef": coef,
+             "--max-rank": max_rank}
+    choices.check_params(method, given)
+    settings = preset(method).with_overrides(**{f.removeprefix("--").replace("-", "_"): v for f, v in given.items()},
+                                             seed=seed)
     if settings.adaptive:
-        _check_choice("--tuning", settings.tuning, ("gradient", "gradient_free", "joint"))
-    _check_choice("--granularity", settings.granularity, ("model", "layer", "sublayer", "module"))
-    _check_choice("--activation", settings.activation, ("softmax", "leaky_relu", "linear"))
-    _check_choice("--strategy", settings.strategy, ("auto", "calibrate", "factored", "materialized", "hybrid"))
+        choices.check_choice("--tuning", settings.tuning, choices.adaptive_tuners())
+    choices.check_choice("--granularity", settings.granularity, choices.GRANULARITIES)
+    choices.check_choice("--activation", settings.activation, choices.ACTIVATIONS)
+    choices.check_choice("--strategy", settings.strategy, choices.STRATEGIES_OF_LAYERS)
+    if selection is not None:
+        choices.check_choice("--selection", selection, choices.STRATEGIES)
     settings = settings.with_overrides(selection=selection, k=k)
     paths = list(adapters or [])
     if not paths and db is None and target_lora is None:
@@ -208,9 +214,7 @@ def select(
     model: ModelOpt,
     db: Annotated[Path, typer.Option("--db", help="Pool catalog.")],
     task: TaskOpt,
-    strategy: Annotated[
-        str, typer.Option("--strategy", help="random, evaluation, cosine, clamp, abs or quasi_fim.")
-    ] = "evaluation",
+    strategy: Annotated[str, typer.Option("--strategy", help=f"{choices.selection_help()}.")] = "evaluation",
     k: Annotated[int, typer.Option("--k", min=1)] = 30,
     target_lora: Annotated[
         Path | None, typer.Option("--target-lora", help="Target-task LoRA (similarity strategies).")
@@ -227,16 +231,17 @@ def select(
     from lora_recycle.adapters import read_peft_adapter
     from lora_recycle.errors import UserError
     from lora_recycle.models.loading import load_base_model, resolve_device
-    from lora_recycle.selection.from_catalog import STRATEGIES, select_from_catalog
+    from lora_recycle.selection.from_catalog import select_from_catalog
     from lora_recycle.tasks import load_task
 
-    _check_choice("--strategy", strategy, STRATEGIES)
+    choices.check_choice("--strategy", strategy, choices.catalog_strategies())
     if include_target and target_lora is None:
         raise UserError("--include-target needs --target-lora DIR")
     loaded_task = load_task(task)
     target = read_peft_adapter(target_lora, adapter_id=f"target:{target_lora.name}") if target_lora else None
     dev = resolve_device(device)
-    base, tokenizer = (None, None) if strategy != "evaluation" else load_base_model(model, dev, dtype)
+    needs_model = choices.STRATEGIES[strategy].needs == "model"
+    base, tokenizer = load_base_model(model, dev, dtype) if needs_model else (None, None)
     selected, scores = select_from_catalog(db, strategy, k, seed, base, tokenizer, loaded_task, dev, target)
     if include_target:
         selected = [*selected, target.adapter_id]
@@ -255,13 +260,6 @@ def _parse_float(flag: str, value: str) -> float:
         return float(value)
     except ValueError:
         raise UserError(f"{flag} {value!r}: expected zero, uniform or a number") from None
-
-
-def _check_choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
-    from lora_recycle.errors import UserError
-
-    if value not in allowed:
-        raise UserError(f"{flag} {value!r}: choose one of {', '.join(allowed)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -14,15 +14,17 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from lora_recycle.errors import UserError
-from lora_recycle.merging.coefficients import Activation, Granularity
-from lora_recycle.merging.options import Composition, Strategy
-from lora_recycle.recipe.presets import PRESETS, Selection, Tuning
+from lora_recycle.recipe.presets import METHODS
+from lora_recycle.recipe.settings import CHOICE_FIELDS, MergeSettings
+from lora_recycle.selection.strategies import STRATEGIES
+from lora_recycle.tuning.tuners import TUNERS
 from lora_recycle.user_files import read_yaml
 
 TargetLoraChoice = Literal[False, True, "both"]
@@ -40,23 +42,16 @@ class HubRef(_Strict):
     cache_dir: Path | None = None
 
 
-class MethodSpec(_Strict):
-    """A preset, optionally with design choices overridden; ``name`` labels it in results and reports."""
+class _MethodEntry(_Strict):
+    """A preset, optionally with design choices overridden; ``name`` labels it in results and reports.
+
+    The overridable fields are derived from ``MergeSettings`` (see ``MethodSpec`` below), so a new
+    setting is declared once, there.
+    """
 
     preset: str
     name: str | None = None
     k: list[int] | None = None
-    selection: Selection | None = None
-    tuning: Tuning | None = None
-    composition: Composition | None = None
-    granularity: Granularity | None = None
-    activation: Activation | None = None
-    init: Literal["zero", "uniform"] | float | None = None
-    steps: int | None = Field(default=None, ge=1)
-    lr: float | None = Field(default=None, gt=0)
-    batch_size: int | None = Field(default=None, ge=1)
-    eval_every: int | None = Field(default=None, ge=1)
-    strategy: Strategy | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -66,14 +61,37 @@ class MethodSpec(_Strict):
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, value: str) -> str:
-        if value not in PRESETS:
-            raise ValueError(f"unknown preset {value!r}; choose one of: {', '.join(sorted(PRESETS))}")
+        if value not in METHODS:
+            raise ValueError(f"unknown preset {value!r}; choose one of: {', '.join(sorted(METHODS))}")
         return value
 
     @field_validator("k", mode="before")
     @classmethod
     def _k_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("selection", check_fields=False)
+    @classmethod
+    def _known_selection(cls, value: str | None) -> str | None:
+        if value is not None and value not in STRATEGIES:
+            raise ValueError(f"unknown selection {value!r}; choose one of: {', '.join(STRATEGIES)}")
+        return value
+
+    @field_validator("tuning", check_fields=False)
+    @classmethod
+    def _known_tuning(cls, value: str | None) -> str | None:
+        if value is not None and value not in TUNERS:
+            raise ValueError(f"unknown tuning {value!r}; choose one of: {', '.join(TUNERS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _declared_params(self) -> Any:
+        method = METHODS[self.preset]
+        stray = [key for key in self.overrides() if key not in method.params]
+        if stray:
+            raise ValueError(f"{', '.join(stray)} does not apply to method {self.preset} "
+                             f"(it takes: {', '.join(method.params)})")
+        return self
 
     @property
     def label(self) -> str:
@@ -83,6 +101,20 @@ class MethodSpec(_Strict):
         """The design choices this entry changes in its preset."""
         skip = {"preset", "name", "k"}
         return {key: value for key, value in self.model_dump().items() if key not in skip and value is not None}
+
+
+def _override_fields() -> dict[str, Any]:
+    """Every ``MergeSettings`` choice as an optional field with the same type, bounds and help."""
+    hints = get_type_hints(MergeSettings)
+    out: dict[str, Any] = {}
+    for f in dataclass_fields(MergeSettings):
+        if f.name in CHOICE_FIELDS:
+            bounds = {key: f.metadata[key] for key in ("ge", "gt", "le", "lt") if key in f.metadata}
+            out[f.name] = (hints[f.name] | None, Field(default=None, description=f.metadata.get("help"), **bounds))
+    return out
+
+
+MethodSpec = create_model("MethodSpec", __base__=_MethodEntry, __module__=__name__, **_override_fields())
 
 
 class RandomInitControl(_Strict):
@@ -192,7 +224,7 @@ class ExperimentConfig(_Strict):
         if duplicates:
             raise ValueError(f"method names must be unique; repeated: {', '.join(duplicates)} (set name:)")
         for control, field in ((self.controls.random_init, "random_init"), (self.controls.in_house, "in_house")):
-            if control is not None and control.method not in labels and control.method not in PRESETS:
+            if control is not None and control.method not in labels and control.method not in METHODS:
                 raise ValueError(f"controls.{field}.method {control.method!r} is neither a method here nor a preset")
         return self
 
@@ -282,7 +314,7 @@ class ResolvedExperiment:
 
 def resolve_experiment(config: ExperimentConfig, source: str = "experiment") -> ResolvedExperiment:
     """Locate model, catalog and tasks (building the mini-hub if asked) and check k against the pool."""
-    from lora_recycle.selection.from_catalog import STRATEGIES, accepted_ids
+    from lora_recycle.selection.from_catalog import accepted_ids
 
     if config.hub is not None:
         from lora_recycle.minihub.hub import build_hub
@@ -318,13 +350,12 @@ def resolve_experiment(config: ExperimentConfig, source: str = "experiment") -> 
         raise UserError(f"{source}: field controls.in_house.tasks: unknown task(s) {', '.join(unknown)}; "
                         f"known: {', '.join(sorted(tasks))}")
     others = min((len([o for o in in_house_tasks if o != t]) for t in targets), default=0)
-    _check_against_pool(config, source, pool_size, others, STRATEGIES)
+    _check_against_pool(config, source, pool_size, others)
     return ResolvedExperiment(config, source, Path(model), base_id, Path(db), {t: Path(tasks[t]) for t in tasks},
                               targets, pool_size, in_house_tasks, model_ref, pool_ref)
 
 
-def _check_against_pool(config: ExperimentConfig, source: str, pool_size: int, others: int,
-                        strategies: tuple[str, ...]) -> None:
+def _check_against_pool(config: ExperimentConfig, source: str, pool_size: int, others: int) -> None:
     def too_large(field: str, values: list[int], limit: int) -> None:
         for k in values:
             if k > limit:
@@ -332,10 +363,6 @@ def _check_against_pool(config: ExperimentConfig, source: str, pool_size: int, o
 
     too_large("k", config.k, pool_size)
     for i, spec in enumerate(config.methods):
-        selection = spec.selection or PRESETS[spec.preset].selection
-        if selection != "all" and selection not in strategies:
-            raise UserError(f"{source}: field methods[{i}].selection: {selection!r} cannot select from a catalog "
-                            f"yet; use one of: all, {', '.join(strategies)}")
         if spec.k is not None:
             too_large(f"methods[{i}].k", spec.k, pool_size)
     random_init = config.controls.random_init

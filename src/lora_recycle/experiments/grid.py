@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from lora_recycle.experiments.config import ExperimentConfig, MethodSpec, ResolvedExperiment
-from lora_recycle.recipe.presets import MergeSettings, preset
-from lora_recycle.selection.from_catalog import SIMILARITY_STRATEGIES
+from lora_recycle.recipe.presets import preset
+from lora_recycle.recipe.settings import MergeSettings
+from lora_recycle.selection.strategies import needs_target
+from lora_recycle.tuning.target_lora import TargetLoraConfig
 
 RunKind = Literal["prompting", "target_lora", "merge"]
 PoolKind = Literal["none", "recycled", "in_house"]
@@ -37,8 +39,8 @@ class RunSpec:
     pool_ref: str
     dtype: str
     test_limit: int | None
-    target_lora: dict[str, Any] = field(default_factory=dict)
-    settings: dict[str, Any] | None = None
+    target_lora: TargetLoraConfig | None = None
+    settings: MergeSettings | None = None
     k: int | None = None
     with_target: bool = False
     pool: PoolKind = "none"
@@ -48,7 +50,7 @@ class RunSpec:
     @property
     def run_hash(self) -> str:
         """sha256 (16 hex digits) of the canonical JSON of every field."""
-        payload = json.dumps(asdict(self), sort_keys=True, default=str)
+        payload = json.dumps(self.to_dict(), sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     @property
@@ -69,15 +71,19 @@ class RunSpec:
         """The merge's full settings (only for ``kind == "merge"``)."""
         if self.settings is None:
             raise ValueError(f"run {self.label} is not a merge")
-        return MergeSettings(**self.settings)
+        return self.settings
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON data of every field (what the run hash and the results row hold)."""
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["target_lora"] = self.target_lora.identity() if self.target_lora is not None else {}
+        data["settings"] = self.settings.to_dict() if self.settings is not None else None
+        return data
 
 
 def method_settings(spec: MethodSpec, config: ExperimentConfig) -> MergeSettings:
     """A method entry's settings: its preset, its overrides, then the step budget for adaptive methods."""
-    settings = preset(spec.preset).with_overrides(**spec.overrides(), method=spec.label)
+    settings = preset(spec.preset).with_overrides(**spec.overrides())
     if settings.adaptive and spec.steps is None and config.budget.merge_steps is not None:
         settings = settings.with_overrides(steps=config.budget.merge_steps)
     return settings
@@ -96,17 +102,17 @@ def expand_runs(resolved: ResolvedExperiment, task_hashes: dict[str, str] | None
     runs: list[RunSpec] = []
 
     def add(kind: RunKind, task: str, seed: int, method: str, **extra: Any) -> None:
-        target = {"rank": budget.target_lora_rank, "alpha": 16.0, "steps": budget.target_lora_steps,
-                  "lr": budget.target_lora_lr, "seed": seed}
+        target = TargetLoraConfig(rank=budget.target_lora_rank, alpha=16.0, steps=budget.target_lora_steps,
+                                  lr=budget.target_lora_lr, seed=seed)
         settings = extra.pop("settings", None)
-        similarity = settings is not None and settings.selection in SIMILARITY_STRATEGIES  # vs the target LoRA
-        needs_target = (kind == "target_lora" or extra.get("with_target") or extra.get("pool") == "in_house"
-                        or similarity)
+        similarity = settings is not None and needs_target(settings.selection)  # compared with the target LoRA
+        uses_target = (kind == "target_lora" or extra.get("with_target") or extra.get("pool") == "in_house"
+                       or similarity)
         if settings is not None:
-            settings = asdict(settings.with_overrides(seed=seed, k=extra.get("k")))
+            settings = settings.with_overrides(seed=seed, k=extra.get("k"))
         runs.append(RunSpec(kind, task, seed, method, hashes[task], resolved.model_ref,
                             resolved.pool_ref if kind == "merge" else "", config.dtype, budget.test_limit,
-                            target if needs_target else {}, settings, **extra))
+                            target if uses_target else None, settings, **extra))
 
     for task in resolved.target_tasks:
         for seed in config.seeds:

@@ -26,6 +26,7 @@ from lora_recycle.experiments.config import ResolvedExperiment
 from lora_recycle.experiments.executors import Executor, LocalExecutor
 from lora_recycle.experiments.grid import RunSpec, expand_runs
 from lora_recycle.experiments.results import ResultsStore, library_versions
+from lora_recycle.tuning.target_lora import TargetLoraConfig
 
 TARGET_ADAPTER_ID = "target-lora"
 IN_HOUSE_PREFIX = "in-house:"
@@ -95,33 +96,31 @@ def _short_hash(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def ensure_target_lora(env: WorkerEnv, task_name: str, target: dict[str, Any], model, tokenizer,
+def ensure_target_lora(env: WorkerEnv, task_name: str, target: TargetLoraConfig, model, tokenizer,
                        device) -> tuple[Path, dict[str, Any]]:
     """The target-task LoRA of a task and seed: reused from the artifacts folder, else trained and saved.
 
     Trained into a private temporary folder and renamed into place, so a killed run never leaves a
     half-written adapter where a later run would pick it up. Returns ``(folder, training record)``.
     """
-    from lora_recycle.tuning.target_lora import TargetLoraConfig, train_target_lora
+    from lora_recycle.tuning.target_lora import train_target_lora
 
     task = _load_task(env, task_name)
     key = _short_hash({"task": task_name, "task_hash": task.content_hash(), "model": env.model_ref,
-                       "dtype": env.dtype, "config": target})
+                       "dtype": env.dtype, "config": target.identity()})
     root = Path(env.artifacts) / "target-lora"
-    final = root / f"{task_name}-seed{target['seed']}-{key}"
+    final = root / f"{task_name}-seed{target.seed}-{key}"
     record_file = final / "training.json"
     if record_file.is_file():
         return final, json.loads(record_file.read_text())
     root.mkdir(parents=True, exist_ok=True)
     scratch = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
-    config = TargetLoraConfig(rank=target["rank"], alpha=target["alpha"], steps=target["steps"], lr=target["lr"],
-                              seed=target["seed"])
-    _, loop, rank = train_target_lora(model, tokenizer, task, config, scratch, device,
+    _, loop, rank = train_target_lora(model, tokenizer, task, target, scratch, device,
                                       base_model_id=env.base_model_id)
     record = {"rank": rank, "best_step": loop.best_step, "best_validation_loss": loop.best_val_loss,
               "initial_validation_loss": loop.initial_val_loss, "train_seconds": time.perf_counter() - started,
-              "config": target}
+              "config": target.identity()}
     (scratch / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     try:
         os.rename(scratch, final)
@@ -138,7 +137,7 @@ def in_house_pool(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device)
     from lora_recycle.selection.ranking import top_k
 
     others = [t for t in env.in_house_tasks if t != spec.task]
-    dirs = {f"{IN_HOUSE_PREFIX}{t}": ensure_target_lora(env, t, {**spec.target_lora}, model, tokenizer, device)[0]
+    dirs = {f"{IN_HOUSE_PREFIX}{t}": ensure_target_lora(env, t, spec.target_lora, model, tokenizer, device)[0]
             for t in others}
     cache = Path(env.artifacts) / "in-house-scores" / (
         f"{spec.task}-{_short_hash({'task': task.content_hash(), 'pool': sorted(p.name for p in dirs.values())})}.json")
@@ -164,14 +163,15 @@ def recycled_pool(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device)
     """Adapters selected from the catalog by the method's strategy (all accepted ones for ``all``)."""
     from lora_recycle.adapters import read_peft_adapter
     from lora_recycle.pool import load_pool_adapters
-    from lora_recycle.selection.from_catalog import SIMILARITY_STRATEGIES, accepted_ids, select_from_catalog
+    from lora_recycle.selection.from_catalog import accepted_ids, select_from_catalog
+    from lora_recycle.selection.strategies import needs_target
 
     settings = spec.merge_settings()
     if settings.selection == "all":
         ids, scores = accepted_ids(env.db), {}
     else:
         target = None
-        if settings.selection in SIMILARITY_STRATEGIES:  # similarity to this task's (cached) target-task LoRA
+        if needs_target(settings.selection):  # similarity to this task's (cached) target-task LoRA
             path, _ = ensure_target_lora(env, spec.task, spec.target_lora, model, tokenizer, device)
             target = read_peft_adapter(path, adapter_id=TARGET_ADAPTER_ID)
         ids, scores = select_from_catalog(env.db, settings.selection, spec.k or 1, spec.seed, model, tokenizer, task,
@@ -325,7 +325,7 @@ def run_experiment(resolved: ResolvedExperiment, results_path: str | Path, execu
         clean_stale_artifacts(Path(env.artifacts))
         baselines = [r for r in todo if r.kind != "merge"]
         merges = [r for r in todo if r.kind == "merge"]
-        warm = sorted({r.task for r in merges if r.pool == "recycled" and r.settings["selection"] == "evaluation"})
+        warm = sorted({r.task for r in merges if r.pool == "recycled" and r.settings.selection == "evaluation"})
         finished = failed = 0
         for _, outcome in executor.map(warm_evaluation_scores, [(env, t) for t in warm]):
             if "error" in outcome:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from lora_recycle.adapters.paths import coordinates
+from lora_recycle.merging.options import Activation, Granularity, Init
 
-Granularity = Literal["model", "layer", "sublayer", "module"]
-Activation = Literal["softmax", "leaky_relu", "linear"]
 LEAKY_SLOPE = 0.01
 
 
@@ -67,7 +65,7 @@ def coefficient_groups(module_presence: dict[str, Sequence[bool]], granularity: 
     return CoefficientGroups(granularity, tuple(keys), module_group, presence)
 
 
-def initial_coefficients(groups: CoefficientGroups, init: Literal["zero", "uniform"] | float) -> torch.Tensor:
+def initial_coefficients(groups: CoefficientGroups, init: Init) -> torch.Tensor:
     """Raw coefficients ``[groups, k]``: zeros, ``1/k``, or a constant value."""
     if init == "zero":
         value = 0.0

@@ -1,8 +1,9 @@
 """Non-adaptive merges over a heterogeneous pool, one module at a time, exported as LoRA factors.
 
 Dense methods (task arithmetic, TIES, DARE) build each module's k dense deltas, merge them, and
-compress the result to ``max_rank`` by SVD (reporting the relative Frobenius error). TSV works on
-the factors directly and is exact. Adapters without a module contribute nothing there.
+compress the result to ``max_rank`` by SVD (reporting the relative Frobenius error). Factored ones
+(TSV) work on the factors directly and are exact. Adapters without a module contribute nothing there.
+Each per-module merge is one entry of ``MODULE_MERGES``; a merge method names its entry.
 """
 
 from __future__ import annotations
@@ -15,14 +16,36 @@ import torch
 from lora_recycle.adapters.lora import LoraAdapter, LoraModule, union_paths
 from lora_recycle.merging.dare import merge_dare_linear, merge_dare_ties
 from lora_recycle.merging.ties import merge_task_arithmetic, merge_ties
-from lora_recycle.merging.tsv import merge_tsv_factored
+from lora_recycle.merging.tsv import DEFAULT_KEEP, merge_tsv_factored
 from lora_recycle.registry import Registry
 
 DenseMerge = Callable[[list[torch.Tensor], torch.Tensor, float, torch.Generator], torch.Tensor]
+FactoredMerge = Callable[[list[LoraModule], float], LoraModule]
 
-# Each entry: a dense per-module merge ``fn(deltas, weights, density, generator) -> delta``.
-DENSE_METHODS: Registry[DenseMerge] = Registry("dense merge method")
-register_dense = DENSE_METHODS.decorator
+
+@dataclass(frozen=True)
+class ModuleMerge:
+    """One module's fixed-coefficient merge.
+
+    ``factored``: ``fn(modules, weight) -> LoraModule`` works on the LoRA factors and is exact; otherwise
+    ``fn(deltas, weights, density, generator) -> delta`` merges dense deltas, compressed afterwards by SVD.
+    """
+
+    fn: DenseMerge | FactoredMerge
+    factored: bool = False
+
+
+MODULE_MERGES: Registry[ModuleMerge] = Registry("non-adaptive merge")
+
+
+def register_dense(name: str) -> Callable[[DenseMerge], DenseMerge]:
+    """Decorator registering a dense per-module merge ``fn(deltas, weights, density, generator) -> delta``."""
+    return lambda fn: MODULE_MERGES.add(name, ModuleMerge(fn, factored=False)).fn
+
+
+def register_factored(name: str) -> Callable[[FactoredMerge], FactoredMerge]:
+    """Decorator registering an exact merge on factors ``fn(modules, weight) -> LoraModule`` (scale 1)."""
+    return lambda fn: MODULE_MERGES.add(name, ModuleMerge(fn, factored=True)).fn
 
 
 @register_dense("task_arithmetic")
@@ -45,7 +68,10 @@ def _dare_ties(deltas, weights, density, generator):
     return merge_dare_ties(deltas, weights, density, generator)
 
 
-NONADAPTIVE_METHODS = (*DENSE_METHODS, "tsv")
+@register_factored("tsv")
+def _tsv(modules, weight):
+    B, A = merge_tsv_factored(modules, keep=DEFAULT_KEEP, weight=weight)
+    return LoraModule(A.float(), B.float(), 1.0)
 
 
 @dataclass
@@ -71,10 +97,15 @@ def truncated_factors(delta: torch.Tensor, max_rank: int) -> tuple[torch.Tensor,
 
 
 def merge_nonadaptive(
-    adapters: list[LoraAdapter], method: str, coef: float | None = None, prune: float = 0.6,
-    max_rank: int = 64, keep: int = 8, seed: int = 0,
+    adapters: list[LoraAdapter], method: str | ModuleMerge, coef: float | None = None, prune: float = 0.6,
+    max_rank: int = 64, seed: int = 0,
 ) -> NonAdaptiveResult:
-    """Merge with fixed coefficients: ``coef`` per adapter (default 1/k), TIES/DARE keep ``1 - prune``."""
+    """Merge with fixed coefficients: ``coef`` per adapter (default 1/k), TIES/DARE keep ``1 - prune``.
+
+    ``method`` is a registered name of ``MODULE_MERGES`` or a ``ModuleMerge`` itself.
+    """
+    merge = MODULE_MERGES.lookup(method) if isinstance(method, str) else method
+    name = method if isinstance(method, str) else getattr(merge.fn, "__name__", "custom")
     k = len(adapters)
     weight = 1.0 / k if coef is None else float(coef)
     density = 1.0 - prune
@@ -83,16 +114,14 @@ def merge_nonadaptive(
     errors: dict[str, float] = {}
     for path in union_paths(adapters):
         present = [a.modules[path] for a in adapters if path in a.modules]
-        if method == "tsv":
-            B, A = merge_tsv_factored(present, keep=keep, weight=weight)
-            modules[path] = LoraModule(A.float(), B.float(), 1.0)
+        if merge.factored:
+            modules[path] = merge.fn(present, weight)
             continue
-        merge = DENSE_METHODS[method]
         deltas = [m.delta(torch.float32) for m in present]  # this module only: one dense layer at a time
-        merged = merge(deltas, torch.full((len(deltas),), weight), density, generator)
+        merged = merge.fn(deltas, torch.full((len(deltas),), weight), density, generator)
         if bool(merged.any()):
             A, B, errors[path] = truncated_factors(merged, max_rank)
             if A.shape[0]:
                 modules[path] = LoraModule(A, B, 1.0)
-    return NonAdaptiveResult(LoraAdapter(modules, f"merged-{method}", adapters[0].base_model, {"use_rslora": False}),
+    return NonAdaptiveResult(LoraAdapter(modules, f"merged-{name}", adapters[0].base_model, {"use_rslora": False}),
                              errors)

@@ -1,4 +1,4 @@
-"""The named options of a merge that the tensor maths and the merged layers share (plain Literals)."""
+"""The named options of a merge that the tensor maths and the merged layers share (plain Literals, no torch)."""
 
 from __future__ import annotations
 
@@ -8,3 +8,8 @@ from typing import Literal
 Strategy = Literal["auto", "calibrate", "factored", "materialized", "hybrid"]
 # ``delta``: sum of scaled products c_i s_i B_i A_i; ``lorahub``: (sum c_i s_i B_i)(sum c_i A_i), LoraHub's rule.
 Composition = Literal["delta", "lorahub"]
+# Which modules share one coefficient per adapter, and the activation applied to raw coefficients.
+Granularity = Literal["model", "layer", "sublayer", "module"]
+Activation = Literal["softmax", "leaky_relu", "linear"]
+# Initial raw coefficients: zeros, 1/k, or a constant.
+Init = Literal["zero", "uniform"] | float

@@ -8,13 +8,14 @@ import torch
 
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.merging.compress import compress_adapter
-from lora_recycle.merging.nonadaptive import NONADAPTIVE_METHODS, merge_nonadaptive
+from lora_recycle.merging.nonadaptive import merge_nonadaptive
 from lora_recycle.models.fresh_lora import fresh_lora
 from lora_recycle.models.inject import MergedModel
-from lora_recycle.recipe.presets import MergeSettings
+from lora_recycle.recipe.presets import METHODS
+from lora_recycle.recipe.settings import MergeSettings
 from lora_recycle.tasks.format import Task
-from lora_recycle.tuning.gradient import tune_coefficients
-from lora_recycle.tuning.loop import CoefficientFit, LoopConfig
+from lora_recycle.tuning.loop import CoefficientFit
+from lora_recycle.tuning.tuners import TUNERS
 
 
 @dataclass
@@ -30,7 +31,7 @@ class MergeOutcome:
     def record(self) -> dict:
         """JSON-ready summary for ``merge_result.json`` and ``--json`` output."""
         data = {
-            "settings": {k: v for k, v in self.settings.__dict__.items()},
+            "settings": self.settings.to_dict(),
             "adapters": list(next(iter(self.coefficients.values())).keys()) if self.coefficients else [],
             "coefficients": self.coefficients,
         }
@@ -47,33 +48,27 @@ def merge_adapters(
     model, tokenizer, task: Task | None, adapters: list[LoraAdapter], settings: MergeSettings,
     device: torch.device | str = "cpu",
 ) -> MergeOutcome:
-    """Merge ``adapters`` on ``model`` per ``settings``; the model is left exactly as it came in."""
+    """Merge ``adapters`` on ``model`` per ``settings``; the model is left exactly as it came in.
+
+    ``settings.method`` names a registered merge method (``recipe/presets.py``): one with a per-module
+    ``combine`` merges with fixed coefficients; the others mix the adapters by coefficients, learned by
+    the tuner ``settings.tuning`` (``tuning/tuners.py``) when the settings are adaptive.
+    """
     torch.manual_seed(settings.seed)
-    if settings.method in NONADAPTIVE_METHODS:
-        result = merge_nonadaptive(adapters, settings.method, settings.coef, settings.prune,
-                                   settings.max_rank or 64, seed=settings.seed)
-        weight = 1.0 / len(adapters) if settings.coef is None else settings.coef
-        coefficients = {"model": {a.adapter_id: weight for a in adapters}}
-        return MergeOutcome(result.adapter, coefficients, settings, None, result.error_summary())
-    if settings.adaptive and settings.tuning == "joint":
+    method = METHODS.lookup(settings.method)
+    if method.combine is not None:
+        return _merge_per_module(adapters, settings, method.combine)
+    tuner = TUNERS.lookup(settings.tuning) if settings.adaptive else None
+    if tuner is not None and tuner.trains_factors:
         adapters = [*adapters, fresh_lora(model, adapters, settings.seed)]
     merged = MergedModel(model, adapters, settings.granularity, settings.activation, settings.init, settings.strategy,
                          settings.composition)
     try:
         fit = None
-        if settings.adaptive:
+        if tuner is not None and tuner.tune is not None:
             if task is None:
                 raise ValueError("adaptive merging needs a task")
-            if settings.tuning == "gradient_free":
-                from lora_recycle.tuning.gradient_free import tune_gradient_free
-
-                fit = tune_gradient_free(merged, tokenizer, task, budget=settings.steps, seed=settings.seed,
-                                         device=device)
-            else:
-                config = LoopConfig(steps=settings.steps, lr=settings.lr, batch_size=settings.batch_size,
-                                    micro_batch_size=settings.batch_size, eval_every=settings.eval_every,
-                                    seed=settings.seed)
-                fit = tune_coefficients(merged, tokenizer, task, config, device, joint=settings.tuning == "joint")
+            fit = tuner.function()(merged, tokenizer, task, settings, device)
         values = fit.values if fit is not None else merged.activated().detach()
         adapter = merged.merged_adapter(values, adapter_id=f"merged-{settings.method}")
         compression = None
@@ -82,3 +77,12 @@ def merge_adapters(
         return MergeOutcome(adapter, merged.coefficient_table(values), settings, fit, compression)
     finally:
         merged.detach()
+
+
+def _merge_per_module(adapters: list[LoraAdapter], settings: MergeSettings, combine) -> MergeOutcome:
+    """A fixed-coefficient merge, one module at a time (TIES, DARE, TSV, task arithmetic, ...)."""
+    result = merge_nonadaptive(adapters, combine, settings.coef, settings.prune, settings.max_rank or 64,
+                               seed=settings.seed)
+    weight = 1.0 / len(adapters) if settings.coef is None else settings.coef
+    coefficients = {"model": {a.adapter_id: weight for a in adapters}}
+    return MergeOutcome(result.adapter, coefficients, settings, None, result.error_summary())

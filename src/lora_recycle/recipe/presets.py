@@ -1,80 +1,91 @@
-"""Merge methods as settings of one adaptive-merge configuration, plus the non-adaptive ones.
+"""The merge-method registry: each method's preset settings, paper reference and declared parameters.
 
 Presets are data, not classes (STYLE: variants are settings): ``ours`` is evaluation selection,
-gradient tuning, module granularity, leaky-ReLU, zero init, 100 steps at lr 5e-2.
+gradient tuning, module granularity, leaky-ReLU, zero init, 100 steps at lr 5e-2. Adding a method is
+one registry line here; a non-adaptive one also adds its per-module merge to ``merging/nonadaptive.py``.
+The CLI's ``--method`` choices, the experiment schema and the README's methods table read this registry.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from lora_recycle.merging.coefficients import Activation, Granularity
-from lora_recycle.merging.options import Composition, Strategy
+from lora_recycle.recipe.settings import MergeSettings
 from lora_recycle.registry import Registry
 
-Init = Literal["zero", "uniform"] | float
-Tuning = Literal["none", "gradient", "gradient_free", "joint"]
-Selection = Literal["all", "random", "evaluation", "cosine", "clamp", "abs", "quasi_fim"]
+if TYPE_CHECKING:
+    from lora_recycle.merging.nonadaptive import ModuleMerge
+
+# Parameters a user may set per kind of method (the rest of MergeSettings is the preset's business).
+ADAPTIVE_PARAMS = ("selection", "k", "tuning", "composition", "granularity", "activation", "init", "steps", "lr",
+                   "batch_size", "eval_every", "strategy", "max_rank")
+DENSE_PARAMS = ("selection", "k", "coef", "prune", "max_rank")
+FACTORED_PARAMS = ("selection", "k", "coef")
 
 
 @dataclass(frozen=True)
-class MergeSettings:
-    """Every choice of one merge; ``adaptive=False`` means fixed coefficients (no tuning)."""
+class MergeMethod:
+    """A named merge: its preset settings, where it comes from, what a user may set, and its kind.
 
-    method: str
-    adaptive: bool
-    selection: Selection = "all"
-    tuning: Tuning = "gradient"
-    k: int | None = None
-    composition: Composition = "delta"
-    granularity: Granularity = "module"
-    activation: Activation = "leaky_relu"
-    init: Init = "zero"
-    steps: int = 100
-    lr: float = 5e-2
-    batch_size: int = 8
-    eval_every: int = 10
-    seed: int = 0
-    strategy: Strategy = "auto"
-    prune: float = 0.6  # TIES/DARE: fraction of each task vector dropped (density = 1 - prune)
-    coef: float | None = None  # non-adaptive per-adapter coefficient C; None means 1/k
-    max_rank: int | None = None  # compress the export to this rank (dense methods default to 64)
+    ``factored``: the merge works on LoRA factors and exports exactly; otherwise it merges dense
+    per-module deltas and the export is an SVD compression (its error is reported). ``combine`` names
+    the fixed-coefficient per-module merge (``merging/nonadaptive.py:MODULE_MERGES``, or one given
+    directly); None means a coefficient merge of the adapters (learned when the preset is adaptive).
+    """
 
-    def with_overrides(self, **overrides) -> MergeSettings:
-        """A copy with the non-None overrides applied."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+    name: str
+    settings: MergeSettings
+    paper: str
+    params: tuple[str, ...]
+    factored: bool
+    combine: str | ModuleMerge | None = None
+
+    @property
+    def adaptive(self) -> bool:
+        return self.settings.adaptive
 
 
-_PRESETS = {
-    # Paper Table 1 and appendix C.1; k defaults to 30 (20 for pi-Tuning) when selecting from a catalog.
-    "ours": MergeSettings("ours", adaptive=True, selection="evaluation", tuning="gradient", granularity="module",
-                          activation="leaky_relu", init="zero", steps=100, lr=5e-2),
-    "adamerging": MergeSettings("adamerging", adaptive=True, selection="random", tuning="gradient",
-                                granularity="module", activation="linear", init="uniform", steps=100, lr=5e-2),
-    "pi_tuning": MergeSettings("pi_tuning", adaptive=True, selection="quasi_fim", tuning="joint", k=20,
-                               granularity="module", activation="softmax", init="zero", steps=100, lr=1e-4),
-    "lorahub": MergeSettings("lorahub", adaptive=True, selection="random", tuning="gradient_free",
-                             granularity="model", activation="linear", init="zero", steps=100,
-                             composition="lorahub"),
-    "average": MergeSettings("average", adaptive=False, selection="all", tuning="none", granularity="model",
-                             activation="linear", init="uniform"),
-    # Non-adaptive methods on per-module dense deltas (paper appendix D); C = 0.3 and p = 0.6 were
-    # among the stable TIES settings of the paper's Table 4.
-    "task_arithmetic": MergeSettings("task_arithmetic", adaptive=False, selection="random", tuning="none", coef=0.3),
-    "ties": MergeSettings("ties", adaptive=False, selection="random", tuning="none", prune=0.6, coef=0.3),
-    "tsv": MergeSettings("tsv", adaptive=False, selection="random", tuning="none"),
-    "dare_linear": MergeSettings("dare_linear", adaptive=False, selection="random", tuning="none", prune=0.6,
-                                 coef=0.3),
-    "dare_ties": MergeSettings("dare_ties", adaptive=False, selection="random", tuning="none", prune=0.6, coef=0.3),
-}
+METHODS: Registry[MergeMethod] = Registry("merge method")
 
 
-PRESETS: Registry[MergeSettings] = Registry("merge method")
-for _name, _settings in _PRESETS.items():
-    PRESETS.add(_name, _settings)
+def register_method(name: str, paper: str, params: tuple[str, ...], factored: bool,
+                    combine: str | ModuleMerge | None = None, **settings) -> MergeMethod:
+    """Register ``name`` with its preset ``MergeSettings(method=name, **settings)``."""
+    return METHODS.add(name, MergeMethod(name, MergeSettings(name, **settings), paper, params, factored, combine))
+
+
+# Paper Table 1 and appendix C.1; k defaults to 30 (20 for pi-Tuning) when selecting from a catalog.
+register_method("ours", "Liu, Je et al., The Appeal and Reality of Recycling LoRAs with Adaptive Merging (sec. 3)",
+                ADAPTIVE_PARAMS, True, adaptive=True, selection="evaluation", tuning="gradient",
+                granularity="module", activation="leaky_relu", init="zero", steps=100, lr=5e-2)
+register_method("adamerging", "Yang et al. 2023, AdaMerging (arXiv:2310.02575)", ADAPTIVE_PARAMS, True,
+                adaptive=True, selection="random", tuning="gradient", granularity="module", activation="linear",
+                init="uniform", steps=100, lr=5e-2)
+register_method("pi_tuning", "Wu et al. 2023, pi-Tuning (ICML 2023)", ADAPTIVE_PARAMS, True,
+                adaptive=True, selection="quasi_fim", tuning="joint", k=20, granularity="module",
+                activation="softmax", init="zero", steps=100, lr=1e-4)
+register_method("lorahub", "Huang et al. 2024, LoraHub (COLM 2024)", ADAPTIVE_PARAMS, True,
+                adaptive=True, selection="random", tuning="gradient_free", granularity="model", activation="linear",
+                init="zero", steps=100, composition="lorahub")
+register_method("average", "simple averaging (Wortsman et al. 2022, model soups)", ("selection", "k", "max_rank"),
+                True, adaptive=False, selection="all", tuning="none", granularity="model", activation="linear",
+                init="uniform")
+# Non-adaptive methods on per-module dense deltas (paper appendix D); C = 0.3 and p = 0.6 were
+# among the stable TIES settings of the paper's Table 4.
+register_method("task_arithmetic", "Ilharco et al. 2023, task arithmetic (ICLR 2023)",
+                ("selection", "k", "coef", "max_rank"), False,
+                combine="task_arithmetic", adaptive=False, selection="random", tuning="none", coef=0.3)
+register_method("ties", "Yadav et al. 2023, TIES-Merging (NeurIPS 2023)", DENSE_PARAMS, False,
+                combine="ties", adaptive=False, selection="random", tuning="none", prune=0.6, coef=0.3)
+register_method("tsv", "Gargiulo et al. 2025, Task Singular Vectors (CVPR 2025)", FACTORED_PARAMS, True,
+                combine="tsv", adaptive=False, selection="random", tuning="none")
+register_method("dare_linear", "Yu et al. 2024, DARE (ICML 2024)", DENSE_PARAMS, False,
+                combine="dare_linear", adaptive=False, selection="random", tuning="none", prune=0.6, coef=0.3)
+register_method("dare_ties", "Yu et al. 2024, DARE (ICML 2024) with TIES sign election", DENSE_PARAMS, False,
+                combine="dare_ties", adaptive=False, selection="random", tuning="none", prune=0.6, coef=0.3)
 
 
 def preset(name: str) -> MergeSettings:
     """The settings of a named method; unknown names get a one-line error suggesting close ones."""
-    return PRESETS.lookup(name)
+    return METHODS.lookup(name).settings

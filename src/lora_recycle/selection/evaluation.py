@@ -30,3 +30,8 @@ def evaluation_scores(
         with folded(model, adapter):
             scores[adapter_id] = evaluate_task(model, tokenizer, task, split, device, limit).accuracy
     return scores
+
+
+def strategy_scores(name: str, inputs, ids: list[str]) -> dict[str, float]:
+    """The ``evaluation`` selection strategy's scores (see ``selection/strategies.py``)."""
+    return evaluation_scores(inputs.model, inputs.tokenizer, inputs.task, ids, inputs.load, device=inputs.device)

@@ -9,14 +9,9 @@ import torch
 
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.errors import UserError
-from lora_recycle.selection.evaluation import evaluation_scores
-from lora_recycle.selection.random import select_random
 from lora_recycle.selection.ranking import top_k
-from lora_recycle.selection.similarity import similarity_scores
+from lora_recycle.selection.strategies import STRATEGIES, ScoringInputs, choose, score
 from lora_recycle.tasks.format import Task
-
-STRATEGIES = ("random", "evaluation", "cosine", "clamp", "abs", "quasi_fim")
-SIMILARITY_STRATEGIES = ("cosine", "clamp", "abs", "quasi_fim")
 
 
 def adapter_fingerprint(adapter: LoraAdapter) -> str:
@@ -47,8 +42,9 @@ def select_from_catalog(
 ) -> tuple[list[str], dict[str, float]]:
     """``(selected ids, scores)``; scores are computed once per task (and target LoRA) and cached in the catalog.
 
-    Similarity strategies (cosine, clamp, abs, quasi_fim) compare each adapter with ``target``, the
-    target-task LoRA; evaluation scores each adapter's accuracy on the task's training examples.
+    ``strategy`` is a name in ``selection/strategies.py``. Similarity strategies (cosine, clamp, abs,
+    quasi_fim) compare each adapter with ``target``, the target-task LoRA; evaluation scores each
+    adapter's accuracy on the task's training examples.
     """
     from lora_recycle.pool import Catalog, load_pool_adapters
 
@@ -58,35 +54,29 @@ def select_from_catalog(
     if k < 1:
         raise UserError(f"--k must be at least 1, got {k}")
     k = min(k, len(ids))
-    if strategy == "random":
-        return select_random(ids, k, seed), {}
-    if strategy not in STRATEGIES:
-        raise UserError(f"unknown selection {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    chosen = STRATEGIES.lookup(strategy)
+    if not chosen.scored:
+        return choose(chosen, ids, k, seed), {}
 
     def load(adapter_id: str) -> LoraAdapter:
         return load_pool_adapters(db_path, [adapter_id])[0]
 
-    if strategy == "evaluation":
+    if chosen.needs == "model":
         if task is None or model is None:
-            raise UserError("evaluation selection needs --task and --model")
-        key, kind = task.content_hash(), "evaluation"
-
-        def compute(missing: list[str]) -> dict[str, float]:
-            return evaluation_scores(model, tokenizer, task, missing, load, device=device)
-    else:
+            raise UserError(f"{strategy} selection needs --task and --model")
+        key = task.content_hash()
+    elif chosen.needs == "target":
         if target is None:
             raise UserError(f"{strategy} selection compares adapters with a target-task LoRA: give --target-lora DIR")
-        key, kind = adapter_fingerprint(target), strategy
-
-        def compute(missing: list[str]) -> dict[str, float]:
-            return similarity_scores(strategy, target, missing, load)
-
+        key = adapter_fingerprint(target)
+    else:
+        key = "pool"
     with Catalog(db_path) as catalog:
-        cached = catalog.get_scores(key, kind, ids)
+        cached = catalog.get_scores(key, strategy, ids)
     missing = [i for i in ids if i not in cached]
     if missing:
-        fresh = compute(missing)
+        fresh = score(chosen, ScoringInputs(model, tokenizer, task, device, target, load), missing)
         with Catalog(db_path) as catalog:
-            catalog.put_scores(key, kind, fresh)
+            catalog.put_scores(key, strategy, fresh)
         cached.update(fresh)
     return top_k(cached, k), cached

@@ -252,3 +252,8 @@ def similarity_scores(
     ids = list(adapter_ids)
     similarity = get_similarity(name)
     return dict(zip(ids, similarity.scores(target, (load(i) for i in ids)), strict=True))
+
+
+def strategy_scores(name: str, inputs, ids: list[str]) -> dict[str, float]:
+    """A similarity selection strategy's scores: the registered similarity ``name`` to the target LoRA."""
+    return similarity_scores(name, inputs.target, ids, inputs.load)

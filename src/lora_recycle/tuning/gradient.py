@@ -74,3 +74,20 @@ def tune_coefficients(
     merged.apply_coefficients(values)
     loop.best_state = loop.best_state[0]
     return CoefficientFit(values, merged.raw.detach().clone(), loop)
+
+
+def _loop_config(settings) -> LoopConfig:
+    return LoopConfig(steps=settings.steps, lr=settings.lr, batch_size=settings.batch_size,
+                      micro_batch_size=settings.batch_size, eval_every=settings.eval_every, seed=settings.seed)
+
+
+def tune_gradient(merged: MergedModel, tokenizer, task: Task, settings, device: torch.device | str = "cpu"
+                  ) -> CoefficientFit:
+    """The ``gradient`` tuner: coefficients only, per the merge's settings."""
+    return tune_coefficients(merged, tokenizer, task, _loop_config(settings), device)
+
+
+def tune_joint(merged: MergedModel, tokenizer, task: Task, settings, device: torch.device | str = "cpu"
+               ) -> CoefficientFit:
+    """The ``joint`` tuner (pi-Tuning): coefficients and every attached adapter's factors."""
+    return tune_coefficients(merged, tokenizer, task, _loop_config(settings), device, joint=True)

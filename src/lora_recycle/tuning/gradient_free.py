@@ -58,3 +58,8 @@ def tune_gradient_free(
     best_index = min(range(len(history)), key=lambda i: history[i]["objective"])
     loop = LoopResult(best_raw, best_index, best_value, history[0]["objective"], history)
     return CoefficientFit(values, best_raw, loop)
+
+
+def tune(merged: MergedModel, tokenizer, task: Task, settings, device: torch.device | str = "cpu") -> CoefficientFit:
+    """The ``gradient_free`` tuner: ``settings.steps`` evaluations, seeded by ``settings.seed``."""
+    return tune_gradient_free(merged, tokenizer, task, budget=settings.steps, seed=settings.seed, device=device)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -33,6 +33,16 @@ class TargetLoraConfig:
     target_modules: tuple[str, ...] = MODULE_TYPES
     use_rslora: bool = False
     keep_initial: bool = True  # False for published pool adapters: never save the untrained (B = 0) state
+
+    def identity(self) -> dict:
+        """What identifies the trained LoRA in caches and run hashes: rank, alpha, steps, lr and seed, plus
+        any other field changed from its default (so existing hashes stay valid)."""
+        always = ("rank", "alpha", "steps", "lr", "seed")
+        default = TargetLoraConfig()
+        data = {name: getattr(self, name) for name in always}
+        data.update({f.name: getattr(self, f.name) for f in fields(self)
+                     if f.name not in always and getattr(self, f.name) != getattr(default, f.name)})
+        return data
 
 
 def capped_rank(model: nn.Module, rank: int, target_modules: tuple[str, ...]) -> int:

@@ -1,0 +1,53 @@
+"""``MergeSettings``: every choice of one merge, the one schema the CLI, the presets and experiments share.
+
+Each field carries its bounds and help text as metadata, so the experiment schema (``MethodSpec``) is
+derived from it rather than re-declared. ``selection`` and ``tuning`` name entries of their registries
+(``selection/strategies.py``, ``tuning/tuners.py``); ``method`` names a merge method (``recipe/presets.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from lora_recycle.merging.options import Activation, Composition, Granularity, Init, Strategy
+
+
+def _opt(default: Any, help: str, **bounds: float) -> Any:
+    return field(default=default, metadata={"help": help, **bounds})
+
+
+@dataclass(frozen=True)
+class MergeSettings:
+    """Every choice of one merge; ``adaptive=False`` means fixed coefficients (no tuning)."""
+
+    method: str
+    adaptive: bool
+    selection: str = _opt("all", "How adapters are picked from a catalog (a selection strategy).")
+    tuning: str = _opt("gradient", "How coefficients are learned (a tuner).")
+    k: int | None = _opt(None, "How many adapters to select.", ge=1)
+    composition: Composition = _opt("delta", "delta: sum of c_i B_i A_i; lorahub: (sum c_i B_i)(sum c_i A_i).")
+    granularity: Granularity = _opt("module", "Which modules share a coefficient: model, layer, sublayer, module.")
+    activation: Activation = _opt("leaky_relu", "Activation of the raw coefficients: softmax, leaky_relu, linear.")
+    init: Init = _opt("zero", "Initial raw coefficients: zero, uniform (1/k) or a number.")
+    steps: int = _opt(100, "Tuning steps (gradient) or evaluations (gradient-free).", ge=1)
+    lr: float = _opt(5e-2, "Learning rate of gradient tuning.", gt=0)
+    batch_size: int = _opt(8, "Examples per tuning step.", ge=1)
+    eval_every: int = _opt(10, "Validate every N steps (the best snapshot is kept).", ge=1)
+    seed: int = _opt(0, "Seed of every random choice.")
+    strategy: Strategy = _opt("auto", "How merged layers compute: auto, calibrate, factored, materialized, hybrid.")
+    prune: float = _opt(0.6, "TIES/DARE: fraction of each task vector dropped (density = 1 - prune).", ge=0, lt=1)
+    coef: float | None = _opt(None, "Non-adaptive coefficient C per adapter (None: 1/k).")
+    max_rank: int | None = _opt(None, "Compress the export to this rank (dense methods default to 64).", ge=1)
+
+    def with_overrides(self, **overrides) -> MergeSettings:
+        """A copy with the non-None overrides applied."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values, in field order."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+# Fields a method entry or the CLI may change; method and adaptive come from the preset, seed and k from the run.
+CHOICE_FIELDS = tuple(f.name for f in fields(MergeSettings) if f.name not in ("method", "adaptive", "seed", "k"))

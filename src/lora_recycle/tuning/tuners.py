@@ -1,0 +1,52 @@
+"""The tuner registry: how an adaptive merge learns its coefficients (``MergeSettings.tuning``).
+
+Entries name their implementation as ``"module:function"`` so the CLI can list them without importing
+torch. A tuner is ``tune(merged, tokenizer, task, settings, device) -> CoefficientFit``; ``settings``
+is the merge's ``MergeSettings``. Adding a tuner is one file plus one ``register_tuner`` line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lora_recycle.registry import Registry, resolve
+
+
+@dataclass(frozen=True)
+class Tuner:
+    """A named way to learn coefficients; ``tune`` None means fixed coefficients (non-adaptive methods).
+
+    ``trains_factors``: the adapters' A/B train too and one fresh LoRA joins the pool (pi-Tuning).
+    """
+
+    name: str
+    help: str
+    tune: str | Callable | None = None
+    trains_factors: bool = False
+
+    def function(self) -> Callable:
+        return resolve(self.tune)
+
+
+TUNERS: Registry[Tuner] = Registry("tuning")
+
+
+def register_tuner(name: str, help: str, tune: str | Callable | None, trains_factors: bool = False) -> Tuner:
+    return TUNERS.add(name, Tuner(name, help, tune, trains_factors))
+
+
+register_tuner("none", "fixed coefficients", None)
+register_tuner("gradient", "AdamW on the answer-token loss, cosine schedule; the lowest-validation-loss snapshot "
+               "is kept",
+               "lora_recycle.tuning.gradient:tune_gradient")
+register_tuner("joint", "gradient tuning of the coefficients and every adapter's A/B, plus one fresh LoRA "
+               "(A ~ N(0, 0.01), B = 0) (pi-Tuning)",
+               "lora_recycle.tuning.gradient:tune_joint", trains_factors=True)
+register_tuner("gradient_free", "nevergrad NGOpt, raw coefficients in [-1.5, 1.5], objective = loss on all examples "
+               "+ 0.05 mean abs w (LoraHub)", "lora_recycle.tuning.gradient_free:tune")
+
+
+def adaptive_tuners() -> tuple[str, ...]:
+    """Names of the tuners that learn something (what ``--tuning`` accepts)."""
+    return tuple(name for name, tuner in TUNERS.items() if tuner.tune is not None)
