@@ -51,7 +51,7 @@ def test_select_random_is_seeded(capsys, pool_db, tiny_model_dir, colour_task_di
 def test_merge_from_db(capsys, tmp_path, pool_db, tiny_model_dir, colour_task_dir):
     capsys.readouterr()
     code = main(["merge", "--model", str(tiny_model_dir), "--task", str(colour_task_dir), "--db", str(pool_db),
-                 "--ids", "qv_r8", "--ids", "patterns", "--method", "ours", "--steps", "2",
+                 "--ids", "qv_r8", "patterns", "--method", "ours", "--steps", "2",
                  "--out", str(tmp_path / "m"), "--json"])
     assert code == 0
     assert json.loads(capsys.readouterr().out)["selected"] == ["qv_r8", "patterns"]
@@ -60,6 +60,20 @@ def test_merge_from_db(capsys, tmp_path, pool_db, tiny_model_dir, colour_task_di
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert len(summary["selected"]) == 2 and len(summary["scores"]) == 4
+
+
+def test_k_above_the_pool_says_how_many_were_used(capsys, tmp_path, pool_db, tiny_model_dir, colour_task_dir):
+    capsys.readouterr()
+    code = main(["select", "--model", str(tiny_model_dir), "--db", str(pool_db), "--task", str(colour_task_dir),
+                 "--strategy", "random", "--k", "50", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0 and len(json.loads(captured.out)["selected"]) == 4
+    assert "warning: --k 50" in captured.err and "only 4 accepted adapters; using all 4" in captured.err
+    code = main(["merge", "--model", str(tiny_model_dir), "--db", str(pool_db), "--method", "average", "--k", "9",
+                 "--out", str(tmp_path / "m"), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0 and len(json.loads(captured.out)["selected"]) == 4
+    assert "--k 9" in captured.err and "using all 4" in captured.err
 
 
 def test_unknown_id_is_a_clear_error(capsys, tmp_path, pool_db, tiny_model_dir):

@@ -35,24 +35,37 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns the process exit code."""
+    """Entry point of the console script; returns the process exit code.
+
+    Usage errors of the CLI library (click, or typer's vendored copy of it) and ``UserError`` each end as one
+    ``error: ...`` line on stderr (a usage error adds one ``usage:`` line) and exit code 2, never a traceback.
+    """
+    from lora_recycle.cli import usage
+    from lora_recycle.cli.lists import expand_for_command
+
     _register()
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, standalone_mode=False)
+        args = expand_for_command(typer.main.get_command(app), args)
+        app(args=args, prog_name="lora-recycle", standalone_mode=False)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {usage.one_line(exc)}", file=sys.stderr)
         return 2
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         print("aborted", file=sys.stderr)
         return 130
-    except typer.Exit as exc:
-        return exc.exit_code
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
+    except Exception as exc:
+        if usage.is_help_request(exc):  # a bare group or command: its help, as asked for by no_args_is_help
+            print(exc.format_message())
+            return 0
+        if usage.is_cli_exception(exc):
+            print("\n".join(usage.error_lines(exc)), file=sys.stderr)
+            return usage.exit_code_of(exc)
+        if usage.is_exit(exc):
+            return usage.exit_code_of(exc)
+        if usage.is_abort(exc):
+            print("aborted", file=sys.stderr)
+            return 130
         raise
     return 0
 

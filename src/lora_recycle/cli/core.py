@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from lora_recycle.cli.checks import fraction, positive
 from lora_recycle.cli.output import emit_json, info
 from lora_recycle.recipe import choices
 
@@ -22,7 +23,7 @@ def evaluate(
     task: TaskOpt,
     adapter: Annotated[Path | None, typer.Option("--adapter", help="PEFT LoRA adapter directory to apply.")] = None,
     split: Annotated[str, typer.Option("--split", help="test, train or val.")] = "test",
-    limit: Annotated[int | None, typer.Option("--limit", help="Score only the first N examples.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Score only the first N examples.")] = None,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
     as_json: JsonOpt = False,
@@ -54,9 +55,9 @@ def train_lora(
     task: TaskOpt,
     out: Annotated[Path, typer.Option("--out", help="Directory to write the PEFT adapter to.")],
     rank: Annotated[int, typer.Option("--rank", min=1)] = 64,
-    alpha: Annotated[float, typer.Option("--alpha")] = 16.0,
+    alpha: Annotated[float, typer.Option("--alpha", callback=positive)] = 16.0,
     steps: Annotated[int, typer.Option("--steps", min=1)] = 400,
-    lr: Annotated[float, typer.Option("--lr")] = 3e-4,
+    lr: Annotated[float, typer.Option("--lr", callback=positive)] = 3e-4,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
@@ -85,7 +86,8 @@ def merge(
     model: ModelOpt,
     out: Annotated[Path, typer.Option("--out", help="Directory to write the merged PEFT adapter to.")],
     task: Annotated[Path | None, typer.Option("--task", help="Task directory (needed by adaptive methods).")] = None,
-    adapters: Annotated[list[Path] | None, typer.Option("--adapters", help="Adapter directories to merge.")] = None,
+    adapters: Annotated[list[Path] | None, typer.Option(
+        "--adapters", help="Adapter directories to merge: --adapters A B C, or the flag repeated.")] = None,
     target_lora: Annotated[
         Path | None,
         typer.Option("--target-lora", "--include-target-lora", help="A target-task LoRA to add to the pool."),
@@ -97,14 +99,17 @@ def merge(
         bool, typer.Option("--merge-into-base", help="Save a full transformers model instead of an adapter.")
     ] = False,
     db: Annotated[Path | None, typer.Option("--db", help="Pool catalog to take adapters from.")] = None,
-    ids: Annotated[list[str] | None, typer.Option("--ids", help="Catalog ids to merge (else selected).")] = None,
+    ids: Annotated[list[str] | None, typer.Option(
+        "--ids", help="Catalog ids to merge, space-separated or repeated (else selected).")] = None,
     selection: Annotated[str | None, typer.Option(
         "--selection", help=f"{choices.selection_help()} (with --db).")] = None,
-    k: Annotated[int | None, typer.Option("--k", help="How many adapters to select from --db.")] = None,
+    k: Annotated[int | None, typer.Option("--k", min=1, help="How many adapters to select from --db.")] = None,
     method: Annotated[str, typer.Option("--method", help=f"{choices.methods_help()}.")] = "ours",
     tuning: Annotated[str | None, typer.Option("--tuning", help=f"{choices.tuning_help()}.")] = None,
     init: Annotated[str | None, typer.Option("--init", help="zero, uniform (1/k) or a number.")] = None,
-    prune: Annotated[float | None, typer.Option("--prune", min=0.0, max=0.99, help="TIES/DARE drop fraction.")] = None,
+    prune: Annotated[
+        float | None, typer.Option("--prune", callback=fraction, help="TIES/DARE drop fraction in [0, 1).")
+    ] = None,
     coef: Annotated[float | None, typer.Option("--coef", help="Non-adaptive coefficient C per adapter.")] = None,
     max_rank: Annotated[int | None, typer.Option("--max-rank", min=1, help="Compress the export to rank R.")] = None,
     granularity: Annotated[
@@ -112,7 +117,7 @@ def merge(
     activation: Annotated[
         str | None, typer.Option("--activation", help=f"{choices.names(choices.ACTIVATIONS)}.")] = None,
     steps: Annotated[int | None, typer.Option("--steps", min=1)] = None,
-    lr: Annotated[float | None, typer.Option("--lr")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", callback=positive)] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     strategy: Annotated[
         str | None, typer.Option("--strategy", help=f"{choices.names(choices.STRATEGIES_OF_LAYERS)}.")
@@ -173,6 +178,7 @@ def merge(
             selected = accepted_ids(db)
         else:
             strategy = "random" if settings.selection == "all" else settings.selection
+            _warn_if_k_exceeds_pool(db, settings.k or 30)
             selected, scores = select_from_catalog(db, strategy, settings.k or 30, settings.seed, base, tokenizer,
                                                    loaded_task, dev, target)
         pool += load_pool_adapters(db, selected)
@@ -240,6 +246,7 @@ def select(
     loaded_task = load_task(task)
     target = read_peft_adapter(target_lora, adapter_id=f"target:{target_lora.name}") if target_lora else None
     dev = resolve_device(device)
+    _warn_if_k_exceeds_pool(db, k)
     needs_model = choices.STRATEGIES[strategy].needs == "model"
     base, tokenizer = load_base_model(model, dev, dtype) if needs_model else (None, None)
     selected, scores = select_from_catalog(db, strategy, k, seed, base, tokenizer, loaded_task, dev, target)
@@ -251,6 +258,15 @@ def select(
         for adapter_id in selected:
             score = scores.get(adapter_id)
             print(adapter_id if score is None else f"{adapter_id}\t{score:.4f}")
+
+
+def _warn_if_k_exceeds_pool(db: Path, k: int) -> None:
+    """Say so when the catalog holds fewer accepted adapters than asked for (all of them are then used)."""
+    from lora_recycle.selection.from_catalog import accepted_ids
+
+    available = len(accepted_ids(db))
+    if 0 < available < k:
+        info(f"warning: --k {k} but {db} has only {available} accepted adapters; using all {available}")
 
 
 def _parse_float(flag: str, value: str) -> float:

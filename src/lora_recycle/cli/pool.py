@@ -25,7 +25,9 @@ PickleOpt = Annotated[
     bool,
     typer.Option("--allow-pickle", help="Read .bin/.pt weights, with torch.load(weights_only=True) only."),
 ]
-AliasOpt = Annotated[list[str] | None, typer.Option("--alias", help="Another name of the base model (repeatable).")]
+AliasOpt = Annotated[
+    list[str] | None, typer.Option("--alias", help="Other names of the base model (space-separated or repeated).")
+]
 OutlierOpt = Annotated[
     float,
     typer.Option("--max-outlier-ratio", min=0.0, help="Reject when ||delta||_F / ||W||_F exceeds this."),
