@@ -7,17 +7,16 @@ Canonical factors are therefore ``A = lora_a.T`` and ``B = lora_b.T`` with that 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from lora_recycle.adapters.card import read_card_data
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.adapters.paths import peft_key
 from lora_recycle.adapters.peft_io import CONFIG_NAME, adapter_from_tensors, read_adapter_config
+from lora_recycle.adapters.untrusted import read_json_file
+from lora_recycle.adapters.weights_file import load_safetensors
 from lora_recycle.errors import UserError
 
 MLX_WEIGHTS_NAME = "adapters.safetensors"
@@ -36,8 +35,8 @@ def is_mlx_adapter(directory: str | Path) -> bool:
     if not config_file.is_file():
         return False
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        config = read_json_file(config_file)
+    except UserError:
         return False
     return isinstance(config, dict) and "lora_parameters" in config
 
@@ -90,7 +89,9 @@ def mlx_to_peft(tensors: dict[str, torch.Tensor], config: dict, where: str) -> t
     return converted, peft_config
 
 
-def read_mlx_adapter(directory: str | Path, adapter_id: str | None = None) -> LoraAdapter:
+def read_mlx_adapter(
+    directory: str | Path, adapter_id: str | None = None, expected_sha256: str | None = None
+) -> LoraAdapter:
     """Read an mlx-lm LoRA adapter directory into canonical form; raises UserError naming the problem."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -99,10 +100,7 @@ def read_mlx_adapter(directory: str | Path, adapter_id: str | None = None) -> Lo
     weights = directory / MLX_WEIGHTS_NAME
     if not weights.is_file():
         raise UserError(f"{directory}: no {MLX_WEIGHTS_NAME} found")
-    try:
-        tensors = load_file(weights)
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{weights}: unreadable safetensors file ({exc})") from None
+    tensors = load_safetensors(weights, expected_sha256)
     peft_tensors, peft_config = mlx_to_peft(tensors, config, str(directory))
     adapter = adapter_from_tensors(peft_tensors, peft_config, str(directory), adapter_id or str(directory))
     card = read_card_data(directory)

@@ -7,19 +7,21 @@ key variants seen in the wild (with or without ``base_model.model.``, with ``.de
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from lora_recycle.adapters.card import read_card_data
+from lora_recycle.adapters.finite import require_finite, require_finite_tensors
 from lora_recycle.adapters.lora import LoraAdapter, LoraModule, lora_scale
+from lora_recycle.adapters.lora_config import lora_numbers
 from lora_recycle.adapters.paths import canonical_path, coordinates, peft_key
+from lora_recycle.adapters.patterns import pattern_value  # noqa: F401 - part of this module's API
+from lora_recycle.adapters.untrusted import read_json_file
+from lora_recycle.adapters.weights_file import load_pickle_weights, load_safetensors
 from lora_recycle.errors import UserError
-from lora_recycle.user_files import read_json
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -29,20 +31,12 @@ FORMAT_VERSION = 1
 SERVABLE_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
-def pattern_value(patterns: dict, path: str, default):
-    """PEFT's rule for ``rank_pattern`` / ``alpha_pattern``: the first key matching the end of the path."""
-    for key, value in patterns.items():
-        if re.match(rf"(.*\.)?({key})$", path):
-            return value
-    return default
-
-
 def read_adapter_config(directory: Path) -> dict:
-    """Parse ``adapter_config.json``, raising a one-line UserError naming the file on any problem."""
+    """Parse ``adapter_config.json`` (size- and depth-capped), raising a one-line UserError naming the file."""
     config_file = Path(directory) / CONFIG_NAME
     if not config_file.is_file():
         raise UserError(f"{config_file}: not found (is {directory} a PEFT adapter directory?)")
-    config = read_json(config_file)
+    config = read_json_file(config_file)
     if not isinstance(config, dict):
         raise UserError(f"{config_file}: expected a JSON object")
     return config
@@ -63,23 +57,22 @@ def check_lora_config(config: dict, where: str) -> None:
             raise UserError(f"{where}: field {key} must be a number, got {config[key]!r}")
 
 
-def load_adapter_tensors(directory: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """Load the weight tensors of an adapter directory; pickle only when allowed, and then weights-only."""
+def load_adapter_tensors(
+    directory: Path, allow_pickle: bool = False, expected_sha256: str | None = None
+) -> dict[str, torch.Tensor]:
+    """Load the weight tensors of an adapter directory; pickle only when allowed, and then weights-only.
+
+    ``expected_sha256`` (a pool catalog's record) refuses a weights file whose content has changed.
+    """
     directory = Path(directory)
     weights = directory / WEIGHTS_NAME
     if weights.is_file():
-        try:
-            return load_file(weights)
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise UserError(f"{weights}: unreadable safetensors file ({exc})") from None
+        return load_safetensors(weights, expected_sha256)
     pickle_file = directory / PICKLE_WEIGHTS_NAME
     if pickle_file.is_file():
         if not allow_pickle:
             raise UserError(f"{pickle_file}: pickle weights are not loaded unless pickle is explicitly allowed")
-        try:
-            return torch.load(pickle_file, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise UserError(f"{pickle_file}: unreadable weights ({type(exc).__name__})") from None
+        return load_pickle_weights(pickle_file, expected_sha256)
     raise UserError(f"{directory}: no {WEIGHTS_NAME} found")
 
 
@@ -95,11 +88,7 @@ def adapter_from_tensors(
             raise UserError(f"{where}: tensor {key} is not a LoRA factor (unsupported adapter content)")
         path, factor = parsed
         factors.setdefault(path, {})[factor] = tensor
-    rank_pattern = config.get("rank_pattern") or {}
-    alpha_pattern = config.get("alpha_pattern") or {}
-    use_rslora = bool(config.get("use_rslora", False))
-    default_rank = config.get("r", 8)
-    default_alpha = config.get("lora_alpha", default_rank)
+    numbers = lora_numbers(config, where)
     modules: dict[str, LoraModule] = {}
     for path, pair in factors.items():
         if set(pair) != {"A", "B"}:
@@ -107,30 +96,40 @@ def adapter_from_tensors(
         A, B = pair["A"], pair["B"]
         if A.dim() != 2 or B.dim() != 2 or A.shape[0] != B.shape[1]:
             raise UserError(f"{where}: module {path} has inconsistent shapes A {tuple(A.shape)} B {tuple(B.shape)}")
-        rank = int(pattern_value(rank_pattern, path, default_rank))
+        rank = numbers.module_rank(path, where)
         if rank != A.shape[0]:
             raise UserError(f"{where}: module {path} has rank {A.shape[0]} but the config says r={rank}")
-        alpha = float(pattern_value(alpha_pattern, path, default_alpha))
-        modules[path] = LoraModule(A=A, B=B, scale=lora_scale(alpha, rank, use_rslora))
+        alpha = numbers.module_alpha(path, where)
+        modules[path] = LoraModule(A=A, B=B, scale=lora_scale(alpha, rank, numbers.use_rslora))
     if not modules:
         raise UserError(f"{where}: no LoRA tensors")
     metadata = {
-        "r": default_rank,
-        "lora_alpha": default_alpha,
-        "use_rslora": use_rslora,
+        "r": numbers.rank,
+        "lora_alpha": numbers.alpha,
+        "use_rslora": numbers.use_rslora,
         "target_modules": config.get("target_modules"),
     }
-    return LoraAdapter(modules, adapter_id, config.get("base_model_name_or_path"), metadata)
+    adapter = LoraAdapter(modules, adapter_id, config.get("base_model_name_or_path"), metadata)
+    require_finite(adapter, where)
+    return adapter
 
 
-def read_peft_adapter(directory: str | Path, allow_pickle: bool = False, adapter_id: str | None = None) -> LoraAdapter:
-    """Read a PEFT LoRA adapter directory into canonical form; raises UserError naming the problem."""
+def read_peft_adapter(
+    directory: str | Path,
+    allow_pickle: bool = False,
+    adapter_id: str | None = None,
+    expected_sha256: str | None = None,
+) -> LoraAdapter:
+    """Read a PEFT LoRA adapter directory into canonical form; raises UserError naming the problem.
+
+    Every factor and scale must be finite; ``expected_sha256`` pins the weights file's content.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"{directory}: adapter directory not found")
     config = read_adapter_config(directory)
     check_lora_config(config, str(directory))
-    tensors = load_adapter_tensors(directory, allow_pickle=allow_pickle)
+    tensors = load_adapter_tensors(directory, allow_pickle=allow_pickle, expected_sha256=expected_sha256)
     adapter = adapter_from_tensors(tensors, config, str(directory), adapter_id or str(directory))
     card = read_card_data(directory)
     adapter.metadata["license"] = card.get("license")
@@ -225,6 +224,7 @@ def write_peft_adapter(
         "modules_to_save": None,
         "inference_mode": True,
     }
+    require_finite_tensors(tensors, f"adapter for {directory}")
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt"})
     return directory

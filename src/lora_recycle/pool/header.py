@@ -68,11 +68,18 @@ def read_safetensors_header(path: Path, max_header_bytes: int = MAX_HEADER_BYTES
             raise HeaderError("truncated header")
         raw = handle.read(length)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HeaderError(f"header is not JSON ({exc.__class__.__name__})") from None
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise HeaderError("header JSON is nested too deeply") from None
+    except HeaderError:
+        raise
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HeaderError(f"header is not JSON ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(header, dict):
         raise HeaderError("header is not a JSON object")
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise HeaderError("__metadata__ must map strings to strings")
     data_size = size - 8 - length
     tensors: dict[str, TensorInfo] = {}
     for name, entry in header.items():
@@ -80,7 +87,28 @@ def read_safetensors_header(path: Path, max_header_bytes: int = MAX_HEADER_BYTES
             continue
         info = _tensor_info(name, entry, data_size)
         tensors[name] = TensorInfo(info.dtype, info.shape, 8 + length + info.start, 8 + length + info.end)
+    check_layout(tensors, 8 + length, size)
     return tensors
+
+
+def check_layout(tensors: dict[str, TensorInfo], data_start: int, file_size: int) -> None:
+    """The safetensors rule: tensors tile the data section exactly (no gaps, no overlaps, no trailing bytes)."""
+    position = data_start
+    for name, info in sorted(tensors.items(), key=lambda item: (item[1].start, item[1].end)):
+        if info.start < position:
+            raise HeaderError(f"tensor {name}: data overlaps the previous tensor")
+        if info.start > position:
+            raise HeaderError(f"tensor {name}: {info.start - position} unused bytes before its data")
+        position = info.end
+    if position != file_size:
+        raise HeaderError(f"{file_size - position} unused bytes after the last tensor")
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise HeaderError("header repeats a tensor name")
+    return dict(pairs)
 
 
 def read_tensor(handle: BinaryIO, info: TensorInfo) -> torch.Tensor:

@@ -16,7 +16,8 @@ from lora_recycle.pool.sources import Candidate
 def load_pool_adapters(db_path: str | Path, ids: Sequence[str]) -> list[LoraAdapter]:
     """Read the accepted adapters ``ids`` (in that order) from the pool catalog ``db_path``.
 
-    Refuses unknown or rejected ids, and adapters whose files changed since the scan, with a UserError.
+    Refuses unknown or rejected ids, and adapters whose files changed since the scan (size, mtime, config
+    and card content, weights sha256), with a UserError. Factors must be finite.
     """
     if not ids:
         raise UserError("no adapter ids given")
@@ -34,7 +35,9 @@ def load_pool_adapters(db_path: str | Path, ids: Sequence[str]) -> list[LoraAdap
         if file_fingerprint(candidate) != row["fingerprint"]:
             raise UserError(f"adapter {adapter_id}: files in {row['path']} changed since the scan; re-run pool scan")
         allow_pickle = str(row["format"]).endswith("-pickle")  # the user opted in when scanning
-        adapter = read_adapter(row["path"], allow_pickle=allow_pickle, adapter_id=adapter_id)
+        # the weights are parsed from the very bytes whose sha256 must equal the one recorded at scan time
+        adapter = read_adapter(row["path"], allow_pickle=allow_pickle, adapter_id=adapter_id,
+                               expected_sha256=row["sha256"])
         adapter.metadata.update(
             license=row["license"], contributor=row["contributor"], source=row["source"], sha256=row["sha256"]
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -13,13 +14,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lora_recycle.adapters.peft_io import CONFIG_NAME
+from lora_recycle.adapters.untrusted import MAX_CONFIG_BYTES
 from lora_recycle.pool.base_spec import BaseModelSpec
 from lora_recycle.pool.catalog import AdapterRecord, Catalog, ModuleRow
 from lora_recycle.pool.sources import CARD_NAME, MARKER_NAMES, Candidate, iter_source
 from lora_recycle.pool.validate import ValidationPolicy, ValidationResult, validate_adapter
 
 # Bump when validation rules change, so every adapter is re-validated once.
-VALIDATOR_VERSION = 1
+VALIDATOR_VERSION = 2
 
 
 @dataclass
@@ -43,16 +46,34 @@ def policy_key(base: BaseModelSpec, policy: ValidationPolicy) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_HASHED_NAMES = (CONFIG_NAME, CARD_NAME)  # small files whose content is hashed, not just stat-ed
+
+
 def file_fingerprint(candidate: Candidate) -> str:
-    """Path, revision and (name, size, mtime_ns) of the adapter's files: changes when any file does."""
+    """Path, revision and (name, size, mtime_ns) of the adapter's files, plus a content hash of the small ones.
+
+    Changes when any file does, even one rewritten with the same size and mtime (config and card; the
+    weights are re-hashed against the catalog's sha256 whenever they are loaded).
+    """
     files = []
     for name in (*MARKER_NAMES, CARD_NAME):
         try:
             stat = os.stat(candidate.path / name)  # follows the HF cache's symlinks to the blobs
         except OSError:
             continue
-        files.append([name, stat.st_size, stat.st_mtime_ns])
+        entry = [name, stat.st_size, stat.st_mtime_ns]
+        if name in _HASHED_NAMES and stat.st_size <= MAX_CONFIG_BYTES:
+            entry.append(_small_file_hash(candidate.path / name))
+        files.append(entry)
     return json.dumps([str(candidate.path), candidate.revision, files])
+
+
+def _small_file_hash(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read(MAX_CONFIG_BYTES + 1)).hexdigest()[:32]
+    except OSError:
+        return None
 
 
 def contributor_of(candidate: Candidate, card: dict) -> str | None:
@@ -93,6 +114,37 @@ def record_of(candidate: Candidate, result: ValidationResult, fingerprint: str, 
     )
 
 
+def _validate_candidate(
+    candidate: Candidate, base: BaseModelSpec, policy: ValidationPolicy, hints: dict
+) -> ValidationResult:
+    """Validation of one candidate; a candidate its source already refused is a rejection without reading."""
+    if candidate.refused is not None:
+        result = ValidationResult()
+        result.reject("outside_source", candidate.refused)
+        return result
+    return validate_adapter(candidate.path, base, policy, hints, root=candidate.root)
+
+
+def _put(catalog: Catalog, candidate: Candidate, result: ValidationResult, fingerprint: str, key: str) -> None:
+    """Record the result; if the record cannot be stored as is, store a bare ``corrupt`` rejection instead."""
+    try:
+        catalog.put(record_of(candidate, result, fingerprint, key))
+    except (sqlite3.IntegrityError, sqlite3.InterfaceError, OverflowError, ValueError, TypeError) as exc:
+        bare = ValidationResult()
+        bare.reject("corrupt", _clean(f"could not be catalogued ({type(exc).__name__}: {str(exc)[:200]})"))
+        for code, detail in result.reasons.items():
+            bare.reject(code, _clean(detail))
+        names = {name: _clean(getattr(candidate, name)) for name in ("adapter_id", "source")}
+        cleaned = Candidate(**{**asdict(candidate), **names, "path": Path(_clean(str(candidate.path)))})
+        catalog.put(record_of(cleaned, bare, fingerprint, key))
+        result.reasons = bare.reasons
+
+
+def _clean(text: str) -> str:
+    """Text SQLite can store: undecodable file-name bytes become U+FFFD."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def scan_pool(
     sources: Iterable[str | Path],
     base: BaseModelSpec,
@@ -127,8 +179,8 @@ def scan_pool(
                 hints = hub_hints.get(repo_id or "", {})
                 if hints:
                     candidate = Candidate(**{**asdict(candidate), "source_kind": "hub"})
-                result = validate_adapter(candidate.path, base, policy, hints)
-                catalog.put(record_of(candidate, result, fingerprint, key))
+                result = _validate_candidate(candidate, base, policy, hints)
+                _put(catalog, candidate, result, fingerprint, key)
                 summary.validated += 1
                 summary.accepted += result.accepted
                 summary.rejected += not result.accepted

@@ -33,34 +33,69 @@ class Candidate:
     source: str
     contributor: str | None = None
     revision: str | None = None
+    root: Path | None = None  # files must resolve inside this directory (a Hub cache source), when set
+    refused: str | None = None  # why the source itself refuses this candidate (``outside_source``)
+
+
+MAX_TREE_DEPTH = 32
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # permission denied, too many symlink levels, ...
+        return False
 
 
 def is_adapter_dir(directory: Path) -> bool:
     """True if ``directory`` holds an adapter config or adapter weights."""
-    return any((directory / name).is_file() for name in MARKER_NAMES)
+    return any(_is_file(directory / name) for name in MARKER_NAMES)
+
+
+def _subdirectories(directory: Path) -> list[tuple[str, tuple[int, int]]]:
+    """``(name, (device, inode))`` of the visible sub-folders, symlinks followed; unreadable entries skipped.
+
+    One broken entry (a symlink loop, a dangling link, no permission) never hides its siblings.
+    """
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            if not entry.is_dir():
+                continue
+            stat = os.stat(entry.path)
+        except OSError:
+            continue
+        found.append((entry.name, (stat.st_dev, stat.st_ino)))
+    return sorted(found)
 
 
 def _walk_adapter_dirs(root: Path) -> Iterator[Path]:
-    """Adapter directories under ``root`` (any depth, sorted, hidden folders skipped).
+    """Adapter directories under ``root`` (sorted, hidden folders skipped, at most MAX_TREE_DEPTH deep).
 
-    Symlinked folders are followed unless they point back up their own path (a loop); nothing is
-    remembered per folder, so memory does not grow with the tree.
+    Symlinked folders are followed unless they lead back to a folder on their own path (a loop, however
+    many links it takes); only the current path's folder identities are kept, so memory does not grow
+    with the tree.
     """
-    stack = [root]
+    try:
+        stat = os.stat(root)
+    except OSError:
+        return
+    stack = [(root, ((stat.st_dev, stat.st_ino),))]
     while stack:
-        directory = stack.pop()
+        directory, ancestors = stack.pop()
         if is_adapter_dir(directory):
             yield directory
-        try:
-            entries = [e for e in os.scandir(directory) if e.is_dir() and not e.name.startswith(".")]
-        except OSError:
+        if len(ancestors) > MAX_TREE_DEPTH:
             continue
-        for entry in sorted(entries, key=lambda e: e.name, reverse=True):
-            if entry.is_symlink():
-                target = os.path.realpath(entry.path)
-                if (os.path.realpath(directory) + os.sep).startswith(target + os.sep):
-                    continue
-            stack.append(directory / entry.name)
+        for name, identity in reversed(_subdirectories(directory)):
+            if identity not in ancestors:
+                stack.append((directory / name, (*ancestors, identity)))
 
 
 def iter_directory_tree(root: Path) -> Iterator[Candidate]:
@@ -88,16 +123,48 @@ def repo_id_of(repo_dir: Path) -> str:
     return "/".join(repo_dir.name.split("--")[1:])
 
 
+class OutsideSource(Exception):
+    """A cache ref or a Hub hint names a path outside the repo's own snapshots."""
+
+
+def _read_ref(ref: Path) -> str | None:
+    if not _is_file(ref):
+        return None
+    try:
+        with open(ref, "rb") as handle:
+            return handle.read(256).decode("utf-8", errors="replace").strip() or None
+    except OSError:
+        return None
+
+
+def _named_snapshot(snapshots: Path, sha: str, what: str) -> Path | None:
+    """``snapshots/sha`` if it is a snapshot of this repo; OutsideSource if ``sha`` escapes ``snapshots``."""
+    inside = os.path.realpath(snapshots) + os.sep
+    if sha in (".", "..") or "/" in sha or "\\" in sha or "\0" in sha:
+        raise OutsideSource(f"{what} names {sha[:80]!r}, not a snapshot of this repo")
+    path = snapshots / sha
+    if not path.is_dir():
+        return None
+    if not os.path.realpath(path).startswith(inside):
+        raise OutsideSource(f"{what} names {sha[:80]!r}, which resolves outside {snapshots}")
+    return path
+
+
 def snapshot_dir(repo_dir: Path, prefer: str | None = None) -> Path | None:
-    """The snapshot to read: ``prefer`` if present, else the one ``refs/main`` names, else the newest."""
+    """The snapshot to read: ``prefer`` if present, else the one ``refs/main`` names, else the newest.
+
+    Raises OutsideSource when ``prefer`` or ``refs/main`` names anything but a folder of ``snapshots/``.
+    """
     snapshots = repo_dir / "snapshots"
     if not snapshots.is_dir():
         return None
-    ref = repo_dir / "refs" / "main"
-    for sha in (prefer, ref.read_text(encoding="utf-8").strip() if ref.is_file() else None):
-        if sha and (snapshots / sha).is_dir():
-            return snapshots / sha
-    candidates = [p for p in snapshots.iterdir() if p.is_dir()]
+    for sha, what in ((prefer, "the fetched revision"), (_read_ref(repo_dir / "refs" / "main"), "refs/main")):
+        if sha:
+            found = _named_snapshot(snapshots, sha, what)
+            if found is not None:
+                return found
+    inside = os.path.realpath(snapshots) + os.sep
+    candidates = [p for p in snapshots.iterdir() if p.is_dir() and os.path.realpath(p).startswith(inside)]
     return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name)) if candidates else None
 
 
@@ -109,14 +176,18 @@ def iter_hf_cache(root: Path, revisions: dict[str, str] | None = None) -> Iterat
     revisions = revisions or {}
     for repo_dir in _repo_dirs(root):
         repo_id = repo_id_of(repo_dir)
-        snapshot = snapshot_dir(repo_dir, revisions.get(repo_id))
+        owner = repo_id.split("/", 1)[0] if "/" in repo_id else None
+        try:
+            snapshot = snapshot_dir(repo_dir, revisions.get(repo_id))
+        except OutsideSource as exc:
+            yield Candidate(repo_id, repo_dir, "hf_cache", str(root), owner, refused=str(exc))
+            continue
         if snapshot is None:
             continue
-        owner = repo_id.split("/", 1)[0] if "/" in repo_id else None
         for directory in _walk_adapter_dirs(snapshot):
             relative = directory.relative_to(snapshot).as_posix()
             adapter_id = repo_id if relative == "." else f"{repo_id}/{relative}"
-            yield Candidate(adapter_id, directory, "hf_cache", str(root), owner, snapshot.name)
+            yield Candidate(adapter_id, directory, "hf_cache", str(root), owner, snapshot.name, root=root)
 
 
 def iter_source(source: str | Path, revisions: dict[str, str] | None = None) -> Iterator[Candidate]:

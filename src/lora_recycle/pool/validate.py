@@ -8,6 +8,7 @@ reason is accepted.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,13 +19,16 @@ import torch
 
 from lora_recycle.adapters.card import read_card_data
 from lora_recycle.adapters.lora import lora_scale
+from lora_recycle.adapters.lora_config import LoraNumbers, check_alpha, check_rank, lora_numbers
 from lora_recycle.adapters.mlx_io import MLX_WEIGHTS_NAME, mlx_factor, mlx_lora_settings
 from lora_recycle.adapters.paths import canonical_path
-from lora_recycle.adapters.peft_io import WEIGHTS_NAME, check_lora_config, pattern_value, read_adapter_config
+from lora_recycle.adapters.peft_io import WEIGHTS_NAME, check_lora_config, read_adapter_config
+from lora_recycle.adapters.untrusted import AdapterProblem
 from lora_recycle.errors import UserError
 from lora_recycle.pool.base_spec import BaseModelSpec
+from lora_recycle.pool.deadline import Deadline, ValidationTimeout
 from lora_recycle.pool.header import FLOAT_DTYPES, MAX_HEADER_BYTES, HeaderError, read_safetensors_header, read_tensor
-from lora_recycle.pool.sources import PICKLE_NAMES
+from lora_recycle.pool.sources import CARD_NAME, MARKER_NAMES, PICKLE_NAMES
 
 REASONS = (
     "no_license",
@@ -37,7 +41,16 @@ REASONS = (
     "outlier",
     "empty",
     "corrupt",
+    # hostile or unreasonable input
+    "bad_config",
+    "bad_pattern",
+    "bad_card",
+    "rank_too_large",
+    "timeout",
+    "outside_source",
 )
+DEFAULT_MAX_RANK = 1024  # r x r float64 Gram matrices stay at 8 MB per factor
+DEFAULT_TIME_LIMIT_S = 30.0
 # Key fragments of adapter content that is not a plain W + s B A update.
 _NON_LORA_MARKERS = (
     "lora_magnitude_vector",
@@ -58,6 +71,8 @@ class ValidationPolicy:
     allow_pickle: bool = False
     max_outlier_ratio: float = 1.0
     max_header_bytes: int = MAX_HEADER_BYTES
+    max_rank: int = DEFAULT_MAX_RANK
+    time_limit: float = DEFAULT_TIME_LIMIT_S
 
 
 @dataclass(frozen=True)
@@ -109,11 +124,11 @@ class _Factor:
 
 @dataclass(frozen=True)
 class _LoraSettings:
-    """PEFT ``rank_pattern`` / ``alpha_pattern``, or mlx-lm's absolute scale."""
+    """PEFT's checked numbers (rank/alpha rules), or mlx-lm's absolute scale."""
 
-    rank_pattern: dict
-    alpha_pattern: dict
+    numbers: LoraNumbers | None
     mlx_scale: float | None = None
+    where: str = ""
 
 
 def _as_text(value: object, first: bool = False) -> str | None:
@@ -123,30 +138,75 @@ def _as_text(value: object, first: bool = False) -> str | None:
     return (str(value).strip() or None) if value else None
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
+def file_sha256(path: Path, chunk: int = 1 << 20, deadline: Deadline | None = None) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (the deadline is checked between chunks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
+            if deadline is not None:
+                deadline.check("hashing the weights")
     return digest.hexdigest()
 
 
 def validate_adapter(
-    directory: Path, base: BaseModelSpec, policy: ValidationPolicy, hints: dict | None = None
+    directory: Path,
+    base: BaseModelSpec,
+    policy: ValidationPolicy,
+    hints: dict | None = None,
+    root: Path | None = None,
 ) -> ValidationResult:
-    """Validate the adapter in ``directory``; ``hints`` may carry Hub data (``license``, ``base_model``)."""
-    hints = hints or {}
-    result = ValidationResult(card=read_card_data(directory))
+    """Validate the adapter in ``directory``; ``hints`` may carry Hub data (``license``, ``base_model``).
+
+    Never raises for a bad adapter: every problem, including an unexpected exception or running out of
+    ``policy.time_limit``, is a reason. With ``root``, files that resolve outside it are not read.
+    """
+    result = ValidationResult()
+    deadline = Deadline(policy.time_limit)
+    try:
+        if root is None or _inside_root(Path(directory), Path(root), result):
+            _validate(Path(directory), base, policy, hints or {}, result, deadline)
+    except ValidationTimeout as exc:
+        result.reject("timeout", str(exc))
+    except AdapterProblem as exc:
+        result.reject(exc.code if exc.code in REASONS else "corrupt", str(exc))
+    except Exception as exc:  # noqa: BLE001 - one adapter must never stop a scan
+        result.reject("corrupt", f"validation failed on {type(exc).__name__}: {str(exc)[:200]}")
+    return result
+
+
+def _inside_root(directory: Path, root: Path, result: ValidationResult) -> bool:
+    """False (with ``outside_source``) if any adapter file resolves outside ``root`` (e.g. a symlink out)."""
+    real_root = os.path.realpath(root)
+    for name in (*MARKER_NAMES, CARD_NAME):
+        path = directory / name
+        if os.path.lexists(path) and not _within(os.path.realpath(path), real_root):
+            result.reject("outside_source", f"{name} resolves outside {root}")
+            return False
+    return True
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _validate(
+    directory: Path, base: BaseModelSpec, policy: ValidationPolicy, hints: dict, result: ValidationResult,
+    deadline: Deadline,
+) -> None:
+    try:
+        result.card = read_card_data(directory)
+    except AdapterProblem as exc:
+        result.reject(exc.code, str(exc))
     result.license = _as_text(result.card.get("license")) or _as_text(hints.get("license"))
     if policy.require_license and not result.license:
         result.reject("no_license", "no license in the model card")
     try:
         config = read_adapter_config(directory)
     except UserError as exc:
-        result.reject("corrupt", str(exc))
-        _locate_weights(directory, result, hints)
-        return result
+        result.reject(getattr(exc, "code", "corrupt"), str(exc))
+        _locate_weights(directory, result, hints, deadline)
+        return
     is_mlx = (directory / MLX_WEIGHTS_NAME).is_file() or "lora_parameters" in config
     result.format = "mlx" if is_mlx else "peft"
     result.base_model = (
@@ -156,25 +216,28 @@ def validate_adapter(
     )
     if result.base_model and not base.accepts(result.base_model):
         result.reject("base_mismatch", f"adapter is for {result.base_model}, the pool is for {base.name}")
-    settings = _lora_settings(config, is_mlx, str(directory), result)
-    weights = _locate_weights(directory, result, hints)
+    settings = _lora_settings(config, is_mlx, str(directory), result, policy)
+    deadline.check("reading the config")
+    weights = _locate_weights(directory, result, hints, deadline)
     if weights is None:
-        return result
+        return
     with _open_weights(weights, result, policy) as tensors:
         if tensors is None:
-            return result
+            return
         factors = _map_factors(tensors.header, is_mlx, result)
-        modules = _check_shapes(factors, base, result, settings)
-        if modules and not {"corrupt", "shape_mismatch"} & result.reasons.keys():
-            _check_tensors(modules, tensors, base, policy, result)
-    return result
+        modules = _check_shapes(factors, base, result, settings, policy, deadline)
+        if modules and not {"corrupt", "shape_mismatch", "rank_too_large"} & result.reasons.keys():
+            _check_tensors(modules, tensors, base, policy, result, deadline)
 
 
-def _lora_settings(config: dict, is_mlx: bool, where: str, result: ValidationResult) -> _LoraSettings | None:
-    """Per-module rank/alpha/scale rules from the config; None (with a ``corrupt`` reason) if unusable.
+def _lora_settings(
+    config: dict, is_mlx: bool, where: str, result: ValidationResult, policy: ValidationPolicy
+) -> _LoraSettings | None:
+    """Per-module rank/alpha/scale rules from the config; None (with a reason) if unusable.
 
     Variants that are not plain LoRA get ``unsupported_type`` but keep their settings, so the catalog
-    still records their ranks.
+    still records their ranks. Numbers must be finite and in range (``bad_config``), ranks at most the
+    policy's cap (``rank_too_large``), pattern keys valid and safe regexes (``bad_pattern``).
     """
     if is_mlx:
         kind = str(config.get("fine_tune_type", "lora")).lower()
@@ -182,19 +245,25 @@ def _lora_settings(config: dict, is_mlx: bool, where: str, result: ValidationRes
             result.reject("unsupported_type", f"{where}: fine_tune_type {kind} is not LoRA")
         try:
             rank, scale = mlx_lora_settings({**config, "fine_tune_type": "lora"}, where)
+            rank = check_rank(rank, "lora_parameters.rank", where, policy.max_rank)
+            scale = check_alpha(scale, "lora_parameters.scale", where)
+        except AdapterProblem as exc:
+            result.reject(exc.code, str(exc))
+            return None
         except UserError as exc:
             result.reject("corrupt", str(exc))
             return None
         result.rank, result.alpha = rank, scale * rank
-        return _LoraSettings({}, {}, scale)
+        return _LoraSettings(None, scale, where)
     for key in ("r", "lora_alpha"):
         value = config.get(key)
         if key in config and (isinstance(value, bool) or not isinstance(value, int | float)):
             result.reject("corrupt", f"{where}: field {key} must be a number, got {value!r}")
             return None
-    patterns = [config.get(key) or {} for key in ("rank_pattern", "alpha_pattern")]
-    if not all(isinstance(p, dict) for p in patterns):
-        result.reject("corrupt", f"{where}: rank_pattern and alpha_pattern must be objects")
+    try:
+        numbers = lora_numbers(config, where, policy.max_rank)
+    except AdapterProblem as exc:
+        result.reject(exc.code, str(exc))
         return None
     try:
         check_lora_config(config, where)
@@ -203,19 +272,17 @@ def _lora_settings(config: dict, is_mlx: bool, where: str, result: ValidationRes
     flags = [flag for flag in _NON_LORA_FLAGS if config.get(flag)]
     if flags:
         result.reject("unsupported_type", f"{where}: {flags[0]} is set; not a plain LoRA")
-    result.rank = int(config.get("r", 8))
-    result.alpha = float(config.get("lora_alpha", result.rank))
-    result.use_rslora = bool(config.get("use_rslora", False))
-    return _LoraSettings(*patterns)
+    result.rank, result.alpha, result.use_rslora = numbers.rank, numbers.alpha, numbers.use_rslora
+    return _LoraSettings(numbers, None, where)
 
 
-def _locate_weights(directory: Path, result: ValidationResult, hints: dict) -> Path | None:
+def _locate_weights(directory: Path, result: ValidationResult, hints: dict, deadline: Deadline) -> Path | None:
     """The weights file to read; records ``not_safetensors`` / ``corrupt`` when there is none to read."""
     for name in (WEIGHTS_NAME, MLX_WEIGHTS_NAME, *PICKLE_NAMES):
         if (directory / name).is_file():
             path = directory / name
             result.weights_file, result.size = path, path.stat().st_size
-            result.sha256 = file_sha256(path)
+            result.sha256 = file_sha256(path, deadline=deadline)
             return path
     if any(name in PICKLE_NAMES for name in hints.get("remote_files", ())):
         result.reject("not_safetensors", "the Hub repo has only pickle weights (not downloaded)")
@@ -289,7 +356,12 @@ def _map_factors(
 
 
 def _check_shapes(
-    factors: list[_Factor], base: BaseModelSpec, result: ValidationResult, settings: _LoraSettings | None
+    factors: list[_Factor],
+    base: BaseModelSpec,
+    result: ValidationResult,
+    settings: _LoraSettings | None,
+    policy: ValidationPolicy,
+    deadline: Deadline,
 ) -> dict[str, dict[str, _Factor]]:
     """Pair A with B per module, check both against the base model, and record each good module.
 
@@ -305,6 +377,7 @@ def _check_shapes(
         result.reject("empty", "no LoRA tensors")
     good: dict[str, dict[str, _Factor]] = {}
     for path in sorted(by_path):
+        deadline.check(f"checking {path}")
         pair = by_path[path]
         if set(pair) != {"A", "B"}:
             result.reject("shape_mismatch", f"module {path} lacks lora_{'B' if 'A' in pair else 'A'}")
@@ -312,13 +385,15 @@ def _check_shapes(
         a_shape, b_shape = pair["A"].shape, pair["B"].shape
         if len(a_shape) != 2 or len(b_shape) != 2 or a_shape[0] != b_shape[1] or a_shape[0] == 0:
             result.reject("shape_mismatch", f"module {path}: A {a_shape} and B {b_shape} do not pair")
+        elif a_shape[0] > policy.max_rank:
+            result.reject("rank_too_large", f"module {path}: rank {a_shape[0]} is above the rank cap {policy.max_rank}")
         elif (b_shape[0], a_shape[1]) != base.shapes[path]:
             result.reject(
                 "shape_mismatch", f"module {path}: delta {(b_shape[0], a_shape[1])}, base {base.shapes[path]}"
             )
         elif settings is not None:
             module = _module_info(path, a_shape[0], result, settings)
-            expected = int(pattern_value(settings.rank_pattern, path, result.rank))
+            expected = settings.numbers.module_rank(path, settings.where) if settings.numbers else result.rank
             if settings.mlx_scale is None and expected != module.rank:
                 result.reject("shape_mismatch", f"module {path}: rank {module.rank}, config says {expected}")
             elif settings.mlx_scale is not None and result.rank != module.rank:
@@ -332,7 +407,7 @@ def _check_shapes(
 def _module_info(path: str, rank: int, result: ValidationResult, settings: _LoraSettings) -> ModuleInfo:
     if settings.mlx_scale is not None:  # mlx-lm's scale is absolute; alpha is its PEFT equivalent
         return ModuleInfo(path, rank, settings.mlx_scale * rank, settings.mlx_scale)
-    alpha = float(pattern_value(settings.alpha_pattern, path, result.alpha))
+    alpha = settings.numbers.module_alpha(path, settings.where)
     return ModuleInfo(path, rank, alpha, lora_scale(alpha, rank, result.use_rslora))
 
 
@@ -342,11 +417,16 @@ def _check_tensors(
     base: BaseModelSpec,
     policy: ValidationPolicy,
     result: ValidationResult,
+    deadline: Deadline,
 ) -> None:
-    """Read one module at a time: finiteness, all-zero B, and ||delta||_F / ||W||_F in factored form."""
+    """Read one module at a time: finiteness, all-zero B, and ||delta||_F / ||W||_F in factored form.
+
+    Memory is a small multiple of the largest tensor plus two r x r float64 Gram matrices (r is capped).
+    """
     all_zero, worst = True, None
     scales = {m.path: m.scale for m in result.modules}
     for path, pair in modules.items():
+        deadline.check(f"reading {path}")
         try:
             A, B = (weights.get(pair[f].key).double() for f in ("A", "B"))
         except (HeaderError, OSError, RuntimeError) as exc:

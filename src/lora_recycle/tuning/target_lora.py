@@ -108,6 +108,8 @@ def train_target_lora(
     config_file = out_dir / "adapter_config.json"
     saved = json.loads(config_file.read_text())
     saved["base_model_name_or_path"] = base
+    if isinstance(saved.get("target_modules"), list):  # PEFT writes its set in hash order: sort for stable files
+        saved["target_modules"] = sorted(saved["target_modules"])
     config_file.write_text(json.dumps(saved, indent=2) + "\n")
     write_card(
         out_dir,
