@@ -33,13 +33,18 @@ class LoraNumbers:
         return float(self.alpha_pattern.value(path, self.alpha, where))
 
 
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+
+
 def check_rank(value: object, field: str, where: str, max_rank: int | None = None) -> int:
     """A LoRA rank: a positive integer (integral floats allowed), at most ``max_rank`` when given."""
     if not is_finite_number(value) or value != int(value) or value < 1:
-        raise AdapterProblem("bad_config", f"{where}: field {field} must be a positive integer, got {value!r}")
+        raise AdapterProblem("bad_config", f"{where}: field {field} must be a positive integer, got {_show(value)}")
     rank = int(value)
     if rank > HARD_MAX_RANK:
-        raise AdapterProblem("bad_config", f"{where}: field {field} = {rank} is above {HARD_MAX_RANK}")
+        raise AdapterProblem("bad_config", f"{where}: field {field} = {_show(rank)} is above {HARD_MAX_RANK}")
     if max_rank is not None and rank > max_rank:
         raise AdapterProblem("rank_too_large", f"{where}: field {field} = {rank} is above the rank cap {max_rank}")
     return rank
@@ -48,9 +53,8 @@ def check_rank(value: object, field: str, where: str, max_rank: int | None = Non
 def check_alpha(value: object, field: str, where: str) -> float:
     """A LoRA alpha (or mlx scale): a finite number with ``|value| <= MAX_ABS_ALPHA``."""
     if not is_finite_number(value) or abs(value) > MAX_ABS_ALPHA:
-        raise AdapterProblem(
-            "bad_config", f"{where}: field {field} must be a finite number within +-{MAX_ABS_ALPHA:g}, got {value!r}"
-        )
+        detail = f"must be a finite number within +-{MAX_ABS_ALPHA:g}, got {_show(value)}"
+        raise AdapterProblem("bad_config", f"{where}: field {field} {detail}")
     return float(value)
 
 
@@ -62,7 +66,7 @@ def lora_numbers(config: dict, where: str, max_rank: int | None = None) -> LoraN
     if use_rslora is None:
         use_rslora = False
     if not isinstance(use_rslora, bool):
-        raise AdapterProblem("bad_config", f"{where}: field use_rslora must be true or false, got {use_rslora!r}")
+        raise AdapterProblem("bad_config", f"{where}: field use_rslora must be true or false, got {_show(use_rslora)}")
     rank_pattern = compile_patterns(config.get("rank_pattern"), "rank_pattern", where)
     alpha_pattern = compile_patterns(config.get("alpha_pattern"), "alpha_pattern", where)
     for key, _, value in rank_pattern.rules:

@@ -2,15 +2,21 @@
 
 PEFT takes the first key ``k`` (in config order) for which ``re.match(rf"(.*\\.)?({k})$", module_name)``
 matches. Keys come from strangers' configs, and ``re`` backtracks exponentially on keys like
-``(.|.|.)*[A-Z]``. Here a key must compile under ``re`` (so it means what PEFT would make of it), is at
-most ``MAX_KEY_CHARS`` long, and is matched by the ``regex`` engine (same syntax and semantics for these
-patterns) under a per-match timeout; a key that exceeds it is a ``bad_pattern`` problem, never a hang.
+``(.|.|.)*X``. A key is therefore a ``bad_pattern`` problem, never a hang, unless
+
+- it compiles under ``re`` (so it means what PEFT would make of it) and is at most ``MAX_KEY_CHARS`` long;
+- it has the shape of a linear-time-enough regex: no quantified group that contains another quantifier or
+  an alternation (the shapes behind catastrophic backtracking), no backreferences, and at most
+  ``MAX_REPEATS`` quantifiers (backtracking is polynomial of that degree in the short module name);
+- and it matches within ``MATCH_TIMEOUT_S`` in the ``regex`` engine (same syntax and semantics for such
+  keys), a backstop for anything the shape rule lets through.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import re._parser as sre_parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -20,7 +26,10 @@ from lora_recycle.adapters.untrusted import AdapterProblem
 
 MAX_KEY_CHARS = 1024
 MAX_KEYS = 10_000
+MAX_REPEATS = 4
 MATCH_TIMEOUT_S = 0.25  # a module name is < 100 characters; sane keys match in microseconds
+_REPEATS = {sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, sre_parse.POSSESSIVE_REPEAT}
+_BACKREFS = {sre_parse.GROUPREF, sre_parse.GROUPREF_EXISTS}
 
 
 @dataclass(frozen=True)
@@ -60,12 +69,46 @@ def compile_patterns(patterns: object, field: str, where: str) -> PatternRules:
             raise AdapterProblem("bad_pattern", f"{where}: {field} key {str(key)[:80]!r} is empty or too long")
         try:
             re.compile(key)
+            problem = unsafe_shape(key)
             compiled = regex.compile(rf"(.*\.)?({key})$", regex.VERSION0)
         except (re.error, regex.error, OverflowError, RecursionError) as exc:
             detail = f"{where}: {field} key {key[:80]!r} is not a valid regex ({exc})"
             raise AdapterProblem("bad_pattern", detail) from None
+        if problem:
+            raise AdapterProblem("bad_pattern", f"{where}: {field} key {key[:80]!r} {problem}")
         rules.append((key, compiled, value))
     return PatternRules(field, tuple(rules))
+
+
+def unsafe_shape(key: str) -> str | None:
+    """Why ``key`` could make ``re`` backtrack badly on a module name, or None if its shape is safe."""
+    repeats = 0
+    stack = [(sre_parse.parse(key), False)]
+    while stack:
+        items, in_repeat = stack.pop()
+        for op, av in items:
+            if op in _BACKREFS:
+                return "uses a backreference"
+            if op in _REPEATS:
+                _, high, body = av
+                if high > 1:
+                    if in_repeat:
+                        return "nests a quantifier inside a quantified group (catastrophic backtracking)"
+                    repeats += 1
+                stack.append((body, in_repeat or high > 1))
+            elif op is sre_parse.BRANCH:
+                if in_repeat:
+                    return "repeats an alternation (catastrophic backtracking)"
+                stack.extend((branch, in_repeat) for branch in av[1])
+            elif op is sre_parse.SUBPATTERN:
+                stack.append((av[-1], in_repeat))
+            elif op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT):
+                stack.append((av[1], in_repeat))
+            elif op is sre_parse.ATOMIC_GROUP:
+                stack.append((av, in_repeat))
+    if repeats > MAX_REPEATS:
+        return f"has {repeats} quantifiers (limit {MAX_REPEATS})"
+    return None
 
 
 def pattern_value(patterns: Mapping, path: str, default: object, where: str = "adapter_config.json") -> object:
