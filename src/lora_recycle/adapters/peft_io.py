@@ -178,34 +178,11 @@ def write_peft_adapter(
     paths = sorted(adapter.modules, key=lambda p: (coordinates(p), p))
     if not paths:
         raise ValueError("cannot write an adapter with no modules")
-    tensors: dict[str, torch.Tensor] = {}
     use_rslora = bool(adapter.metadata.get("use_rslora", False)) and not servable
     if servable:
-        rank = uniform_rank([adapter.modules[p].rank for p in paths])
-        alpha: float = rank
-        rank_pattern: dict[str, int] = {}
-        alpha_pattern: dict[str, float] = {}
-        for path in paths:
-            module = adapter.modules[path]
-            pad = rank - module.rank
-            A = torch.nn.functional.pad(module.A.to(dtype), (0, 0, 0, pad))
-            B = torch.nn.functional.pad(module.scale * module.B.to(dtype), (0, pad))
-            tensors[peft_key(path, "A")] = A.contiguous()
-            tensors[peft_key(path, "B")] = B.contiguous()
+        rank, alpha, rank_pattern, alpha_pattern, tensors = _servable_tensors(adapter, paths, dtype)
     else:
-        rank = Counter(adapter.modules[p].rank for p in paths).most_common(1)[0][0]
-        alpha = float(adapter.metadata.get("lora_alpha") or rank)
-        rank_pattern, alpha_pattern = {}, {}
-        default_scale = lora_scale(alpha, rank, use_rslora)
-        for path in paths:
-            module = adapter.modules[path]
-            if module.rank != rank:
-                rank_pattern[path] = module.rank
-            if abs(lora_scale(alpha, module.rank, use_rslora) - module.scale) > 1e-12 * max(1.0, default_scale):
-                # alpha that reproduces this module's scale under the same rule
-                alpha_pattern[path] = module.scale * (module.rank**0.5 if use_rslora else module.rank)
-            tensors[peft_key(path, "A")] = module.A.to(dtype).contiguous()
-            tensors[peft_key(path, "B")] = module.B.to(dtype).contiguous()
+        rank, alpha, rank_pattern, alpha_pattern, tensors = _faithful_tensors(adapter, paths, dtype, use_rslora)
     config = {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -228,3 +205,40 @@ def write_peft_adapter(
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     save_file(tensors, directory / WEIGHTS_NAME, metadata={"format": "pt"})
     return directory
+
+
+_Factors = tuple[int, float, dict[str, int], dict[str, float], dict[str, torch.Tensor]]
+
+
+def _servable_tensors(adapter: LoraAdapter, paths: list[str], dtype: torch.dtype) -> _Factors:
+    """One uniform rank, scales folded into B, zero-padded: ``(rank, alpha = rank, {}, {}, tensors)``."""
+    rank = uniform_rank([adapter.modules[p].rank for p in paths])
+    tensors: dict[str, torch.Tensor] = {}
+    for path in paths:
+        module = adapter.modules[path]
+        pad = rank - module.rank
+        A = torch.nn.functional.pad(module.A.to(dtype), (0, 0, 0, pad))
+        B = torch.nn.functional.pad(module.scale * module.B.to(dtype), (0, pad))
+        tensors[peft_key(path, "A")] = A.contiguous()
+        tensors[peft_key(path, "B")] = B.contiguous()
+    return rank, rank, {}, {}, tensors
+
+
+def _faithful_tensors(adapter: LoraAdapter, paths: list[str], dtype: torch.dtype, use_rslora: bool) -> _Factors:
+    """Each module's own rank and scale through ``rank_pattern`` / ``alpha_pattern`` (a faithful round trip)."""
+    rank = Counter(adapter.modules[p].rank for p in paths).most_common(1)[0][0]
+    alpha = float(adapter.metadata.get("lora_alpha") or rank)
+    rank_pattern: dict[str, int] = {}
+    alpha_pattern: dict[str, float] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    default_scale = lora_scale(alpha, rank, use_rslora)
+    for path in paths:
+        module = adapter.modules[path]
+        if module.rank != rank:
+            rank_pattern[path] = module.rank
+        if abs(lora_scale(alpha, module.rank, use_rslora) - module.scale) > 1e-12 * max(1.0, default_scale):
+            # alpha that reproduces this module's scale under the same rule
+            alpha_pattern[path] = module.scale * (module.rank**0.5 if use_rslora else module.rank)
+        tensors[peft_key(path, "A")] = module.A.to(dtype).contiguous()
+        tensors[peft_key(path, "B")] = module.B.to(dtype).contiguous()
+    return rank, alpha, rank_pattern, alpha_pattern, tensors

@@ -130,90 +130,26 @@ def merge(
     as_json: JsonOpt = False,
 ) -> None:
     """Merge adapters (adaptively, or with fixed coefficients) and export one standard PEFT adapter."""
-    from lora_recycle.adapters import read_peft_adapter
-    from lora_recycle.adapters.export import export_merge
-    from lora_recycle.errors import UserError
-    from lora_recycle.models.fold import folded
-    from lora_recycle.models.loading import base_model_name, load_base_model, resolve_device
-    from lora_recycle.recipe.merge import merge_adapters
-    from lora_recycle.recipe.presets import preset
-    from lora_recycle.tasks import load_task
-    from lora_recycle.tasks.scoring import evaluate_task
+    from lora_recycle.recipe.pool import PoolRequest
+    from lora_recycle.recipe.run import ExportOptions, run_merge
 
     init_value = None if init is None else init if init in ("zero", "uniform") else _parse_float("--init", init)
-    given = {"--granularity": granularity, "--activation": activation, "--steps": steps, "--lr": lr,
-             "--strategy": strategy, "--tuning": tuning, "--init": init_value, "--prune": prune, "--coef": coef,
-             "--max-rank": max_rank}
-    choices.check_params(method, given)
-    settings = preset(method).with_overrides(**{f.removeprefix("--").replace("-", "_"): v for f, v in given.items()},
-                                             seed=seed)
-    if settings.adaptive:
-        choices.check_choice("--tuning", settings.tuning, choices.adaptive_tuners())
-    choices.check_choice("--granularity", settings.granularity, choices.GRANULARITIES)
-    choices.check_choice("--activation", settings.activation, choices.ACTIVATIONS)
-    choices.check_choice("--strategy", settings.strategy, choices.STRATEGIES_OF_LAYERS)
-    if selection is not None:
-        choices.check_choice("--selection", selection, choices.STRATEGIES)
-    settings = settings.with_overrides(selection=selection, k=k)
-    paths = list(adapters or [])
-    if not paths and db is None and target_lora is None:
-        raise UserError("no adapters given: use --adapters DIR [DIR ...], --db POOL.db and/or --target-lora DIR")
-    if settings.adaptive and task is None:
-        raise UserError(f"method {method} learns coefficients on a task: give --task DIR")
-    loaded_task = load_task(task) if task else None
-    pool = [read_peft_adapter(p, adapter_id=p.name) for p in paths]
-    if db is not None and ids:  # explicit ids are checked before the model loads
-        from lora_recycle.pool import load_pool_adapters
-
-        pool += load_pool_adapters(db, list(ids))
-    target = read_peft_adapter(target_lora, adapter_id=f"target:{target_lora.name}") if target_lora else None
-    dev = resolve_device(device)
-    base, tokenizer = load_base_model(model, dev, dtype)
-    scores: dict[str, float] = {}
-    if db is not None and not ids:
-        from lora_recycle.pool import load_pool_adapters
-        from lora_recycle.selection.from_catalog import accepted_ids, select_from_catalog
-
-        if settings.selection == "all" and settings.k is None:  # e.g. `average`: every accepted adapter
-            selected = accepted_ids(db)
-        else:
-            strategy = "random" if settings.selection == "all" else settings.selection
-            _warn_if_k_exceeds_pool(db, settings.k or 30)
-            selected, scores = select_from_catalog(db, strategy, settings.k or 30, settings.seed, base, tokenizer,
-                                                   loaded_task, dev, target)
-        pool += load_pool_adapters(db, selected)
-    if random_init:
-        from lora_recycle.merging.controls import random_init_like
-
-        pool = [random_init_like(a, settings.seed + i) for i, a in enumerate(pool)]
-    if target is not None:  # the target-task LoRA is never randomised
-        pool.append(target)
-    outcome = merge_adapters(base, tokenizer, loaded_task, pool, settings, dev)
-    record = outcome.record()
-    if evaluate_split and loaded_task is not None:
-        with folded(base, outcome.adapter):
-            record["evaluation"] = evaluate_task(base, tokenizer, loaded_task, evaluate_split, dev).to_dict()
-    sources = [{"id": a.adapter_id, "license": a.metadata.get("license"), "source": a.metadata.get("source")}
-               for a in pool]
-    if merge_into_base:
-        from lora_recycle.models.export import save_merged_model
-
-        save_merged_model(base, tokenizer, outcome.adapter, out, method, sources, record)
-    else:
-        export_merge(outcome.adapter, out, base_model_name(base) or str(model), method, sources, record)
-    summary = {"out": str(out), "method": method, "selected": [a.adapter_id for a in pool],
-               "coefficients": outcome.coefficients, "scores": scores}
-    for key in ("best_step", "best_validation_loss", "initial_validation_loss", "evaluation", "compression"):
-        if key in record:
-            summary[key] = record[key]
+    settings = choices.settings_from_flags(
+        method, {"--granularity": granularity, "--activation": activation, "--steps": steps, "--lr": lr,
+                 "--strategy": strategy, "--tuning": tuning, "--init": init_value, "--prune": prune, "--coef": coef,
+                 "--max-rank": max_rank}, seed=seed, selection=selection, k=k)
+    request = PoolRequest(adapter_dirs=list(adapters or []), db=db, ids=ids, target_dir=target_lora,
+                          random_init=random_init)
+    summary = run_merge(model, task, request, settings, ExportOptions(out, merge_into_base, evaluate_split),
+                        device, dtype, log=info)
     if as_json:
         emit_json(summary)
-    else:
-        loss = record.get("best_validation_loss")
-        detail = f"; validation loss {record['initial_validation_loss']:.4f} -> {loss:.4f}" if loss is not None else ""
-        info(f"merged {len(pool)} adapters with {method}{detail}; wrote {out}")
-        if "evaluation" in record:
-            info(f"{evaluate_split} accuracy {record['evaluation']['accuracy']:.4f}")
+        return
+    loss = summary.get("best_validation_loss")
+    detail = f"; validation loss {summary['initial_validation_loss']:.4f} -> {loss:.4f}" if loss is not None else ""
+    info(f"merged {len(summary['selected'])} adapters with {method}{detail}; wrote {out}")
+    if "evaluation" in summary:
+        info(f"{evaluate_split} accuracy {summary['evaluation']['accuracy']:.4f}")
 
 
 def select(

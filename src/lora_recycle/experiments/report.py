@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from lora_recycle.experiments.results import ResultsStore
+from lora_recycle.recipe import TARGET_ADAPTER_ID
 from lora_recycle.serialization import json_safe
 
-TARGET_ID = "target-lora"
 Row = dict[str, Any]
 
 
@@ -164,10 +164,10 @@ def share_points(rows: list[Row]) -> list[dict[str, Any]]:
     for row in share_runs(rows):
         shares = coefficient_shares(row)
         scores = row.get("scores") or {}
-        recycled = [a for a in row["selected"] if a != TARGET_ID]
+        recycled = [a for a in row["selected"] if a != TARGET_ADAPTER_ID]
         top = min(recycled, key=lambda a: (-scores.get(a, float("-inf")), a)) if scores else None
         for adapter, share in shares.items():
-            role = "target" if adapter == TARGET_ID else ("top" if adapter == top else "other")
+            role = "target" if adapter == TARGET_ADAPTER_ID else ("top" if adapter == top else "other")
             points.append({"method": method_label(row), "task": row["task"], "seed": row["seed"],
                            "with_target": row["with_target"], "adapter": adapter, "share": share, "role": role})
     return points

@@ -9,10 +9,8 @@ results database.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import socket
 import time
 import traceback
@@ -22,13 +20,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.experiments.config import ResolvedExperiment
 from lora_recycle.experiments.executors import Executor, LocalExecutor
 from lora_recycle.experiments.grid import RunSpec, expand_runs
 from lora_recycle.experiments.results import ResultsStore, library_versions
+from lora_recycle.recipe import TARGET_ADAPTER_ID
+from lora_recycle.recipe.target import cached_target_lora, clean_stale, short_hash, target_lora_dir
 from lora_recycle.tuning.target_lora import TargetLoraConfig
 
-TARGET_ADAPTER_ID = "target-lora"
 IN_HOUSE_PREFIX = "in-house:"
 
 
@@ -92,42 +92,19 @@ def _load_task(env: WorkerEnv, name: str):
     return _TASKS[path]
 
 
-def _short_hash(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
 def ensure_target_lora(env: WorkerEnv, task_name: str, target: TargetLoraConfig, model, tokenizer,
                        device) -> tuple[Path, dict[str, Any]]:
-    """The target-task LoRA of a task and seed: reused from the artifacts folder, else trained and saved.
-
-    Trained into a private temporary folder and renamed into place, so a killed run never leaves a
-    half-written adapter where a later run would pick it up. Returns ``(folder, training record)``.
-    """
-    from lora_recycle.tuning.target_lora import train_target_lora
-
+    """The target-task LoRA of a task and seed, cached in the artifacts folder: ``(folder, training record)``."""
     task = _load_task(env, task_name)
-    key = _short_hash({"task": task_name, "task_hash": task.content_hash(), "model": env.model_ref,
-                       "dtype": env.dtype, "config": target.identity()})
-    root = Path(env.artifacts) / "target-lora"
-    final = root / f"{task_name}-seed{target.seed}-{key}"
-    record_file = final / "training.json"
-    if record_file.is_file():
-        return final, json.loads(record_file.read_text())
-    root.mkdir(parents=True, exist_ok=True)
-    scratch = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    started = time.perf_counter()
-    _, loop, rank = train_target_lora(model, tokenizer, task, target, scratch, device,
-                                      base_model_id=env.base_model_id)
-    record = {"rank": rank, "best_step": loop.best_step, "best_validation_loss": loop.best_val_loss,
-              "initial_validation_loss": loop.initial_val_loss, "train_seconds": time.perf_counter() - started,
-              "config": target.identity()}
-    (scratch / "training.json").write_text(json.dumps(record, indent=2) + "\n")
-    try:
-        os.rename(scratch, final)
-    except OSError:  # another worker finished the same LoRA first: keep theirs
-        shutil.rmtree(scratch, ignore_errors=True)
-        record = json.loads(record_file.read_text())
-    return final, record
+    final = target_lora_dir(env.artifacts, task_name, task, target, env.model_ref, env.dtype)
+    return cached_target_lora(model, tokenizer, task, target, final, device, base_model_id=env.base_model_id)
+
+
+def _target_adapter(env: WorkerEnv, spec: RunSpec, model, tokenizer, device) -> tuple[LoraAdapter, dict[str, Any]]:
+    from lora_recycle.adapters import read_peft_adapter
+
+    path, record = ensure_target_lora(env, spec.task, spec.target_lora, model, tokenizer, device)
+    return read_peft_adapter(path, adapter_id=TARGET_ADAPTER_ID), record
 
 
 def in_house_pool(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device) -> tuple[list, dict[str, float]]:
@@ -140,7 +117,7 @@ def in_house_pool(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device)
     dirs = {f"{IN_HOUSE_PREFIX}{t}": ensure_target_lora(env, t, spec.target_lora, model, tokenizer, device)[0]
             for t in others}
     cache = Path(env.artifacts) / "in-house-scores" / (
-        f"{spec.task}-{_short_hash({'task': task.content_hash(), 'pool': sorted(p.name for p in dirs.values())})}.json")
+        f"{spec.task}-{short_hash({'task': task.content_hash(), 'pool': sorted(p.name for p in dirs.values())})}.json")
     if cache.is_file():
         scores = json.loads(cache.read_text())
     else:
@@ -159,106 +136,86 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(scratch, path)
 
 
-def recycled_pool(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device) -> tuple[list, dict[str, float]]:
-    """Adapters selected from the catalog by the method's strategy (all accepted ones for ``all``)."""
-    from lora_recycle.adapters import read_peft_adapter
-    from lora_recycle.pool import load_pool_adapters
-    from lora_recycle.selection.from_catalog import accepted_ids, select_from_catalog
+class _Clock:
+    """Seconds per phase of one run (``lap`` adds the time since the last lap to a phase)."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(self.timings.get(name, 0.0) + now - self.last, 4)
+        self.last = now
+
+    def total(self) -> dict[str, float]:
+        return {**self.timings, "total": round(time.perf_counter() - self.started, 4)}
+
+
+def _merge_cell(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device, clock: _Clock) -> dict[str, Any]:
+    """Assemble the pool (recycled or in-house), merge, and return the adapter with what the row records."""
+    from lora_recycle.recipe.merge import merge_adapters
+    from lora_recycle.recipe.pool import PoolRequest, assemble_pool
     from lora_recycle.selection.strategies import needs_target
 
     settings = spec.merge_settings()
-    if settings.selection == "all":
-        ids, scores = accepted_ids(env.db), {}
+    metrics: dict[str, Any] = {}
+    target = None
+    if spec.with_target or (spec.pool != "in_house" and needs_target(settings.selection)):
+        target, record = _target_adapter(env, spec, model, tokenizer, device)
+        if spec.with_target:
+            metrics["target_lora"] = record
+        clock.lap("target_lora")
+    if spec.pool == "in_house":
+        adapters, scores = in_house_pool(env, spec, model, tokenizer, task, device)
+        request = PoolRequest(adapters, target=target, include_target=spec.with_target, random_init=spec.random_init)
     else:
-        target = None
-        if needs_target(settings.selection):  # similarity to this task's (cached) target-task LoRA
-            path, _ = ensure_target_lora(env, spec.task, spec.target_lora, model, tokenizer, device)
-            target = read_peft_adapter(path, adapter_id=TARGET_ADAPTER_ID)
-        ids, scores = select_from_catalog(env.db, settings.selection, spec.k or 1, spec.seed, model, tokenizer, task,
-                                          device, target)
-    return load_pool_adapters(env.db, ids), {i: scores[i] for i in ids if i in scores}
+        request = PoolRequest(db=env.db, target=target, include_target=spec.with_target,
+                              random_init=spec.random_init, default_k=1)
+    pool = assemble_pool(request, settings, model, tokenizer, task, device)
+    if spec.pool != "in_house":
+        scores = {i: pool.scores[i] for i in pool.ids if i in pool.scores}
+    clock.lap("select")
+    outcome = merge_adapters(model, tokenizer, task, pool.adapters, settings, device)
+    if outcome.fit is not None:
+        loop = outcome.fit.loop
+        metrics.update(best_step=loop.best_step, best_validation_loss=loop.best_val_loss,
+                       initial_validation_loss=loop.initial_val_loss)
+    clock.lap("merge")
+    return {"adapter": outcome.adapter, "selected": pool.ids, "scores": scores,
+            "coefficients": outcome.coefficients, "metrics": metrics}
 
 
 def execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
     """Run one cell and return its results row (without the experiment's config hash and name)."""
     import torch
 
-    from lora_recycle.adapters import read_peft_adapter
-    from lora_recycle.merging.controls import random_init_like
     from lora_recycle.models.fold import folded
-    from lora_recycle.recipe.merge import merge_adapters
     from lora_recycle.tasks.scoring import evaluate_task
 
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(timings.get(name, 0.0) + now - clock, 4)
-        clock = now
-
-    started = clock
+    clock = _Clock()
     model, tokenizer, device = _load_model(env)
     task = _load_task(env, spec.task)
-    lap("load")
+    clock.lap("load")
     torch.manual_seed(spec.seed)
-    metrics: dict[str, Any] = {}
-    selected: list[str] = []
-    scores: dict[str, float] = {}
-    coefficients = None
-    adapter = None
+    cell: dict[str, Any] = {"adapter": None, "selected": [], "scores": {}, "coefficients": None, "metrics": {}}
     if spec.kind == "target_lora":
-        path, metrics["target_lora"] = ensure_target_lora(env, spec.task, spec.target_lora, model, tokenizer, device)
-        adapter = read_peft_adapter(path, adapter_id=TARGET_ADAPTER_ID)
-        selected = [TARGET_ADAPTER_ID]
-        lap("target_lora")
+        adapter, record = _target_adapter(env, spec, model, tokenizer, device)
+        cell.update(adapter=adapter, selected=[TARGET_ADAPTER_ID], metrics={"target_lora": record})
+        clock.lap("target_lora")
     elif spec.kind == "merge":
-        settings = spec.merge_settings()
-        choose = in_house_pool if spec.pool == "in_house" else recycled_pool
-        pool, scores = choose(env, spec, model, tokenizer, task, device)
-        lap("select")
-        if spec.random_init:
-            pool = [random_init_like(a, settings.seed + i) for i, a in enumerate(pool)]
-        if spec.with_target:
-            path, metrics["target_lora"] = ensure_target_lora(env, spec.task, spec.target_lora, model, tokenizer,
-                                                              device)
-            pool.append(read_peft_adapter(path, adapter_id=TARGET_ADAPTER_ID))
-            lap("target_lora")
-        outcome = merge_adapters(model, tokenizer, task, pool, settings, device)
-        adapter, coefficients = outcome.adapter, outcome.coefficients
-        selected = [a.adapter_id for a in pool]
-        if outcome.fit is not None:
-            loop = outcome.fit.loop
-            metrics.update(best_step=loop.best_step, best_validation_loss=loop.best_val_loss,
-                           initial_validation_loss=loop.initial_val_loss)
-        lap("merge")
-    with folded(model, adapter):
+        cell = _merge_cell(env, spec, model, tokenizer, task, device, clock)
+    with folded(model, cell["adapter"]):
         result = evaluate_task(model, tokenizer, task, "test", device, spec.test_limit)
-    lap("evaluate")
-    timings["total"] = round(time.perf_counter() - started, 4)
+    clock.lap("evaluate")
     return {
         "run_hash": spec.run_hash, "kind": spec.kind, "task": spec.task, "seed": spec.seed, "method": spec.method,
         "k": spec.k, "with_target": spec.with_target, "pool": spec.pool, "random_init": spec.random_init,
         "exclude_top": spec.exclude_top, "accuracy": result.accuracy, "accuracy_norm": result.accuracy_norm,
-        "n_test": result.n, "correct": correctness(task, result), "spec": spec.to_dict(), "metrics": metrics,
-        "selected": selected, "scores": scores, "coefficients": coefficients, "timings": timings,
-        "versions": library_versions(), "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "n_test": result.n, "correct": result.correct_marks(), "spec": spec.to_dict(), "metrics": cell["metrics"],
+        "selected": cell["selected"], "scores": cell["scores"], "coefficients": cell["coefficients"],
+        "timings": clock.total(), "versions": library_versions(), "worker": f"{socket.gethostname()}:{os.getpid()}",
     }
-
-
-def correctness(task, result) -> str:
-    """Per test example ``1`` (right) or ``0`` (wrong), in split order: what bootstraps resample."""
-    from lora_recycle.tasks.scoring import normalize_answer
-
-    examples = task.split("test")[: result.n]
-    marks = []
-    for example, prediction in zip(examples, result.predictions or [], strict=True):
-        if task.type == "multiple_choice":
-            marks.append(prediction == example.target)
-        else:
-            marks.append(normalize_answer(prediction) == normalize_answer(example.target))
-    return "".join("1" if ok else "0" for ok in marks)
 
 
 def safe_execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
@@ -302,10 +259,7 @@ class RunSummary:
 
 def clean_stale_artifacts(artifacts: Path) -> None:
     """Remove temporary folders left by runs that were killed (only the driver calls this, before starting)."""
-    root = artifacts / "target-lora"
-    if root.is_dir():
-        for stale in root.glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+    clean_stale(artifacts)
 
 
 def run_experiment(resolved: ResolvedExperiment, results_path: str | Path, executor: Executor | None = None,

@@ -12,17 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lora_recycle.adapters import read_peft_adapter
-from lora_recycle.merging.controls import random_init_like
 from lora_recycle.minihub.hub import build_hub
 from lora_recycle.models.fold import folded
 from lora_recycle.models.loading import load_base_model
-from lora_recycle.pool import load_pool_adapters
+from lora_recycle.recipe import TARGET_ADAPTER_ID
 from lora_recycle.recipe.merge import merge_adapters
+from lora_recycle.recipe.pool import PoolRequest, finish_pool, selected_adapters
 from lora_recycle.recipe.presets import preset
-from lora_recycle.selection.from_catalog import accepted_ids, select_from_catalog
+from lora_recycle.recipe.target import cached_target_lora, target_lora_dir
+from lora_recycle.selection.from_catalog import accepted_ids
 from lora_recycle.tasks import load_task
 from lora_recycle.tasks.scoring import evaluate_task
-from lora_recycle.tuning.target_lora import TargetLoraConfig, train_target_lora
+from lora_recycle.tuning.target_lora import TargetLoraConfig
 
 
 @dataclass
@@ -56,28 +57,26 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
         log(f"  {method:<34} test accuracy {result.accuracy:.3f}")
 
     accepted = accepted_ids(hub.catalog)
-    selected, scores = select_from_catalog(hub.catalog, "evaluation", hub.profile.demo_k, seed, model, tokenizer,
-                                           task)
-    pool = load_pool_adapters(hub.catalog, selected)
+    steps = hub.profile.merge_steps
+    ours = preset("ours").with_overrides(steps=steps, eval_every=max(1, steps // 5), seed=seed, k=hub.profile.demo_k)
+    chosen = selected_adapters(PoolRequest(db=hub.catalog), ours, model, tokenizer, task)
+    pool, scores = chosen.adapters, chosen.scores
     log(f"target task {name} ({task.type}); base {hub.base_model_id}; catalog {len(accepted)} accepted adapters "
         f"({len(hub.broken)} broken ones rejected); selected by evaluation: "
-        + ", ".join(f"{i} ({scores[i]:.2f})" for i in selected))
+        + ", ".join(f"{a.adapter_id} ({scores[a.adapter_id]:.2f})" for a in pool))
     score("prompting (zero-shot base)")
     # cached next to the hub, so a warm demo reuses it whatever --out is
-    target_dir = hub.root / "target-loras" / f"{name}-seed{seed}-steps{hub.profile.target_lora_steps}"
-    if not (target_dir / "adapter_config.json").is_file():
-        config = TargetLoraConfig(steps=hub.profile.target_lora_steps, seed=seed)
-        train_target_lora(model, tokenizer, task, config, target_dir, base_model_id=hub.base_model_id)
-    target = read_peft_adapter(target_dir, adapter_id="target-lora")
+    config = TargetLoraConfig(steps=hub.profile.target_lora_steps, seed=seed)
+    where = target_lora_dir(hub.root, name, task, config, f"minihub:{hub.profile.name}:seed{seed}")
+    target_dir, _ = cached_target_lora(model, tokenizer, task, config, where, base_model_id=hub.base_model_id)
+    target = read_peft_adapter(target_dir, adapter_id=TARGET_ADAPTER_ID)
     score("target-task LoRA", target)
     average = merge_adapters(model, tokenizer, None, pool, preset("average"))
     score(f"average of the {len(pool)} selected", average.adapter)
-    steps = hub.profile.merge_steps
-    ours = preset("ours").with_overrides(steps=steps, eval_every=max(1, steps // 5), seed=seed)
-    noise = [random_init_like(a, seed + i) for i, a in enumerate(pool)]
-    for label, adapters in (("ours", pool), ("ours + target LoRA", [*pool, target]),
-                            ("ours, random-init adapters", noise),
-                            ("ours, random-init + target LoRA", [*noise, target])):
+    for label, with_target, noise in (("ours", False, False), ("ours + target LoRA", True, False),
+                                      ("ours, random-init adapters", False, True),
+                                      ("ours, random-init + target LoRA", True, True)):
+        adapters = finish_pool(pool, target if with_target else None, noise, seed)
         outcome = merge_adapters(model, tokenizer, task, adapters, ours)
         score(label, outcome.adapter, f"val loss {outcome.fit.loop.initial_val_loss:.3f}"
                                       f" -> {outcome.fit.loop.best_val_loss:.3f}")

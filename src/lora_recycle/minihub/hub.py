@@ -152,22 +152,20 @@ def build_in_house(profile: Profile, root: Path, tasks: dict[str, Path], targets
     The paper's Q4 asks whether a pool of such in-house adapters recycles better than Hub ones.
     """
     from lora_recycle.models.loading import load_base_model
+    from lora_recycle.recipe.target import cached_target_lora
     from lora_recycle.tasks import load_task
-    from lora_recycle.tuning.target_lora import TargetLoraConfig, train_target_lora
+    from lora_recycle.tuning.target_lora import TargetLoraConfig
 
     out: dict[str, Path] = {}
     model = tokenizer = None
+    config = TargetLoraConfig(rank=16, alpha=32, steps=profile.adapter_steps, lr=1e-3, seed=seed,
+                              eval_every=max(1, profile.adapter_steps // 4), keep_initial=False)
     for name in tqdm(targets, desc=f"mini-hub {profile.name}: in-house adapters", disable=False, mininterval=5):
         target = root / "in-house" / name
-        if not (target / "adapter_config.json").is_file():
-            if model is None:
-                model, tokenizer = load_base_model(base_dir)
-            scratch = target.with_name(target.name + ".partial")
-            config = TargetLoraConfig(rank=16, alpha=32, steps=profile.adapter_steps, lr=1e-3, seed=seed,
-                                      eval_every=max(1, profile.adapter_steps // 4), keep_initial=False)
-            train_target_lora(model, tokenizer, load_task(tasks[name]), config, scratch, base_model_id=base_id)
-            scratch.rename(target)
-        out[name] = target
+        if not (target / "adapter_config.json").is_file() and model is None:
+            model, tokenizer = load_base_model(base_dir)
+        out[name], _ = cached_target_lora(model, tokenizer, load_task(tasks[name]), config, target,
+                                          base_model_id=base_id)
     return out
 
 

@@ -9,7 +9,8 @@ from typing import get_args
 
 from lora_recycle.errors import UserError
 from lora_recycle.merging.options import Activation, Granularity, Strategy
-from lora_recycle.recipe.presets import METHODS
+from lora_recycle.recipe.presets import METHODS, preset
+from lora_recycle.recipe.settings import MergeSettings
 from lora_recycle.selection.strategies import STRATEGIES, catalog_strategies
 from lora_recycle.tuning.tuners import TUNERS, adaptive_tuners
 
@@ -39,6 +40,22 @@ def check_params(method_name: str, given: dict[str, object]) -> None:
     if stray:
         takes = ", ".join(f"--{p.replace('_', '-')}" for p in method.params)
         raise UserError(f"{', '.join(stray)} does not apply to method {method_name} (it takes: {takes})")
+
+
+def settings_from_flags(method: str, given: dict[str, object], seed: int, selection: str | None = None,
+                        k: int | None = None) -> MergeSettings:
+    """The preset of ``method`` with the command line's overrides (``--flag -> value``), each checked."""
+    check_params(method, given)
+    settings = preset(method).with_overrides(**{f.removeprefix("--").replace("-", "_"): v for f, v in given.items()},
+                                             seed=seed)
+    if settings.adaptive:
+        check_choice("--tuning", settings.tuning, adaptive_tuners())
+    check_choice("--granularity", settings.granularity, GRANULARITIES)
+    check_choice("--activation", settings.activation, ACTIVATIONS)
+    check_choice("--strategy", settings.strategy, STRATEGIES_OF_LAYERS)
+    if selection is not None:
+        check_choice("--selection", selection, STRATEGIES)
+    return settings.with_overrides(selection=selection, k=k)
 
 
 def methods_help() -> str:

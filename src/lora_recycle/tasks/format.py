@@ -77,6 +77,10 @@ class Task:
     def type(self) -> TaskType:
         return self.spec.type
 
+    def __getstate__(self) -> dict:
+        # the per-tokenizer encodings (tasks/encoded.py) hold a tokenizer: never ship them to workers
+        return {k: v for k, v in self.__dict__.items() if k != "_encodings"}
+
     def split(self, name: str) -> list[Example]:
         """Examples of ``train``, ``validation`` (alias ``val``) or ``test``."""
         key = SPLIT_ALIASES.get(name)

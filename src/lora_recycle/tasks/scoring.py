@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.format import Example, Task
 from lora_recycle.tasks.loss import selected_logits
-from lora_recycle.tasks.prompting import encode_answer, encode_prompt, pad_token_id
+from lora_recycle.tasks.prompting import pad_token_id
 
 
 @dataclass
@@ -25,12 +26,18 @@ class EvalResult:
     accuracy: float
     accuracy_norm: float | None = None
     predictions: list[str] | None = None
+    correct: list[bool] | None = None  # per example, in split order: what bootstraps resample
 
     def to_dict(self, with_predictions: bool = False) -> dict:
         data = asdict(self)
+        data.pop("correct")
         if not with_predictions:
             data.pop("predictions")
         return data
+
+    def correct_marks(self) -> str:
+        """``"1"`` (right) or ``"0"`` (wrong) per example, in split order."""
+        return "".join("1" if ok else "0" for ok in self.correct or [])
 
 
 def normalize_answer(text: str) -> str:
@@ -44,13 +51,13 @@ def normalize_answer(text: str) -> str:
 @torch.no_grad()
 def choice_logliks(model, tokenizer, task: Task, examples: list[Example], batch_size: int = 32, device="cpu"):
     """Sum of log-probabilities of each choice's tokens after the prompt: a list (per example) of lists."""
-    spec = task.spec
+    encoded = encode_task(tokenizer, task)
     pad = pad_token_id(tokenizer)
     items = []  # (example index, choice index, prompt ids, choice ids)
     for ei, ex in enumerate(examples):
-        prompt = encode_prompt(tokenizer, spec, ex)
+        prompt = encoded.prompt(ex)
         for ci, choice in enumerate(ex.choices or ()):
-            items.append((ei, ci, prompt, encode_answer(tokenizer, choice)))
+            items.append((ei, ci, prompt, encoded.answer(choice)))
     scores: list[list[float]] = [[0.0] * len(ex.choices or ()) for ex in examples]
     order = sorted(range(len(items)), key=lambda i: len(items[i][2]) + len(items[i][3]))
     for start in tqdm(range(0, len(order), batch_size), desc=f"scoring {task.name}", disable=None, leave=False):
@@ -78,7 +85,7 @@ def greedy_generate(model, tokenizer, task: Task, examples: list[Example], batch
     """Greedy continuations (decoded, special tokens dropped) of each example's prompt, left-padded batches."""
     spec = task.spec
     pad = pad_token_id(tokenizer)
-    prompts = [encode_prompt(tokenizer, spec, ex) for ex in examples]
+    prompts = [encode_task(tokenizer, task).prompt(ex) for ex in examples]
     outputs: list[str] = [""] * len(examples)
     stop_ids = [i for i in {tokenizer.eos_token_id, pad} if i is not None]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -112,18 +119,16 @@ def evaluate_task(model, tokenizer, task: Task, split: str = "test", device="cpu
         return EvalResult(task.name, split, 0, float("nan"))
     if task.type == "multiple_choice":
         scores = choice_logliks(model, tokenizer, task, examples, batch_size, device)
-        correct = correct_norm = 0
-        predictions = []
+        correct, correct_norm, predictions = [], 0, []
         for ex, row in zip(examples, scores, strict=True):
             gold = ex.choices.index(ex.target)
             best = max(range(len(row)), key=row.__getitem__)
             best_norm = max(range(len(row)), key=lambda i: row[i] / max(len(ex.choices[i]), 1))
-            correct += best == gold
+            correct.append(best == gold)
             correct_norm += best_norm == gold
             predictions.append(ex.choices[best])
         n = len(examples)
-        return EvalResult(task.name, split, n, correct / n, correct_norm / n, predictions)
+        return EvalResult(task.name, split, n, sum(correct) / n, correct_norm / n, predictions, correct)
     predictions = greedy_generate(model, tokenizer, task, examples, batch_size, device)
-    pairs = zip(predictions, examples, strict=True)
-    correct = sum(normalize_answer(p) == normalize_answer(ex.target) for p, ex in pairs)
-    return EvalResult(task.name, split, len(examples), correct / len(examples), None, predictions)
+    correct = [normalize_answer(p) == normalize_answer(ex.target) for p, ex in zip(predictions, examples, strict=True)]
+    return EvalResult(task.name, split, len(examples), sum(correct) / len(examples), None, predictions, correct)

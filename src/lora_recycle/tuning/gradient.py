@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from lora_recycle.models.inject import MergedModel
+from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.format import Task
 from lora_recycle.tasks.loss import batch_loss, dataset_loss
-from lora_recycle.tasks.prompting import collate, encode_for_training, pad_token_id
+from lora_recycle.tasks.prompting import collate, pad_token_id
 from lora_recycle.tuning.loop import CoefficientFit, LoopConfig, run_training
 
 
@@ -27,8 +28,7 @@ def tune_coefficients(
     too and the best snapshot restores them as well. Without validation examples, the training loss
     selects instead.
     """
-    train = [encode_for_training(tokenizer, task.spec, ex) for ex in task.split("train")]
-    val = [encode_for_training(tokenizer, task.spec, ex) for ex in task.split("validation")] or train
+    train, val = encode_task(tokenizer, task).fit_splits()
     pad = pad_token_id(tokenizer)
     merged.model.eval()
 

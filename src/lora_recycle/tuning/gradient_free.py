@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from lora_recycle.models.inject import MergedModel
+from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.format import Task
 from lora_recycle.tasks.loss import dataset_loss
-from lora_recycle.tasks.prompting import encode_for_training
 from lora_recycle.tuning.loop import CoefficientFit, LoopResult
 
 
@@ -25,7 +25,8 @@ def tune_gradient_free(
     import nevergrad as ng
 
     examples = task.split("train") + task.split("validation")
-    sequences = [encode_for_training(tokenizer, task.spec, ex) for ex in examples]
+    encoded = encode_task(tokenizer, task)
+    sequences = [encoded.training(ex) for ex in examples]
     shape = tuple(merged.raw.shape)
     start = merged.raw.detach().cpu().numpy().astype(np.float64).ravel()
     parametrization = ng.p.Array(init=np.clip(start, -bound, bound)).set_bounds(-bound, bound)

@@ -12,9 +12,10 @@ from torch import nn
 from lora_recycle.adapters.card import write_card
 from lora_recycle.adapters.paths import MODULE_TYPES
 from lora_recycle.models.loading import base_model_name
+from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.format import Task
 from lora_recycle.tasks.loss import batch_loss, dataset_loss
-from lora_recycle.tasks.prompting import encode_for_training, pad_token_id
+from lora_recycle.tasks.prompting import pad_token_id
 from lora_recycle.tuning.loop import LoopConfig, LoopResult, run_training
 
 
@@ -74,8 +75,7 @@ def train_target_lora(
     )
     peft_model = get_peft_model(model, peft_config)
     params = [p for p in peft_model.parameters() if p.requires_grad]
-    train = [encode_for_training(tokenizer, task.spec, ex) for ex in task.split("train")]
-    val = [encode_for_training(tokenizer, task.spec, ex) for ex in task.split("validation")] or train
+    train, val = encode_task(tokenizer, task).fit_splits()
 
     def validate() -> float:
         return dataset_loss(peft_model, tokenizer, val, device=device)
@@ -104,7 +104,13 @@ def train_target_lora(
     out_dir = Path(out_dir)
     peft_model.save_pretrained(str(out_dir))
     peft_model.unload()  # removes the LoRA layers: the caller's model is the bare base again
-    base = base_model_id or base_model_name(model)
+    _describe(out_dir, base_model_id or base_model_name(model), task, config, rank, len(train), loop)
+    return out_dir, loop, rank
+
+
+def _describe(out_dir: Path, base: str, task: Task, config: TargetLoraConfig, rank: int, n_train: int,
+              loop: LoopResult) -> None:
+    """Record the base model in ``adapter_config.json`` and write the model card."""
     config_file = out_dir / "adapter_config.json"
     saved = json.loads(config_file.read_text())
     saved["base_model_name_or_path"] = base
@@ -115,8 +121,7 @@ def train_target_lora(
         out_dir,
         {"base_model": base, "library_name": "peft", "license": "apache-2.0",
          "tags": ["lora", "lora-recycle", "target-task-lora"], "task": task.name},
-        f"# Target-task LoRA for `{task.name}`\n\nTrained by lora-recycle on {len(train)} examples "
+        f"# Target-task LoRA for `{task.name}`\n\nTrained by lora-recycle on {n_train} examples "
         f"(rank {rank}, alpha {config.alpha}, {config.steps} steps, lr {config.lr}, seed {config.seed}); "
         f"best validation loss {loop.best_val_loss:.4f} at step {loop.best_step}.\n",
     )
-    return out_dir, loop, rank

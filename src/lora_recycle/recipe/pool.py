@@ -1,0 +1,121 @@
+"""Assemble the pool a merge runs on: explicit adapters and catalog ids, or a selection strategy, then the
+random-init control and the target-task LoRA. The CLI, the experiment runner and the demo all call this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lora_recycle.adapters.lora import LoraAdapter
+from lora_recycle.recipe.settings import MergeSettings
+from lora_recycle.tasks.format import Task
+
+DEFAULT_K = 30  # paper: 30 selected adapters unless the method says otherwise (its preset's k)
+
+
+@dataclass
+class PoolRequest:
+    """Where a merge's adapters come from.
+
+    ``adapters`` are already loaded and ``adapter_dirs`` are read (id = folder name); ``db`` with ``ids``
+    takes those catalog ids, ``db`` without them
+    selects by ``settings.selection`` (``all`` without k: every accepted adapter; ``all`` with k:
+    random). ``target`` (the target-task LoRA) informs similarity selection and joins the pool last,
+    never randomised, when ``include_target``; ``target_dir`` is read as ``target:<folder name>``.
+    ``random_init`` replaces the other adapters by noise of the same shape and std.
+    """
+
+    adapters: list[LoraAdapter] = field(default_factory=list)
+    adapter_dirs: list[Path] = field(default_factory=list)
+    db: Path | str | None = None
+    ids: list[str] | None = None
+    target: LoraAdapter | None = None
+    target_dir: Path | None = None
+    include_target: bool = True
+    random_init: bool = False
+    default_k: int = DEFAULT_K
+
+
+@dataclass
+class Pool:
+    """The adapters to merge, in order, and the selection scores of every accepted adapter (if scored)."""
+
+    adapters: list[LoraAdapter]
+    scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ids(self) -> list[str]:
+        return [a.adapter_id for a in self.adapters]
+
+
+def explicit_adapters(request: PoolRequest) -> list[LoraAdapter]:
+    """The given adapters and folders plus explicit catalog ids (read and checked before any model loads)."""
+    from lora_recycle.adapters import read_peft_adapter
+
+    adapters = [*request.adapters, *(read_peft_adapter(p, adapter_id=Path(p).name) for p in request.adapter_dirs)]
+    if request.db is not None and request.ids:
+        from lora_recycle.pool import load_pool_adapters
+
+        adapters += load_pool_adapters(request.db, list(request.ids))
+    return adapters
+
+
+def read_target(request: PoolRequest) -> None:
+    """Read ``target_dir`` into ``target`` (once)."""
+    if request.target is None and request.target_dir is not None:
+        from lora_recycle.adapters import read_peft_adapter
+
+        request.target = read_peft_adapter(request.target_dir, adapter_id=f"target:{Path(request.target_dir).name}")
+
+
+def selected_adapters(request: PoolRequest, settings: MergeSettings, model=None, tokenizer=None,
+                      task: Task | None = None, device: torch.device | str = "cpu") -> Pool:
+    """Adapters chosen from the catalog by the settings' selection strategy (none without a catalog or with ids)."""
+    if request.db is None or request.ids:
+        return Pool([])
+    from lora_recycle.pool import load_pool_adapters
+    from lora_recycle.selection.from_catalog import accepted_ids, select_from_catalog
+
+    scores: dict[str, float] = {}
+    if settings.selection == "all" and settings.k is None:  # e.g. `average`: every accepted adapter
+        ids = accepted_ids(request.db)
+    else:
+        strategy = "random" if settings.selection == "all" else settings.selection
+        ids, scores = select_from_catalog(request.db, strategy, settings.k or request.default_k, settings.seed, model,
+                                          tokenizer, task, device, request.target)
+    return Pool(load_pool_adapters(request.db, ids), scores)
+
+
+def k_shortfall(request: PoolRequest, settings: MergeSettings) -> str | None:
+    """A warning when the catalog holds fewer accepted adapters than the selection asks for (all are then used)."""
+    if request.db is None or request.ids or (settings.selection == "all" and settings.k is None):
+        return None
+    from lora_recycle.selection.from_catalog import accepted_ids
+
+    k, available = settings.k or request.default_k, len(accepted_ids(request.db))
+    if 0 < available < k:
+        return f"warning: --k {k} but {request.db} has only {available} accepted adapters; using all {available}"
+    return None
+
+
+def finish_pool(adapters: list[LoraAdapter], target: LoraAdapter | None, random_init: bool, seed: int
+                ) -> list[LoraAdapter]:
+    """Apply the random-init control (adapter i gets seed ``seed + i``), then append the untouched target LoRA."""
+    if random_init:
+        from lora_recycle.merging.controls import random_init_like
+
+        adapters = [random_init_like(a, seed + i) for i, a in enumerate(adapters)]
+    return [*adapters, target] if target is not None else list(adapters)
+
+
+def assemble_pool(request: PoolRequest, settings: MergeSettings, model=None, tokenizer=None, task: Task | None = None,
+                  device: torch.device | str = "cpu", explicit: list[LoraAdapter] | None = None) -> Pool:
+    """The whole pool of one merge; ``explicit`` passes adapters already read by ``explicit_adapters``."""
+    read_target(request)
+    chosen = selected_adapters(request, settings, model, tokenizer, task, device)
+    adapters = (explicit if explicit is not None else explicit_adapters(request)) + chosen.adapters
+    target = request.target if request.include_target else None
+    return Pool(finish_pool(adapters, target, request.random_init, settings.seed), chosen.scores)
