@@ -10,14 +10,15 @@ Typical use::
 """
 
 from lora_recycle.pool.base_spec import BaseModelSpec, load_base_spec, normalise_model_name
-from lora_recycle.pool.catalog import FORMAT_VERSION, AdapterRecord, Catalog
+from lora_recycle.pool.catalog import FORMAT_VERSION, Catalog
 from lora_recycle.pool.header import HeaderError, read_safetensors_header
 from lora_recycle.pool.hub import HubAdapter, HubClient, fetch_hub_adapters
 from lora_recycle.pool.loading import load_pool_adapters
+from lora_recycle.pool.records import REASONS, AdapterRecord, ModuleInfo, ValidationResult
 from lora_recycle.pool.scan import ScanSummary, scan_pool
 from lora_recycle.pool.sources import Candidate, iter_source
 from lora_recycle.pool.stats import pool_stats
-from lora_recycle.pool.validate import REASONS, ValidationPolicy, ValidationResult, validate_adapter
+from lora_recycle.pool.validate import ValidationPolicy, validate_adapter
 
 __all__ = [
     "FORMAT_VERSION",
@@ -29,6 +30,7 @@ __all__ = [
     "HeaderError",
     "HubAdapter",
     "HubClient",
+    "ModuleInfo",
     "ScanSummary",
     "ValidationPolicy",
     "ValidationResult",

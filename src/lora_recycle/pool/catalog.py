@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from lora_recycle.adapters.paths import coordinates
 from lora_recycle.errors import UserError
+from lora_recycle.pool.records import AdapterRecord
 
 FORMAT_VERSION = 1
 _SCHEMA = """
@@ -47,46 +47,6 @@ _ADAPTER_COLUMNS = (
     "base_model", "rank", "alpha", "use_rslora", "target_modules", "weights_file", "sha256", "size",
     "max_delta_ratio", "fingerprint", "policy", "scanned_at",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ModuleRow:
-    """One LoRA module of a catalogued adapter."""
-
-    path: str
-    rank: int
-    alpha: float
-    scale: float
-
-
-@dataclass(slots=True)
-class AdapterRecord:
-    """Everything the catalog keeps about one adapter (accepted when ``reasons`` is empty)."""
-
-    id: str
-    source_kind: str
-    source: str
-    path: str
-    fingerprint: str
-    policy: str
-    reasons: dict[str, str] = field(default_factory=dict)
-    modules: list[ModuleRow] = field(default_factory=list)
-    revision: str | None = None
-    format: str | None = None
-    license: str | None = None
-    contributor: str | None = None
-    base_model: str | None = None
-    rank: int | None = None
-    alpha: float | None = None
-    use_rslora: bool = False
-    weights_file: str | None = None
-    sha256: str | None = None
-    size: int | None = None
-    max_delta_ratio: float | None = None
-
-    @property
-    def status(self) -> str:
-        return "rejected" if self.reasons else "accepted"
 
 
 def layer_targets(paths: list[str]) -> dict[int, list[str]]:

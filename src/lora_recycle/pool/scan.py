@@ -9,7 +9,7 @@ import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from tqdm import tqdm
@@ -17,7 +17,8 @@ from tqdm import tqdm
 from lora_recycle.adapters.peft_io import CONFIG_NAME
 from lora_recycle.adapters.untrusted import MAX_CONFIG_BYTES
 from lora_recycle.pool.base_spec import BaseModelSpec
-from lora_recycle.pool.catalog import AdapterRecord, Catalog, ModuleRow
+from lora_recycle.pool.catalog import Catalog
+from lora_recycle.pool.records import AdapterRecord
 from lora_recycle.pool.sources import CARD_NAME, MARKER_NAMES, Candidate, iter_source
 from lora_recycle.pool.validate import ValidationPolicy, ValidationResult, validate_adapter
 
@@ -90,28 +91,12 @@ def contributor_of(candidate: Candidate, card: dict) -> str | None:
 
 def record_of(candidate: Candidate, result: ValidationResult, fingerprint: str, policy: str) -> AdapterRecord:
     """The catalog record of a validated candidate."""
-    return AdapterRecord(
-        id=candidate.adapter_id,
-        source_kind=candidate.source_kind,
-        source=candidate.source,
-        path=str(candidate.path),
-        revision=candidate.revision,
-        fingerprint=fingerprint,
-        policy=policy,
-        reasons=dict(result.reasons),
-        modules=[ModuleRow(m.path, m.rank, m.alpha, m.scale) for m in result.modules],
-        format=result.format,
-        license=result.license,
-        contributor=contributor_of(candidate, result.card),
-        base_model=result.base_model,
-        rank=result.rank,
-        alpha=result.alpha,
-        use_rslora=result.use_rslora,
-        weights_file=str(result.weights_file) if result.weights_file else None,
-        sha256=result.sha256,
-        size=result.size,
-        max_delta_ratio=result.max_delta_ratio,
-    )
+    learned = {f.name: getattr(result, f.name) for f in fields(ValidationResult)}
+    learned.update(reasons=dict(result.reasons), modules=list(result.modules),
+                   weights_file=str(result.weights_file) if result.weights_file else None)
+    return AdapterRecord(id=candidate.adapter_id, source_kind=candidate.source_kind, source=candidate.source,
+                         path=str(candidate.path), revision=candidate.revision, fingerprint=fingerprint,
+                         policy=policy, contributor=contributor_of(candidate, result.card), **learned)
 
 
 def _validate_candidate(

@@ -11,7 +11,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,27 +28,9 @@ from lora_recycle.errors import UserError
 from lora_recycle.pool.base_spec import BaseModelSpec
 from lora_recycle.pool.deadline import Deadline, ValidationTimeout
 from lora_recycle.pool.header import FLOAT_DTYPES, MAX_HEADER_BYTES, HeaderError, read_safetensors_header, read_tensor
+from lora_recycle.pool.records import REASONS, ModuleInfo, ValidationResult
 from lora_recycle.pool.sources import CARD_NAME, MARKER_NAMES, PICKLE_NAMES
 
-REASONS = (
-    "no_license",
-    "not_safetensors",
-    "unsupported_type",
-    "base_mismatch",
-    "shape_mismatch",
-    "unknown_module",
-    "nonfinite",
-    "outlier",
-    "empty",
-    "corrupt",
-    # hostile or unreasonable input
-    "bad_config",
-    "bad_pattern",
-    "bad_card",
-    "rank_too_large",
-    "timeout",
-    "outside_source",
-)
 DEFAULT_MAX_RANK = 1024  # r x r float64 Gram matrices stay at 8 MB per factor
 DEFAULT_TIME_LIMIT_S = 30.0
 # Key fragments of adapter content that is not a plain W + s B A update.
@@ -73,44 +55,6 @@ class ValidationPolicy:
     max_header_bytes: int = MAX_HEADER_BYTES
     max_rank: int = DEFAULT_MAX_RANK
     time_limit: float = DEFAULT_TIME_LIMIT_S
-
-
-@dataclass(frozen=True)
-class ModuleInfo:
-    """One module of an adapter as the catalog keeps it."""
-
-    path: str
-    rank: int
-    alpha: float
-    scale: float
-
-
-@dataclass
-class ValidationResult:
-    """Outcome of validating one adapter directory: reason code -> detail, plus what was learned."""
-
-    reasons: dict[str, str] = field(default_factory=dict)
-    format: str | None = None
-    weights_file: Path | None = None
-    sha256: str | None = None
-    size: int | None = None
-    license: str | None = None
-    base_model: str | None = None
-    rank: int | None = None
-    alpha: float | None = None
-    use_rslora: bool = False
-    modules: list[ModuleInfo] = field(default_factory=list)
-    max_delta_ratio: float | None = None
-    card: dict = field(default_factory=dict)
-
-    @property
-    def accepted(self) -> bool:
-        return not self.reasons
-
-    def reject(self, code: str, detail: str) -> None:
-        """Record a reason (the first detail of each code is kept)."""
-        assert code in REASONS, code
-        self.reasons.setdefault(code, detail)
 
 
 @dataclass(frozen=True)
