@@ -105,3 +105,9 @@ def adapter_dirs(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
                                       rank_pattern={"v_proj": 6, "model.layers.1.mlp.down_proj": 2},
                                       alpha_pattern={"o_proj": 3, "up_proj": 20}),
     }
+
+
+@pytest.fixture(scope="session")
+def rank32_adapter_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A rank-32 PEFT LoRA on all seven projections (copies of it overflow vLLM's rank ceiling when concatenated)."""
+    return make_peft_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapters") / "all_r32", 7, r=32, alpha=32)

@@ -218,7 +218,7 @@ def _servable_tensors(adapter: LoraAdapter, paths: list[str], dtype: torch.dtype
         module = adapter.modules[path]
         pad = rank - module.rank
         A = torch.nn.functional.pad(module.A.to(dtype), (0, 0, 0, pad))
-        B = torch.nn.functional.pad(module.scale * module.B.to(dtype), (0, pad))
+        B = torch.nn.functional.pad((module.scale * module.B).to(dtype), (0, pad))  # one rounding
         tensors[peft_key(path, "A")] = A.contiguous()
         tensors[peft_key(path, "B")] = B.contiguous()
     return rank, rank, {}, {}, tensors

@@ -112,6 +112,13 @@ def merge(
     ] = None,
     coef: Annotated[float | None, typer.Option("--coef", help="Non-adaptive coefficient C per adapter.")] = None,
     max_rank: Annotated[int | None, typer.Option("--max-rank", min=1, help="Compress the export to rank R.")] = None,
+    max_error: Annotated[float | None, typer.Option(
+        "--max-error", callback=fraction,
+        help="Per module the smallest rank within this relative error, then one servable rank.")] = None,
+    save_dtype: Annotated[str | None, typer.Option(
+        "--save-dtype", help="float32, bfloat16 or float16 (default: the base model's dtype in its config).")] = None,
+    base_model_id: Annotated[str | None, typer.Option(
+        "--base-model-id", help="Hub id of the base model for the adapter config and card (default: found).")] = None,
     granularity: Annotated[
         str | None, typer.Option("--granularity", help=f"{choices.names(choices.GRANULARITIES)}.")] = None,
     activation: Annotated[
@@ -130,6 +137,7 @@ def merge(
     as_json: JsonOpt = False,
 ) -> None:
     """Merge adapters (adaptively, or with fixed coefficients) and export one standard PEFT adapter."""
+    from lora_recycle.cli.export_report import export_report
     from lora_recycle.recipe.pool import PoolRequest
     from lora_recycle.recipe.run import ExportOptions, run_merge
 
@@ -137,17 +145,19 @@ def merge(
     settings = choices.settings_from_flags(
         method, {"--granularity": granularity, "--activation": activation, "--steps": steps, "--lr": lr,
                  "--strategy": strategy, "--tuning": tuning, "--init": init_value, "--prune": prune, "--coef": coef,
-                 "--max-rank": max_rank}, seed=seed, selection=selection, k=k)
+                 "--max-rank": max_rank, "--max-error": max_error}, seed=seed, selection=selection, k=k)
     request = PoolRequest(adapter_dirs=list(adapters or []), db=db, ids=ids, target_dir=target_lora,
                           random_init=random_init)
-    summary = run_merge(model, task, request, settings, ExportOptions(out, merge_into_base, evaluate_split),
-                        device, dtype, log=info)
+    export = ExportOptions(out, merge_into_base, evaluate_split, base_model_id, save_dtype)
+    summary = run_merge(model, task, request, settings, export, device, dtype, log=info)
     if as_json:
         emit_json(summary)
         return
     loss = summary.get("best_validation_loss")
     detail = f"; validation loss {summary['initial_validation_loss']:.4f} -> {loss:.4f}" if loss is not None else ""
     info(f"merged {len(summary['selected'])} adapters with {method}{detail}; wrote {out}")
+    for line in export_report(summary):
+        info(line)
     if "evaluation" in summary:
         info(f"{evaluate_split} accuracy {summary['evaluation']['accuracy']:.4f}")
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 import torch
 
 from lora_recycle.adapters.lora import LoraAdapter, LoraModule
-from lora_recycle.adapters.paths import MODULE_TYPES, coordinates
 from lora_recycle.adapters.peft_io import SERVABLE_RANKS, uniform_rank
 from lora_recycle.merging.compress import factored_svd
 
@@ -85,27 +84,6 @@ class ExportRank:
                 "needed_rank": max((m.needed_rank for m in self.modules.values()), default=0),
                 "modules": {p: {"factor_rank": m.factor_rank, "needed_rank": m.needed_rank, "rank": m.rank,
                                 "error": m.error} for p, m in self.modules.items()}}
-
-    def summary(self) -> str:
-        """One line for people: the file's rank, why, and the worst error."""
-        record = self.record()
-        if not self.compressed:
-            return f"exported exactly at rank {self.rank} (no compression)"
-        rule = f"--max-error {self.max_error:g}" if self.max_error is not None else f"--max-rank {self.max_rank}"
-        return (f"rank {self.rank} for {rule} (modules need up to rank {record['needed_rank']}); relative error "
-                f"per module max {record['max_relative_error']:.4f}, mean {record['mean_relative_error']:.4f}")
-
-    def table(self) -> list[str]:
-        """Per module ``needed rank / error``, one row per layer, one column per module type."""
-        cells: dict[int, dict[str, str]] = {}
-        for path, m in self.modules.items():
-            c = coordinates(path)
-            cells.setdefault(c.layer, {})[c.module_type] = f"{m.needed_rank}/{m.error:.3f}"
-        types = [t for t in MODULE_TYPES if any(t in row for row in cells.values())]
-        lines = ["layer " + " ".join(f"{t:>11}" for t in types) + "   (needed rank / exported error)"]
-        for layer in sorted(cells):
-            lines.append(f"{layer:>5} " + " ".join(f"{cells[layer].get(t, '-'):>11}" for t in types))
-        return lines
 
 
 def _truncate(module: LoraModule, q: int) -> tuple[LoraModule, float]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from lora_recycle.adapters.base_model_id import MODEL_RECORD_NAME
 from lora_recycle.minihub.base_model import (
     GGUF_NAME,
     SMOLLM2_ID,
@@ -22,7 +23,6 @@ from lora_recycle.minihub.base_model import (
     ensure_tokenizer,
     smollm2_gguf_path,
 )
-from lora_recycle.models.hub_id import MODEL_RECORD_NAME
 
 __all__ = ["SMOLLM2_ID", "SOURCE_FILE", "ensure_smollm2", "load_smollm2_from_gguf", "smollm2_hub_id",
            "smollm2_model_dir"]

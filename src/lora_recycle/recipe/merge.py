@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
 
 from lora_recycle.adapters.lora import LoraAdapter
-from lora_recycle.merging.compress import compress_adapter
 from lora_recycle.merging.nonadaptive import merge_nonadaptive
+from lora_recycle.merging.rank_budget import fit_export_rank
 from lora_recycle.models.fresh_lora import fresh_lora
 from lora_recycle.models.inject import MergedModel
 from lora_recycle.recipe.presets import METHODS
@@ -26,7 +27,7 @@ class MergeOutcome:
     coefficients: dict[str, dict[str, float]]
     settings: MergeSettings
     fit: CoefficientFit | None = None
-    compression: dict[str, float] | None = None
+    compression: dict | None = None  # the export's rank and per-module error (merging.rank_budget)
 
     def record(self) -> dict:
         """JSON-ready summary for ``merge_result.json`` and ``--json`` output."""
@@ -71,18 +72,25 @@ def merge_adapters(
             fit = tuner.function()(merged, tokenizer, task, settings, device)
         values = fit.values if fit is not None else merged.activated().detach()
         adapter = merged.merged_adapter(values, adapter_id=f"merged-{settings.method}")
-        compression = None
-        if settings.max_rank:
-            adapter, compression = compress_adapter(adapter, settings.max_rank)
-        return MergeOutcome(adapter, merged.coefficient_table(values), settings, fit, compression)
+        adapter, report = fit_export_rank(adapter, settings.max_rank, settings.max_error)
+        return MergeOutcome(adapter, merged.coefficient_table(values), settings, fit, report.record())
     finally:
         merged.detach()
 
 
 def _merge_per_module(adapters: list[LoraAdapter], settings: MergeSettings, combine) -> MergeOutcome:
     """A fixed-coefficient merge, one module at a time (TIES, DARE, TSV, task arithmetic, ...)."""
-    result = merge_nonadaptive(adapters, combine, settings.coef, settings.prune, settings.max_rank or 64,
-                               seed=settings.seed)
+    # with an error budget the dense merge is factored exactly; fit_export_rank then applies budget and cap
+    rank = sys.maxsize if settings.max_error is not None else settings.max_rank or 64
+    result = merge_nonadaptive(adapters, combine, settings.coef, settings.prune, rank, seed=settings.seed)
+    adapter, report = fit_export_rank(result.adapter, settings.max_rank, settings.max_error)
+    compression = report.record()
+    if report.max_error is None:  # no budget: the dense merge's own rank cut is the only approximation
+        summary = result.error_summary()
+        compression.update(summary, max_rank=rank, compressed=summary["max_relative_error"] > 1e-6)
+        for path, error in result.errors.items():
+            if path in compression["modules"]:
+                compression["modules"][path]["error"] = error
     weight = 1.0 / len(adapters) if settings.coef is None else settings.coef
     coefficients = {"model": {a.adapter_id: weight for a in adapters}}
-    return MergeOutcome(result.adapter, coefficients, settings, None, result.error_summary())
+    return MergeOutcome(adapter, coefficients, settings, None, compression)

@@ -19,9 +19,9 @@ if TYPE_CHECKING:
 
 # Parameters a user may set per kind of method (the rest of MergeSettings is the preset's business).
 ADAPTIVE_PARAMS = ("selection", "k", "tuning", "composition", "granularity", "activation", "init", "steps", "lr",
-                   "batch_size", "eval_every", "strategy", "max_rank")
-DENSE_PARAMS = ("selection", "k", "coef", "prune", "max_rank")
-FACTORED_PARAMS = ("selection", "k", "coef")
+                   "batch_size", "eval_every", "strategy", "max_rank", "max_error")
+DENSE_PARAMS = ("selection", "k", "coef", "prune", "max_rank", "max_error")
+FACTORED_PARAMS = ("selection", "k", "coef", "max_error")
 
 
 @dataclass(frozen=True)
@@ -68,13 +68,13 @@ register_method("pi_tuning", "Wu et al. 2023, pi-Tuning (ICML 2023)", ADAPTIVE_P
 register_method("lorahub", "Huang et al. 2024, LoraHub (COLM 2024)", ADAPTIVE_PARAMS, True,
                 adaptive=True, selection="random", tuning="gradient_free", granularity="model", activation="linear",
                 init="zero", steps=100, composition="lorahub")
-register_method("average", "simple averaging (Wortsman et al. 2022, model soups)", ("selection", "k", "max_rank"),
-                True, adaptive=False, selection="all", tuning="none", granularity="model", activation="linear",
-                init="uniform")
+register_method("average", "simple averaging (Wortsman et al. 2022, model soups)",
+                ("selection", "k", "max_rank", "max_error"), True, adaptive=False, selection="all", tuning="none",
+                granularity="model", activation="linear", init="uniform")
 # Non-adaptive methods on per-module dense deltas (paper appendix D); C = 0.3 and p = 0.6 were
 # among the stable TIES settings of the paper's Table 4.
 register_method("task_arithmetic", "Ilharco et al. 2023, task arithmetic (ICLR 2023)",
-                ("selection", "k", "coef", "max_rank"), False,
+                ("selection", "k", "coef", "max_rank", "max_error"), False,
                 combine="task_arithmetic", adaptive=False, selection="random", tuning="none", coef=0.3)
 register_method("ties", "Yadav et al. 2023, TIES-Merging (NeurIPS 2023)", DENSE_PARAMS, False,
                 combine="ties", adaptive=False, selection="random", tuning="none", prune=0.6, coef=0.3)

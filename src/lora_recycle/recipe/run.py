@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lora_recycle.errors import UserError
 from lora_recycle.recipe.pool import Pool, PoolRequest, assemble_pool, explicit_adapters, k_shortfall, read_target
 from lora_recycle.recipe.settings import MergeSettings
+
+if TYPE_CHECKING:
+    import torch
+
+    from lora_recycle.adapters.base_model_id import BaseModelId
 
 
 @dataclass
@@ -19,6 +24,8 @@ class ExportOptions:
     out: Path
     merge_into_base: bool = False
     evaluate_split: str | None = None
+    base_model_id: str | None = None  # the base's Hub id; None: found (adapters/base_model_id.py)
+    save_dtype: str | None = None  # storage dtype of the adapter; None: the base model's own
 
 
 def sources_of(pool: Pool) -> list[dict]:
@@ -48,6 +55,7 @@ def run_merge(model_dir: Path, task_dir: Path | None, request: PoolRequest, sett
     from lora_recycle.tasks import load_task
 
     check_request(request, settings, task_dir)
+    base_id, store_dtype = export_target(model_dir, export)
     task = load_task(task_dir) if task_dir else None
     explicit = explicit_adapters(request)  # unknown ids fail before the model loads
     read_target(request)
@@ -60,27 +68,54 @@ def run_merge(model_dir: Path, task_dir: Path | None, request: PoolRequest, sett
     outcome = merge_adapters(model, tokenizer, task, pool.adapters, settings, dev)
     record = outcome.record()
     if export.evaluate_split and task is not None:
+        from lora_recycle.adapters.export import as_stored
         from lora_recycle.models.fold import folded
         from lora_recycle.tasks.scoring import evaluate_task
 
-        with folded(model, outcome.adapter):
+        scored = outcome.adapter if export.merge_into_base else as_stored(outcome.adapter, store_dtype)
+        with folded(model, scored):  # the weights as written, after compression and dtype rounding
             record["evaluation"] = evaluate_task(model, tokenizer, task, export.evaluate_split, dev).to_dict()
-    write_merge(model, tokenizer, outcome.adapter, export, str(model_dir), settings.method, sources_of(pool), record)
+    write_merge(model, tokenizer, outcome.adapter, export, base_id, settings.method, sources_of(pool), record,
+                store_dtype)
     summary = {"out": str(export.out), "method": settings.method, "selected": pool.ids,
-               "coefficients": outcome.coefficients, "scores": pool.scores}
+               "coefficients": outcome.coefficients, "scores": pool.scores, "base_model": base_id.name,
+               "base_model_source": base_id.source, "save_dtype": str(store_dtype).removeprefix("torch."),
+               "merged_into_base": export.merge_into_base}
     summary.update({key: record[key] for key in ("best_step", "best_validation_loss", "initial_validation_loss",
                                                  "evaluation", "compression") if key in record})
+    if log is not None:
+        for line in export_warnings(summary):
+            log(line)
     return summary
 
 
-def write_merge(model, tokenizer, adapter, export: ExportOptions, model_ref: str, method: str, sources: list[dict],
-                record: dict) -> Path:
+def export_target(model_dir: Path, export: ExportOptions) -> tuple[BaseModelId, torch.dtype]:
+    """The base model's Hub id and the storage dtype of the export, checked before any model loads."""
+    from lora_recycle.adapters.base_model_id import resolve_base_model_id
+    from lora_recycle.models.loading import save_dtype_for
+
+    if export.merge_into_base and export.save_dtype is not None:
+        raise UserError("--save-dtype sets an adapter's storage; with --merge-into-base the model is saved in --dtype")
+    return resolve_base_model_id(model_dir, export.base_model_id), save_dtype_for(export.save_dtype, model_dir)
+
+
+def export_warnings(summary: dict[str, Any]) -> list[str]:
+    """Lines a user must see even with ``--json``: a local path instead of a Hub id, a rank above vLLM's."""
+    from lora_recycle.adapters.base_model_id import BaseModelId
+
+    base = BaseModelId(summary["base_model"], summary["base_model_source"])
+    lines = [] if summary.get("merged_into_base") or base.warning() is None else [base.warning()]
+    note = (summary.get("compression") or {}).get("note")
+    return [*lines, f"warning: {note}"] if note else lines
+
+
+def write_merge(model, tokenizer, adapter, export: ExportOptions, base_id: BaseModelId, method: str,
+                sources: list[dict], record: dict, dtype: torch.dtype) -> Path:
     """Write the merged adapter (or, with ``merge_into_base``, the full model) to ``export.out``."""
     if export.merge_into_base:
         from lora_recycle.models.export import save_merged_model
 
         return save_merged_model(model, tokenizer, adapter, export.out, method, sources, record)
     from lora_recycle.adapters.export import export_merge
-    from lora_recycle.models.loading import base_model_name
 
-    return export_merge(adapter, export.out, base_model_name(model) or model_ref, method, sources, record)
+    return export_merge(adapter, export.out, base_id, method, sources, record, dtype)

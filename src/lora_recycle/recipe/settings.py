@@ -39,6 +39,8 @@ class MergeSettings:
     prune: float = _opt(0.6, "TIES/DARE: fraction of each task vector dropped (density = 1 - prune).", ge=0, lt=1)
     coef: float | None = _opt(None, "Non-adaptive coefficient C per adapter (None: 1/k).")
     max_rank: int | None = _opt(None, "Compress the export to this rank (dense methods default to 64).", ge=1)
+    max_error: float | None = _opt(None, "Per module the smallest rank within this relative Frobenius error, then "
+                                   "one vLLM-servable rank for the file (merging/rank_budget.py).", ge=0, lt=1)
 
     def with_overrides(self, **overrides) -> MergeSettings:
         """A copy with the non-None overrides applied."""

@@ -6,8 +6,13 @@ import json
 
 import pytest
 
+from lora_recycle.adapters.base_model_id import (
+    MODEL_RECORD_NAME,
+    hub_id_from_cache_path,
+    is_hub_id,
+    resolve_base_model_id,
+)
 from lora_recycle.errors import UserError
-from lora_recycle.models.hub_id import MODEL_RECORD_NAME, hub_id_from_cache_path, is_hub_id, resolve_base_model_id
 
 
 def model_dir(tmp_path, name="model", config=None, record=None):
