@@ -49,4 +49,4 @@ def test_card_of_a_local_base_names_no_hub_base(tmp_path):
 def test_card_describes_compression():
     compression = {"compressed": True, "max_error": 0.05, "max_relative_error": 0.0412, "mean_relative_error": 0.02}
     _, body = merge_card(MergeCardInfo("o/b", True, "ours", SOURCES, rank=64, compression=compression))
-    assert "error budget 0.05" in body and "at most 0.0412" in body
+    assert "error budget 0.05" in body and "at most 0.0412 (mean 0.0200)" in body

@@ -99,6 +99,7 @@ def test_default_save_dtype_is_the_base_models(capsys, tmp_path, tiny_model_dir,
     (["--max-error", "1.5"], "must be in [0, 1), got 1.5"),
     (["--save-dtype", "int8"], "--save-dtype 'int8'"),
     (["--base-model-id", "not a/hub id"], "--base-model-id 'not a/hub id': not a Hub model id"),
+    (["--save-dtype", "bfloat16", "--merge-into-base"], "with --merge-into-base the model is saved in --dtype"),
 ])
 def test_export_option_mistakes_in_the_console_script(tmp_path, tiny_model_dir, adapter_dirs, args, message):
     command = [str(SCRIPT), "merge", "--model", str(tiny_model_dir), "--adapters", str(adapter_dirs["all_r4"]),

@@ -98,5 +98,5 @@ def _compression_line(compression: dict | None) -> str:
     budget = compression.get("max_error")
     rule = f"error budget {budget:g}" if budget is not None else f"rank cap {compression.get('max_rank')}"
     return (f"Rank-compressed ({rule}): relative Frobenius error per module at most "
-            f"{compression['max_relative_error']:.4g} (mean {compression['mean_relative_error']:.4g}); "
-            "the error of every module is in the record below.")
+            f"{compression['max_relative_error']:.4f} (mean {compression['mean_relative_error']:.4f}); "
+            "every module's rank and error are in the record.")
