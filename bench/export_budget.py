@@ -22,25 +22,25 @@ from lora_recycle.merging.rank_budget import fit_export_rank
 from lora_recycle.minihub.hub import build_hub
 from lora_recycle.models.fold import folded
 from lora_recycle.models.loading import load_base_model
-from lora_recycle.pool import load_pool_adapters
+from lora_recycle.recipe import TARGET_ADAPTER_ID
 from lora_recycle.recipe.merge import merge_adapters
+from lora_recycle.recipe.pool import PoolRequest, finish_pool, selected_adapters
 from lora_recycle.recipe.presets import preset
-from lora_recycle.selection.from_catalog import select_from_catalog
+from lora_recycle.recipe.target import cached_target_lora, target_lora_dir
 from lora_recycle.tasks import load_task
 from lora_recycle.tasks.scoring import evaluate_task
-from lora_recycle.tuning.target_lora import TargetLoraConfig, train_target_lora
+from lora_recycle.tuning.target_lora import TargetLoraConfig
 
 BUDGETS = (None, 0.01, 0.05, 0.1)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def target_lora(hub, task, name: str, seed: int, model, tokenizer):
-    """The demo's cached target-task LoRA (trained once if missing, in the demo's own cache place)."""
-    target_dir = hub.root / "target-loras" / f"{name}-seed{seed}-steps{hub.profile.target_lora_steps}"
-    if not (target_dir / "adapter_config.json").is_file():
-        config = TargetLoraConfig(steps=hub.profile.target_lora_steps, seed=seed)
-        train_target_lora(model, tokenizer, task, config, target_dir, base_model_id=hub.base_model_id)
-    return read_peft_adapter(target_dir, adapter_id="target-lora")
+def demo_target_lora(hub, task, name: str, seed: int, model, tokenizer):
+    """The demo's cached target-task LoRA (the same folder ``lora-recycle demo`` uses; trained once if missing)."""
+    config = TargetLoraConfig(steps=hub.profile.target_lora_steps, seed=seed)
+    where = target_lora_dir(hub.root, name, task, config, f"minihub:{hub.profile.name}:seed{seed}")
+    target_dir, _ = cached_target_lora(model, tokenizer, task, config, where, base_model_id=hub.base_model_id)
+    return read_peft_adapter(target_dir, adapter_id=TARGET_ADAPTER_ID)
 
 
 def main() -> None:
@@ -55,19 +55,19 @@ def main() -> None:
     task = load_task(hub.tasks[args.task])
     model, tokenizer = load_base_model(hub.base_model)
     limit = hub.profile.test_limit
-    selected, _ = select_from_catalog(hub.catalog, "evaluation", hub.profile.demo_k, args.seed, model, tokenizer,
-                                      task)
-    pool = load_pool_adapters(hub.catalog, selected)
-    target = target_lora(hub, task, args.task, args.seed, model, tokenizer)
     steps = hub.profile.merge_steps
-    settings = preset("ours").with_overrides(steps=steps, eval_every=max(1, steps // 5), seed=args.seed)
+    settings = preset("ours").with_overrides(steps=steps, eval_every=max(1, steps // 5), seed=args.seed,
+                                             k=hub.profile.demo_k)
+    pool = selected_adapters(PoolRequest(db=hub.catalog), settings, model, tokenizer, task).adapters
+    selected = [a.adapter_id for a in pool]
+    target = demo_target_lora(hub, task, args.task, args.seed, model, tokenizer)
     base = evaluate_task(model, tokenizer, task, "test", limit=limit)
     print(f"{args.profile} hub, task {args.task}, base {hub.base_model_id}, {base.n} test examples; "
           f"prompting accuracy {base.accuracy:.3f}; selected {', '.join(selected)}", flush=True)
 
     rows = []
-    for label, adapters in ((f"ours (k={len(pool)})", pool), (f"ours + target LoRA (k={len(pool) + 1})",
-                                                              [*pool, target])):
+    for label, with_target in ((f"ours (k={len(pool)})", False), (f"ours + target LoRA (k={len(pool) + 1})", True)):
+        adapters = finish_pool(pool, target if with_target else None, False, args.seed)
         outcome = merge_adapters(model, tokenizer, task, adapters, settings)
         for budget in BUDGETS:
             adapter, report = fit_export_rank(outcome.adapter, max_error=budget)
