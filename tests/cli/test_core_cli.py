@@ -126,3 +126,11 @@ def test_random_init_keeps_the_target_lora_intact(capsys, tmp_path, tiny_model_d
     for path, module in merged.modules.items():
         expected = sum(a.modules[path].delta() for a in [*noise, target] if path in a.modules) / 3
         torch.testing.assert_close(module.delta(), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_an_empty_merge_is_one_line_not_a_traceback(capsys, tmp_path, tiny_model_dir, adapter_dirs):
+    code, _, err = run(capsys, "merge", "--model", tiny_model_dir, "--adapters", adapter_dirs["all_r4"],
+                       "--adapters", adapter_dirs["qv_r8"], "--method", "ties", "--coef", "0", "--out", tmp_path / "e")
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: the ties merge is empty")
+    assert "Traceback" not in err and not (tmp_path / "e").exists()

@@ -112,6 +112,9 @@ def export_warnings(summary: dict[str, Any]) -> list[str]:
 def write_merge(model, tokenizer, adapter, export: ExportOptions, base_id: BaseModelId, method: str,
                 sources: list[dict], record: dict, dtype: torch.dtype) -> Path:
     """Write the merged adapter (or, with ``merge_into_base``, the full model) to ``export.out``."""
+    if not adapter.modules:
+        raise UserError(f"the {method} merge is empty (every coefficient or merged update is zero), so there is "
+                        f"nothing to write to {export.out}; change --coef/--prune, --init or --steps")
     if export.merge_into_base:
         from lora_recycle.models.export import save_merged_model
 
