@@ -69,6 +69,7 @@ def train_lora(
     from lora_recycle.tuning.target_lora import TargetLoraConfig, train_target_lora
 
     loaded_task = load_task(task)
+    loaded_task.require_rows("train", "train-lora")  # before the model loads
     dev = resolve_device(device)
     base, tokenizer = load_base_model(model, dev, dtype)
     config = TargetLoraConfig(rank=rank, alpha=alpha, steps=steps, lr=lr, seed=seed)

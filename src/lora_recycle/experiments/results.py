@@ -82,6 +82,16 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _refuse_foreign_file(conn: sqlite3.Connection, path: Path) -> None:
+    """A non-empty SQLite file without the results tables (a pool catalog, say) is not ours to read or extend."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables or {"meta", "runs"} <= tables:
+        return
+    conn.close()
+    kind = "a pool catalog" if "adapters" in tables else "an SQLite file of something else"
+    raise UserError(f"{path}: {kind}, not a lora-recycle results database")
+
+
 class ResultsStore:
     """Open (or create) a results database; use as a context manager."""
 
@@ -93,6 +103,7 @@ class ResultsStore:
         try:
             self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
+            _refuse_foreign_file(self.conn, self.path)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             if create:

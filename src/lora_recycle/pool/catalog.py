@@ -69,12 +69,23 @@ class Catalog:
         try:
             self.db = sqlite3.connect(self.path)
             self.db.row_factory = sqlite3.Row
+            self._refuse_foreign_file()  # before any PRAGMA or table touches someone else's database
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self._init_schema()
         except sqlite3.DatabaseError as exc:
             raise UserError(f"--db {self.path}: not a pool catalog ({exc})") from None
+
+    def _refuse_foreign_file(self) -> None:
+        """An SQLite file with tables but no pool catalog in it (an experiment's results, an app's data) is refused."""
+        tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables or {"meta", "adapters"} <= tables:
+            return
+        self.db.close()
+        kind = "an experiment results database" if "runs" in tables else "an SQLite file that is not a pool catalog"
+        raise UserError(f"--db {self.path}: {kind} (tables: {', '.join(sorted(tables)[:5])}); "
+                        "give a new file or an existing pool catalog")
 
     def _init_schema(self) -> None:
         version = None

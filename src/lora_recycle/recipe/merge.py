@@ -60,6 +60,8 @@ def merge_adapters(
     if method.combine is not None:
         return _merge_per_module(adapters, settings, method.combine)
     tuner = TUNERS.lookup(settings.tuning) if settings.adaptive else None
+    if tuner is not None and tuner.tune is not None and task is not None:
+        task.require_rows("train", f"merge --method {settings.method} (it learns on the task)")
     if tuner is not None and tuner.trains_factors:
         adapters = [*adapters, fresh_lora(model, adapters, settings.seed)]
     merged = MergedModel(model, adapters, settings.granularity, settings.activation, settings.init, settings.strategy,

@@ -57,6 +57,8 @@ def run_merge(model_dir: Path, task_dir: Path | None, request: PoolRequest, sett
     check_request(request, settings, task_dir)
     base_id, store_dtype = export_target(model_dir, export)
     task = load_task(task_dir) if task_dir else None
+    if settings.adaptive and task is not None:  # before the model loads
+        task.require_rows("train", f"merge --method {settings.method}")
     explicit = explicit_adapters(request)  # unknown ids fail before the model loads
     read_target(request)
     shortfall = k_shortfall(request, settings)

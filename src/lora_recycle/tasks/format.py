@@ -88,6 +88,14 @@ class Task:
             raise UserError(f"unknown split {name!r}: use train, val or test")
         return self.splits.get(key, [])
 
+    def require_rows(self, split: str, purpose: str) -> list[Example]:
+        """The split's examples, or a one-line UserError saying ``purpose`` needs some (e.g. training rows)."""
+        examples = self.split(split)
+        if not examples:
+            source = "test.jsonl" if split == "test" else "train.jsonl"
+            raise UserError(f"task {self.name} ({self.directory / source}): no {split} rows, which {purpose} needs")
+        return examples
+
     def content_hash(self) -> str:
         """A stable hash of the task's definition and training rows: keys cached per-task scores."""
         digest = hashlib.sha256(self.spec.model_dump_json().encode())
@@ -95,6 +103,16 @@ class Task:
             for ex in self.splits.get(split, []):
                 digest.update(json.dumps([split, ex.input, ex.target, ex.choices]).encode())
         return digest.hexdigest()[:16]
+
+
+def choices_problem(choices: list[str]) -> str | None:
+    """Why a choice list cannot be scored fairly: an empty choice (its log-likelihood is 0, so it always
+    wins) or a repeated one (two identical options); None if it is fine."""
+    if any(not choice.strip() for choice in choices):
+        return "has an empty choice (an empty string scores log-likelihood 0 and always wins)"
+    if len(set(choices)) != len(choices):
+        return "repeats a choice"
+    return None
 
 
 def _parse_row(raw: str, where: str, task_type: TaskType) -> tuple[Example, str | None]:
@@ -113,6 +131,9 @@ def _parse_row(raw: str, where: str, task_type: TaskType) -> tuple[Example, str 
     if task_type == "multiple_choice":
         if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
             raise UserError(f"{where}: field 'choices' must be a list of at least two strings")
+        problem = choices_problem(choices)
+        if problem:
+            raise UserError(f"{where}: field 'choices' {problem}")
         if row["target"] not in choices:
             raise UserError(f"{where}: target {row['target']!r} is not one of the choices")
         choices = tuple(choices)

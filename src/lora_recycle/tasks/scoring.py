@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from lora_recycle.errors import UserError
 from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.format import Example, Task
 from lora_recycle.tasks.loss import selected_logits
@@ -112,8 +113,10 @@ def greedy_generate(model, tokenizer, task: Task, examples: list[Example], batch
 
 def evaluate_task(model, tokenizer, task: Task, split: str = "test", device="cpu", limit: int | None = None,
                   batch_size: int = 32) -> EvalResult:
-    """Score the model on a split of the task; the model is put in eval mode."""
-    examples = task.split(split)[:limit] if limit else task.split(split)
+    """Score the model on a split of the task (its first ``limit`` examples); the model is put in eval mode."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UserError(f"limit {limit!r}: give a positive number of examples")
+    examples = task.split(split)[:limit]
     model.eval()
     if not examples:
         return EvalResult(task.name, split, 0, float("nan"))

@@ -67,6 +67,7 @@ def train_target_lora(
     """
     from peft import LoraConfig, get_peft_model
 
+    task.require_rows("train", "training a target-task LoRA")
     rank = capped_rank(model, config.rank, config.target_modules)
     torch.manual_seed(config.seed)
     peft_config = LoraConfig(
