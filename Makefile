@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python bench/pool_eval.py
 	MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000 $(BIN)/python bench/selection.py
 	$(BIN)/python bench/pool_scan.py
+	$(BIN)/python bench/hostile_scan.py
 
 lint: install
 	$(BIN)/ruff check src tests bench

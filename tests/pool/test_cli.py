@@ -89,3 +89,12 @@ def test_fetch_with_an_injected_client(corpus, base_dir, tmp_path, capsys, monke
     assert code == 0 and data["fetched"] == 1 and data["catalog"] == {"accepted": 1, "rejected": 0}
     code, shown, _ = run(capsys, "pool", "show", "alice/good", "--db", str(db), "--json")
     assert shown["source_kind"] == "hub" and shown["contributor"] == "alice"
+
+
+def test_scan_bounds_are_options(corpus, base_dir, tmp_path, capsys):
+    db = tmp_path / "pool.db"
+    args = ["pool", "scan", str(corpus / "alice"), "--base-model", str(base_dir), "--db", str(db), "--json"]
+    code, data, _ = run(capsys, *args, "--rank-cap", "4")
+    assert code == 0 and data["reasons"] == {"rank_too_large": 1}  # qv-only has rank 8
+    code, data, _ = run(capsys, *args, "--time-limit", "0")
+    assert code == 0 and data["reasons"] == {"timeout": 2}

@@ -56,3 +56,16 @@ def test_symlink_loops_are_not_followed(corpus, tmp_path):
     (root / "linked").symlink_to(corpus / "bob")
     ids = [c.adapter_id for c in iter_source(root)]
     assert ids == ["alice/all-seven", "alice/qv-only", "linked/mirror-name", "linked/patterns", "linked/rslora"]
+
+
+def test_a_symlink_loop_never_hides_its_siblings(corpus, tmp_path):
+    # `loop -> loop` fails to stat (ELOOP); listing the folder once gave up on every entry, "0 adapters seen"
+    import shutil
+
+    root = tmp_path / "pool"
+    root.mkdir()
+    (root / "aaa-loop").symlink_to("aaa-loop")
+    (root / "mutual-a").symlink_to("mutual-b")
+    (root / "mutual-b").symlink_to("mutual-a")
+    shutil.copytree(corpus / "alice/qv-only", root / "good")
+    assert [c.adapter_id for c in iter_source(root)] == ["good"]

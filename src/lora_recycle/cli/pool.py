@@ -32,6 +32,14 @@ OutlierOpt = Annotated[
     float,
     typer.Option("--max-outlier-ratio", min=0.0, help="Reject when ||delta||_F / ||W||_F exceeds this."),
 ]
+RankCapOpt = Annotated[
+    int | None,
+    typer.Option("--rank-cap", min=1, help="Reject modules of higher rank (rank_too_large) [default: 1024]."),
+]
+TimeLimitOpt = Annotated[
+    float | None,
+    typer.Option("--time-limit", min=0.0, help="Seconds of validation per adapter, then timeout [default: 30]."),
+]
 # Columns `pool list` shows; `pool show` adds the rest.
 LIST_FIELDS = (
     "id", "status", "reasons", "rank", "ranks", "alpha", "use_rslora", "target_modules", "license",
@@ -50,10 +58,11 @@ def _base_spec(model_dir: Path, base_name: str | None, aliases: list[str] | None
     return load_base_spec(model_dir, base_name=base_name, aliases=tuple(aliases or ()))
 
 
-def _scan(sources, spec, db, require_license, allow_pickle, max_outlier_ratio, hints=None) -> dict:
+def _scan(sources, spec, db, require_license, allow_pickle, max_outlier_ratio, hints=None, **limits) -> dict:
     from lora_recycle.pool import Catalog, ValidationPolicy, scan_pool
 
-    policy = ValidationPolicy(require_license, allow_pickle, max_outlier_ratio)
+    limits = {key: value for key, value in limits.items() if value is not None}  # unset: the policy's default
+    policy = ValidationPolicy(require_license, allow_pickle, max_outlier_ratio, **limits)
     with Catalog(db) as catalog:
         summary = scan_pool(sources, spec, catalog, policy, hub_hints=hints, progress=True)
         totals = catalog.counts()
@@ -80,11 +89,14 @@ def scan(
     allow_pickle: PickleOpt = False,
     alias: AliasOpt = None,
     max_outlier_ratio: OutlierOpt = 1.0,
+    rank_cap: RankCapOpt = None,
+    time_limit: TimeLimitOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate every adapter under SOURCES into the catalog (incremental: unchanged files are skipped)."""
     spec = _base_spec(base_model, base_name, alias)
-    data = _scan(sources, spec, db, require_license, allow_pickle, max_outlier_ratio)
+    data = _scan(sources, spec, db, require_license, allow_pickle, max_outlier_ratio, max_rank=rank_cap,
+                 time_limit=time_limit)
     emit_json(data) if as_json else _print_summary(data)
 
 
@@ -98,6 +110,8 @@ def fetch(
     require_license: LicenseOpt = True,
     alias: AliasOpt = None,
     max_outlier_ratio: OutlierOpt = 1.0,
+    rank_cap: RankCapOpt = None,
+    time_limit: TimeLimitOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Download the Hub's adapters of a base model (config, safetensors, card only), then scan them."""
@@ -109,7 +123,8 @@ def fetch(
     for repo_id, error in failed.items():
         info(f"skipped {repo_id}: {error}")
     hints = {a.repo_id: a.hint() for a in fetched if not a.error}
-    data = _scan([cache_dir], spec, db, require_license, False, max_outlier_ratio, hints)
+    data = _scan([cache_dir], spec, db, require_license, False, max_outlier_ratio, hints, max_rank=rank_cap,
+                 time_limit=time_limit)
     data.update(fetched=len(hints), failed=failed)
     emit_json(data) if as_json else _print_summary(data)
 

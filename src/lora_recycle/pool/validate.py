@@ -31,8 +31,8 @@ from lora_recycle.pool.header import FLOAT_DTYPES, MAX_HEADER_BYTES, HeaderError
 from lora_recycle.pool.records import REASONS, ModuleInfo, ValidationResult
 from lora_recycle.pool.sources import CARD_NAME, MARKER_NAMES, PICKLE_NAMES
 
-DEFAULT_MAX_RANK = 1024  # r x r float64 Gram matrices stay at 8 MB per factor
-DEFAULT_TIME_LIMIT_S = 30.0
+DEFAULT_MAX_RANK = 1024  # above it a module is ``rank_too_large``; its r x r float64 Gram matrices stay <= 8 MB
+DEFAULT_TIME_LIMIT_S = 30.0  # seconds of validation per adapter before it is a ``timeout``
 # Key fragments of adapter content that is not a plain W + s B A update.
 _NON_LORA_MARKERS = (
     "lora_magnitude_vector",
