@@ -78,14 +78,29 @@ class Catalog:
             raise UserError(f"--db {self.path}: not a pool catalog ({exc})") from None
 
     def _refuse_foreign_file(self) -> None:
-        """An SQLite file with tables but no pool catalog in it (an experiment's results, an app's data) is refused."""
+        """An SQLite file with tables but no pool catalog in it (an experiment's results, an app's data) is refused.
+
+        A catalog of another format version is left to the version check, which names it.
+        """
         tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables or {"meta", "adapters"} <= tables:
+            return
+        version = self._stored_version(tables)
+        if "runs" not in tables and version is not None and version != FORMAT_VERSION:
             return
         self.db.close()
         kind = "an experiment results database" if "runs" in tables else "an SQLite file that is not a pool catalog"
         raise UserError(f"--db {self.path}: {kind} (tables: {', '.join(sorted(tables)[:5])}); "
                         "give a new file or an existing pool catalog")
+
+    def _stored_version(self, tables: set[str]) -> int | None:
+        if "meta" not in tables:
+            return None
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+            return int(row[0]) if row else None
+        except (sqlite3.DatabaseError, ValueError, TypeError):
+            return None
 
     def _init_schema(self) -> None:
         version = None
