@@ -1,8 +1,16 @@
 """The tiny profile end to end: hub build (pool trained, broken adapters rejected), then the demo."""
 
 import json
+from pathlib import Path
 
+import pytest
+
+from lora_recycle.adapters import read_peft_adapter
+from lora_recycle.adapters.card import read_card_data
 from lora_recycle.cli import main
+from lora_recycle.minihub.specialists import task_accuracy
+from lora_recycle.models.loading import load_base_model
+from lora_recycle.tasks import load_task
 
 
 def test_tiny_hub_and_demo(tmp_path, cache_dir, capsys):
@@ -10,6 +18,27 @@ def test_tiny_hub_and_demo(tmp_path, cache_dir, capsys):
     assert main(["hub", "build", "--profile", "tiny", "--cache-dir", str(cache_dir), "--json"]) == 0
     hub = json.loads(capsys.readouterr().out)
     assert hub["adapters"] == 8 and hub["broken"] == 6 and hub["tasks"] >= 20
+    root = Path(hub["root"])
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["precision"] in ("fp32", "bf16") and hub["precision"] == manifest["precision"]
+    for entry in manifest["adapters"]:
+        assert 0.0 <= entry["source_accuracy"] <= 1.0 and 0.0 <= entry["base_accuracy"] <= 1.0
+        card = read_card_data(root / entry["path"])
+        assert card["source_accuracy"] == entry["source_accuracy"] and card["base_accuracy"] == entry["base_accuracy"]
+        assert card["model-index"][0]["results"][0]["dataset"]["name"] == entry["task"]
+    # the recorded accuracy is what scoring the adapter on its own task's test rows gives
+    first = manifest["adapters"][0]
+    model, tokenizer = load_base_model(manifest["base_model"])
+    task = load_task(root / "tasks" / first["task"])
+    limit = manifest["profile"]["source_eval_limit"]
+    own = task_accuracy(model, tokenizer, task, limit, manifest["precision"], read_peft_adapter(root / first["path"]))
+    base = task_accuracy(model, tokenizer, task, limit, manifest["precision"])
+    assert own == pytest.approx(first["source_accuracy"], abs=1e-4) and base == pytest.approx(first["base_accuracy"],
+                                                                                               abs=1e-4)
+    assert hub["specialists"]["adapters"] == 8
+    assert main(["hub", "build", "--profile", "tiny", "--cache-dir", str(cache_dir)]) == 0  # warm: prints the table
+    printed = capsys.readouterr().out
+    assert first["name"] in printed and "median gain" in printed
 
     assert main(["pool", "list", "--db", f"{hub['root']}/pool.db", "--json"]) == 0
     rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}

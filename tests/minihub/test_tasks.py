@@ -134,3 +134,20 @@ def test_suite_builds_a_subset(tmp_path):
 def test_unambiguous_drops_conflicting_inputs():
     rows = [Example("a", "1"), Example("b", "2"), Example("a", "1"), Example("c", "3"), Example("c", "4")]
     assert [(ex.input, ex.target) for ex in unambiguous(rows)] == [("a", "1"), ("b", "2")]
+
+
+def test_pool_learning_rates_match_each_lora_scale():
+    """rank/alpha/rsLoRA mixes get learning rates that move their delta equally fast (within the clip)."""
+    import math
+
+    from lora_recycle.minihub.pool import matched_lr, plan_pool
+
+    def speed(lr, r, a, rs):
+        return (a / math.sqrt(r) if rs else a / r) * math.sqrt(r) * lr
+
+    reference = speed(1e-3, 8, 16, False)
+    for r, a, rs in ((8, 16, False), (16, 32, False), (4, 8, False), (16, 16, True), (32, 32, False)):
+        assert speed(matched_lr(1e-3, r, a, rs), r, a, rs) == pytest.approx(reference)
+    assert matched_lr(1e-3, 64, 8, False) == pytest.approx(4e-3)  # clipped at 4x
+    plans = plan_pool(["a", "b"], 12, 10, seed=0, base_lr=2e-3)
+    assert len({p.lr for p in plans}) > 1 and all(2e-3 * 0.7 * 0.25 <= p.lr <= 2e-3 * 1.4 * 4 for p in plans)

@@ -19,16 +19,27 @@ CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Cache root (
 def build(profile: ProfileOpt = "small", cache_dir: CacheOpt = None, seed: int = 0,
           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Build (or reuse) the mini-hub of a profile and print where it is."""
+    from dataclasses import asdict
+
     from lora_recycle.minihub.hub import build_hub
+    from lora_recycle.minihub.specialists import render_table, summary
 
     hub = build_hub(profile, cache_dir, seed)
     data = {"root": str(hub.root), "base_model": str(hub.base_model), "tasks": len(hub.tasks),
-            "adapters": len(hub.adapters), "broken": len(hub.broken), "target_tasks": hub.target_tasks}
+            "adapters": len(hub.adapters), "broken": len(hub.broken), "target_tasks": hub.target_tasks,
+            "precision": hub.precision, "specialists": summary(hub.scores),
+            "source_accuracy": [asdict(s) for s in hub.scores]}
+    if hub.in_house_scores:
+        data["in_house_specialists"] = summary(hub.in_house_scores)
     if as_json:
         emit_json(data)
-    else:
-        info(f"mini-hub {profile} at {hub.root}: {len(hub.tasks)} tasks, {len(hub.adapters)} adapters "
-             f"(+{len(hub.broken)} broken)")
+        return
+    print(render_table(hub.scores))
+    if hub.in_house_scores:
+        print("\nin-house adapters (on their own target task):")
+        print(render_table(hub.in_house_scores))
+    info(f"mini-hub {profile} at {hub.root}: {len(hub.tasks)} tasks, {len(hub.adapters)} adapters "
+         f"(+{len(hub.broken)} broken), trained in {hub.precision}")
 
 
 def demo(profile: ProfileOpt = "small", cache_dir: CacheOpt = None,

@@ -17,6 +17,13 @@ from lora_recycle import __version__
 from lora_recycle.errors import UserError
 from lora_recycle.minihub.base_model import TINY_ID, build_tiny_model, default_cache_dir
 from lora_recycle.minihub.pool import AdapterPlan, make_broken_adapters, plan_pool, train_pool_adapter
+from lora_recycle.minihub.specialists import (
+    BaseAccuracies,
+    SpecialistScore,
+    eval_card_fields,
+    summary,
+    task_accuracy,
+)
 
 HUB_FORMAT_VERSION = 1
 
@@ -34,6 +41,9 @@ class Profile:
     test_limit: int
     demo_k: int
     in_house: bool = False  # train one "in-house" adapter per target task (the paper's Q4 pool)
+    adapter_lr: float = 2e-3  # pool learning rate at rank 8 / alpha 16 (others matched to their LoRA scale)
+    source_eval_limit: int = 100  # test rows of its own task each pool adapter is scored on
+    precision: str = "auto"  # bf16 autocast where the hardware has it natively, else fp32
 
 
 PROFILES = {
@@ -61,6 +71,9 @@ class Hub:
     adapters: list[Path]
     broken: list[Path]
     in_house: dict[str, Path] = field(default_factory=dict)  # target task -> its in-house adapter (full only)
+    scores: list[SpecialistScore] = field(default_factory=list)  # pool adapters on their own source tasks
+    in_house_scores: list[SpecialistScore] = field(default_factory=list)
+    precision: str = "fp32"
 
     @property
     def pool_dir(self) -> Path:
@@ -93,15 +106,15 @@ def hub_key(profile: Profile, seed: int, plans: list[AdapterPlan]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: int = 0) -> Hub:
+def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: int = 0,
+              device: str = "cpu") -> Hub:
     """Build or reuse the mini-hub for a profile, with progress bars; returns where everything is."""
     from lora_recycle.minihub.tasks import SOURCE_TASKS, TARGET_TASKS, build_task_suite
-    from lora_recycle.models.loading import load_base_model
-    from lora_recycle.tasks import load_task
+    from lora_recycle.tuning.precision import resolve_precision
 
     profile = get_profile(profile_name)
     cache_dir = Path(cache_dir or default_cache_dir())
-    plans = plan_pool(list(SOURCE_TASKS), profile.pool_size, profile.adapter_steps, seed)
+    plans = plan_pool(list(SOURCE_TASKS), profile.pool_size, profile.adapter_steps, seed, profile.adapter_lr)
     root = cache_dir / "hub" / f"{profile.name}-{hub_key(profile, seed, plans)}"
     base_dir, base_id = ensure_base(profile, cache_dir)
     tasks_dir = root / "tasks"
@@ -109,63 +122,133 @@ def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: 
         build_task_suite(tasks_dir, seed=seed)
         (tasks_dir / ".complete").write_text("ok\n")
     tasks = {p.name: p for p in sorted(tasks_dir.iterdir()) if (p / "task.yaml").is_file()}
-    adapters = []
+    precision = resolve_precision(profile.precision, device)
+    trainer = _Trainer(base_dir, base_id, device, precision, profile.source_eval_limit, root)
+    adapters, scores = [], []
     todo = [p for p in plans if not (root / "pool" / p.contributor / p.name / "adapter_config.json").is_file()]
-    model = tokenizer = None
     with tqdm(total=len(plans), initial=len(plans) - len(todo), desc=f"mini-hub {profile.name}: adapters",
               unit="adapter", disable=False, mininterval=5) as bar:
         for plan in plans:
             out = root / "pool" / plan.contributor / plan.name
             if not (out / "adapter_config.json").is_file():
-                if model is None:
-                    model, tokenizer = load_base_model(base_dir)
-                train_pool_adapter(plan, model, tokenizer, load_task(tasks[plan.task]), out, base_id)
+                trainer.train_pool(plan, tasks[plan.task], out)
                 bar.update(1)
             adapters.append(out)
+            scores.append(_card_score(out, plan.name, plan.task, tasks[plan.task]))
     broken_root = root / "pool" / "mallory"
     if not (broken_root / ".complete").is_file():
         broken = make_broken_adapters(adapters[0], broken_root)
         (broken_root / ".complete").write_text("ok\n")
     else:
         broken = sorted(p for p in broken_root.iterdir() if p.is_dir())
-    in_house = {}
+    in_house, in_house_scores = {}, []
     if profile.in_house:
-        in_house = build_in_house(profile, root, tasks, list(TARGET_TASKS), base_dir, base_id, seed)
+        in_house = build_in_house(profile, root, tasks, list(TARGET_TASKS), trainer, seed)
+        in_house_scores = [_card_score(path, f"in-house/{name}", name, tasks[name]) for name, path in in_house.items()]
     hub = Hub(profile, root, base_dir, base_id, tasks, list(SOURCE_TASKS), list(TARGET_TASKS), adapters, broken,
-              in_house)
+              in_house, scores, in_house_scores, precision)
     scan_into_catalog(hub)
     manifest = {"format_version": HUB_FORMAT_VERSION, "lora_recycle_version": __version__,
                 "profile": asdict(profile), "seed": seed, "base_model": str(base_dir), "base_model_id": base_id,
-                "tasks": sorted(tasks), "source_tasks": hub.source_tasks, "target_tasks": hub.target_tasks,
-                "adapters": [{"path": str(a.relative_to(root)), **asdict(p)}
-                             for a, p in zip(adapters, plans, strict=True)],
+                "precision": precision, "tasks": sorted(tasks), "source_tasks": hub.source_tasks,
+                "target_tasks": hub.target_tasks,
+                "adapters": [{"path": str(a.relative_to(root)), **asdict(p), "source_accuracy": sc.source_accuracy,
+                              "base_accuracy": sc.base_accuracy, "precision": _card_precision(a, precision)}
+                             for a, p, sc in zip(adapters, plans, scores, strict=True)],
                 "broken": [str(b.relative_to(root)) for b in broken],
-                "in_house": {name: str(path.relative_to(root)) for name, path in in_house.items()}}
+                "in_house": {name: str(path.relative_to(root)) for name, path in in_house.items()},
+                "in_house_adapters": [{"task": sc.task, "path": str(in_house[sc.task].relative_to(root)),
+                                       "source_accuracy": sc.source_accuracy, "base_accuracy": sc.base_accuracy}
+                                      for sc in in_house_scores],
+                "specialists": summary(scores),
+                "in_house_specialists": summary(in_house_scores) if in_house_scores else None}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return hub
 
 
-def build_in_house(profile: Profile, root: Path, tasks: dict[str, Path], targets: list[str], base_dir: Path,
-                   base_id: str, seed: int) -> dict[str, Path]:
+class _Trainer:
+    """Loads the base model once, on first need; trains and scores adapters on their own task."""
+
+    def __init__(self, base_dir: Path, base_id: str, device: str, precision: str, limit: int, root: Path):
+        self.base_dir, self.base_id, self.device = base_dir, base_id, device
+        self.precision, self.limit = precision, limit
+        self.base_scores = BaseAccuracies(root / "base-accuracy.json", limit, precision)
+        self.model = self.tokenizer = None
+
+    def load(self):
+        if self.model is None:
+            from lora_recycle.models.loading import load_base_model
+
+            self.model, self.tokenizer = load_base_model(self.base_dir, device=self.device)
+        return self.model, self.tokenizer
+
+    def scorer(self, name: str, task):
+        """``adapter_dir -> card fields`` with the adapter's and the base's accuracy on ``task``'s test rows."""
+        from lora_recycle.adapters import read_peft_adapter
+
+        model, tokenizer = self.load()
+
+        def evaluate(adapter_dir: Path) -> dict:
+            base = self.base_scores.get(model, tokenizer, task)
+            own = task_accuracy(model, tokenizer, task, self.limit, self.precision, read_peft_adapter(adapter_dir))
+            return eval_card_fields(name, task, own, base, self.limit)
+
+        return evaluate
+
+    def train_pool(self, plan: AdapterPlan, task_dir: Path, out: Path) -> None:
+        from lora_recycle.tasks import load_task
+
+        model, tokenizer = self.load()
+        task = load_task(task_dir)
+        train_pool_adapter(plan, model, tokenizer, task, out, self.base_id, self.precision,
+                           self.scorer(plan.name, task))
+
+
+def _card_score(adapter_dir: Path, name: str, task_name: str, task_dir: Path) -> SpecialistScore:
+    """The own-task scores recorded in an adapter's card (NaN if the card predates them)."""
+    from lora_recycle.adapters.card import read_card_data
+    from lora_recycle.tasks.format import load_spec
+
+    card = read_card_data(adapter_dir)
+    return SpecialistScore(name, task_name, load_spec(task_dir).type, float(card.get("source_accuracy", "nan")),
+                           float(card.get("base_accuracy", "nan")))
+
+
+def _card_precision(adapter_dir: Path, default: str) -> str:
+    from lora_recycle.adapters.card import read_card_data
+
+    return str(read_card_data(adapter_dir).get("training_precision", default))
+
+
+def build_in_house(profile: Profile, root: Path, tasks: dict[str, Path], targets: list[str], trainer: _Trainer,
+                   seed: int) -> dict[str, Path]:
     """One organisation's own LoRA per target task (rank 16, all seven projections), kept out of the pool.
 
     The paper's Q4 asks whether a pool of such in-house adapters recycles better than Hub ones.
     """
-    from lora_recycle.models.loading import load_base_model
+    from lora_recycle.adapters.card import read_card_data, write_card
+    from lora_recycle.minihub.pool import matched_lr
     from lora_recycle.recipe.target import cached_target_lora
     from lora_recycle.tasks import load_task
     from lora_recycle.tuning.target_lora import TargetLoraConfig
 
     out: dict[str, Path] = {}
-    model = tokenizer = None
-    config = TargetLoraConfig(rank=16, alpha=32, steps=profile.adapter_steps, lr=1e-3, seed=seed,
-                              eval_every=max(1, profile.adapter_steps // 4), keep_initial=False)
+    config = TargetLoraConfig(rank=16, alpha=32, dropout=0.0, steps=profile.adapter_steps,
+                              lr=matched_lr(profile.adapter_lr, 16, 32, False), seed=seed,
+                              eval_every=max(1, profile.adapter_steps // 3), keep_initial=False,
+                              precision=trainer.precision)
     for name in tqdm(targets, desc=f"mini-hub {profile.name}: in-house adapters", disable=False, mininterval=5):
         target = root / "in-house" / name
-        if not (target / "adapter_config.json").is_file() and model is None:
-            model, tokenizer = load_base_model(base_dir)
-        out[name], _ = cached_target_lora(model, tokenizer, load_task(tasks[name]), config, target,
-                                          base_model_id=base_id)
+        task = load_task(tasks[name])
+        if not (target / "adapter_config.json").is_file():
+            model, tokenizer = trainer.load()
+            cached_target_lora(model, tokenizer, task, config, target, device=trainer.device,
+                               base_model_id=trainer.base_id)
+        card = read_card_data(target)
+        if "source_accuracy" not in card:  # scored once, after training (also heals a build killed in between)
+            body = (target / "README.md").read_text().split("\n---\n", 1)[-1]
+            write_card(target, {**card, **trainer.scorer(f"in-house/{name}", task)(target)}, body)
+        out[name] = target
     return out
 
 

@@ -9,8 +9,10 @@ validation.
 from __future__ import annotations
 
 import json
+import math
 import random
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -25,6 +27,8 @@ CONTRIBUTORS = ("alice-lab", "alice-lab", "alice-lab", "bobnlp", "bobnlp", "cybe
 LICENSES = ("apache-2.0", "mit", "apache-2.0", "cc-by-4.0", "llama3.1")
 TARGET_SETS = {"all": MODULE_TYPES, "qv": ("q_proj", "v_proj"), "attn": ATTENTION_TYPES,
                "mlp": ("gate_proj", "up_proj", "down_proj")}
+EVALS_PER_ADAPTER = 3  # validations per training run: enough for the best-snapshot rule near the cosine tail
+LR_FACTORS = (0.7, 1.0, 1.0, 1.4)  # contributors' learning rates vary around the well-tuned one
 BROKEN_KINDS = ("no_license", "pickle_only", "nan", "wrong_shape", "dora", "corrupt")
 
 
@@ -54,7 +58,8 @@ def _deck(rng: random.Random, n: int, counts: dict) -> list:
     return values[:n]
 
 
-def plan_pool(source_tasks: list[str], size: int, steps: int, seed: int = 0) -> list[AdapterPlan]:
+def plan_pool(source_tasks: list[str], size: int, steps: int, seed: int = 0, base_lr: float = 2e-3
+              ) -> list[AdapterPlan]:
     """A deterministic pool of ``size`` adapters over the source tasks (round-robin, varied settings).
 
     Shares follow the paper's Figure 6 at every pool size: ~80% on all seven projections, ~10% q/v
@@ -72,23 +77,46 @@ def plan_pool(source_tasks: list[str], size: int, steps: int, seed: int = 0) -> 
         plans.append(AdapterPlan(
             name=f"{task}-r{rank}-s{i}", task=task, contributor=rng.choice(CONTRIBUTORS),
             license=rng.choice(LICENSES), rank=rank, alpha=rng.choice(ALPHAS), targets=targets[i],
-            use_rslora=rslora[i], seed=i, steps=steps, lr=rng.choice((5e-4, 1e-3, 1e-3, 2e-3)),
+            use_rslora=rslora[i], seed=i, steps=steps, lr=base_lr * rng.choice(LR_FACTORS),
         ))
-    return plans
+    return [_with_lr(p, p.lr) for p in plans]
 
 
-def train_pool_adapter(plan: AdapterPlan, model, tokenizer, task, out_dir: Path, base_model_id: str) -> Path:
-    """Train the planned adapter with PEFT and publish it with a Hub-style model card."""
+def _with_lr(plan: AdapterPlan, lr: float) -> AdapterPlan:
+    """``plan`` with a learning rate matched to its LoRA scale (see ``matched_lr``)."""
+    return replace(plan, lr=float(f"{matched_lr(lr, plan.rank, plan.alpha, plan.use_rslora):.2g}"))
+
+
+def matched_lr(lr: float, rank: int, alpha: float, use_rslora: bool) -> float:
+    """Scale ``lr`` (tuned for rank 8, alpha 16) so every rank/alpha/rsLoRA mix moves its delta as fast.
+
+    With Adam and B = 0 at the start, the delta grows like ``scale * sqrt(rank) * lr``, where
+    ``scale`` is ``alpha / rank`` (``alpha / sqrt(rank)`` with rsLoRA); clipped to [0.25x, 4x].
+    """
+    scale = alpha / math.sqrt(rank) if use_rslora else alpha / rank
+    factor = (16 / 8 * math.sqrt(8)) / (scale * math.sqrt(rank))
+    return lr * min(4.0, max(0.25, factor))
+
+
+def train_pool_adapter(plan: AdapterPlan, model, tokenizer, task, out_dir: Path, base_model_id: str,
+                       precision: str = "fp32", evaluate: Callable[[Path], dict] | None = None) -> Path:
+    """Train the planned adapter with PEFT and publish it with a Hub-style model card.
+
+    ``evaluate(adapter_dir)`` returns extra card fields (the adapter's own-task evaluation results).
+    No dropout: it only costs time on ~100 examples, and the saved adapter is the same format.
+    """
     from lora_recycle.tuning.target_lora import TargetLoraConfig, train_target_lora
 
-    config = TargetLoraConfig(rank=plan.rank, alpha=plan.alpha, dropout=0.05, steps=plan.steps, lr=plan.lr,
-                              seed=plan.seed, eval_every=max(1, plan.steps // 4),
+    config = TargetLoraConfig(rank=plan.rank, alpha=plan.alpha, dropout=0.0, steps=plan.steps, lr=plan.lr,
+                              seed=plan.seed, eval_every=max(1, plan.steps // EVALS_PER_ADAPTER),
                               target_modules=TARGET_SETS[plan.targets], use_rslora=plan.use_rslora,
-                              keep_initial=False)
+                              keep_initial=False, precision=precision)
     tmp = out_dir.with_name(out_dir.name + ".partial")
     train_target_lora(model, tokenizer, task, config, tmp, base_model_id=base_model_id)
+    results = evaluate(tmp) if evaluate else {}
     write_card(tmp, {"base_model": base_model_id, "license": plan.license, "library_name": "peft",
-                     "contributor": plan.contributor, "task": plan.task, "tags": ["lora", plan.task]},
+                     "contributor": plan.contributor, "task": plan.task, "tags": ["lora", plan.task],
+                     "training_precision": precision, **results},
                f"# {plan.name}\n\nA LoRA for `{plan.task}` by {plan.contributor}.\n\n"
                f"```json\n{json.dumps(asdict(plan), indent=2)}\n```\n")
     tmp.rename(out_dir)

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lora_recycle.tasks.prompting import TrainingSequence, collate
+from lora_recycle.tuning.batching import bucketed_batch_order
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class LoopConfig:
     schedule: str = "cosine"
     weight_decay: float = 0.0
     seed: int = 0
+    bucket_by_length: bool = False  # batches of similar-length sequences (less padding)
+    eval_initial: bool = True  # validate before the first step (not needed when the start is never kept)
 
 
 @dataclass
@@ -102,11 +105,15 @@ def run_training(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, config.steps, config.warmup_ratio, config.schedule)
     )
-    initial_val = validate()
+    initial_val = validate() if config.eval_initial or keep_initial else float("nan")
     result = LoopResult(snapshot() if keep_initial else None, 0, initial_val if keep_initial else float("inf"),
-                        initial_val, [{"step": 0, "val_loss": initial_val}])
+                        initial_val, [{"step": 0, "val_loss": initial_val}] if initial_val == initial_val else [])
     micro = max(1, min(config.micro_batch_size, config.batch_size))
-    bar = tqdm(batch_order(len(train), config.batch_size, config.steps, config.seed), desc=description,
+    if config.bucket_by_length:
+        order = bucketed_batch_order([len(s.input_ids) for s in train], config.batch_size, config.steps, config.seed)
+    else:
+        order = batch_order(len(train), config.batch_size, config.steps, config.seed)
+    bar = tqdm(order, desc=description,
                disable=None, leave=False)
     for step, indices in enumerate(bar, start=1):
         if on_train:

@@ -17,6 +17,7 @@ from lora_recycle.tasks.format import Task
 from lora_recycle.tasks.loss import batch_loss, dataset_loss
 from lora_recycle.tasks.prompting import pad_token_id
 from lora_recycle.tuning.loop import LoopConfig, LoopResult, run_training
+from lora_recycle.tuning.precision import attention_for, autocast, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class TargetLoraConfig:
     target_modules: tuple[str, ...] = MODULE_TYPES
     use_rslora: bool = False
     keep_initial: bool = True  # False for published pool adapters: never save the untrained (B = 0) state
+    precision: str = "fp32"  # "fp32", "bf16" (autocast, fp32 LoRA factors) or "auto" (bf16 where native)
 
     def identity(self) -> dict:
         """What identifies the trained LoRA in caches and run hashes: rank, alpha, steps, lr and seed, plus
@@ -76,41 +78,51 @@ def train_target_lora(
     )
     peft_model = get_peft_model(model, peft_config)
     params = [p for p in peft_model.parameters() if p.requires_grad]
+    for p in params:  # fp32 master weights whatever the base dtype
+        p.data = p.data.float()
+    precision = resolve_precision(config.precision, device)
     train, val = encode_task(tokenizer, task).fit_splits()
 
     def validate() -> float:
-        return dataset_loss(peft_model, tokenizer, val, device=device)
+        with autocast(precision, device):
+            return dataset_loss(peft_model, tokenizer, val, device=device)
 
     def snapshot():
         return [p.detach().clone() for p in params]
 
-    loop = run_training(
-        loss_fn=lambda batch: batch_loss(peft_model, batch),
-        params=params,
-        train=train,
-        validate=validate,
-        snapshot=snapshot,
-        config=LoopConfig(steps=config.steps, lr=config.lr, batch_size=config.batch_size,
-                          micro_batch_size=config.batch_size, eval_every=config.eval_every,
-                          warmup_ratio=0.1, schedule="cosine", weight_decay=0.0, seed=config.seed),
-        pad_id=pad_token_id(tokenizer),
-        device=device,
-        description=f"training target LoRA on {task.name}",
-        on_train=lambda training: peft_model.train(training),
-        keep_initial=config.keep_initial,
-    )
+    def loss_fn(batch: dict) -> torch.Tensor:
+        with autocast(precision, device):
+            return batch_loss(peft_model, batch)
+
+    with attention_for(model, precision):
+        loop = run_training(
+            loss_fn=loss_fn,
+            params=params,
+            train=train,
+            validate=validate,
+            snapshot=snapshot,
+            config=LoopConfig(steps=config.steps, lr=config.lr, batch_size=config.batch_size,
+                              micro_batch_size=config.batch_size, eval_every=config.eval_every,
+                              warmup_ratio=0.1, schedule="cosine", weight_decay=0.0, seed=config.seed,
+                              bucket_by_length=True, eval_initial=config.keep_initial),
+            pad_id=pad_token_id(tokenizer),
+            device=device,
+            description=f"training target LoRA on {task.name}",
+            on_train=lambda training: peft_model.train(training),
+            keep_initial=config.keep_initial,
+        )
     with torch.no_grad():
         for p, best in zip(params, loop.best_state, strict=True):
             p.copy_(best)
     out_dir = Path(out_dir)
     peft_model.save_pretrained(str(out_dir))
     peft_model.unload()  # removes the LoRA layers: the caller's model is the bare base again
-    _describe(out_dir, base_model_id or base_model_name(model), task, config, rank, len(train), loop)
+    _describe(out_dir, base_model_id or base_model_name(model), task, config, rank, len(train), loop, precision)
     return out_dir, loop, rank
 
 
 def _describe(out_dir: Path, base: str, task: Task, config: TargetLoraConfig, rank: int, n_train: int,
-              loop: LoopResult) -> None:
+              loop: LoopResult, precision: str) -> None:
     """Record the base model in ``adapter_config.json`` and write the model card."""
     config_file = out_dir / "adapter_config.json"
     saved = json.loads(config_file.read_text())
@@ -121,8 +133,8 @@ def _describe(out_dir: Path, base: str, task: Task, config: TargetLoraConfig, ra
     write_card(
         out_dir,
         {"base_model": base, "library_name": "peft", "license": "apache-2.0",
-         "tags": ["lora", "lora-recycle", "target-task-lora"], "task": task.name},
+         "tags": ["lora", "lora-recycle", "target-task-lora"], "task": task.name, "training_precision": precision},
         f"# Target-task LoRA for `{task.name}`\n\nTrained by lora-recycle on {n_train} examples "
-        f"(rank {rank}, alpha {config.alpha}, {config.steps} steps, lr {config.lr}, seed {config.seed}); "
-        f"best validation loss {loop.best_val_loss:.4f} at step {loop.best_step}.\n",
+        f"(rank {rank}, alpha {config.alpha}, {config.steps} steps, lr {config.lr}, seed {config.seed}, "
+        f"{precision}); best validation loss {loop.best_val_loss:.4f} at step {loop.best_step}.\n",
     )

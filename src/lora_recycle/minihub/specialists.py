@@ -1,0 +1,96 @@
+"""Is each pool adapter a specialist? Its own source task's test accuracy next to the base model's.
+
+Hub model cards carry evaluation results; ours record ``source_accuracy`` and ``base_accuracy`` on the
+adapter's own task (test split, the profile's row limit), and ``hub build`` prints the table and the
+pool's median gain. Base accuracies are computed once per task and cached in the hub directory.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from lora_recycle.tasks.format import Task
+
+
+@dataclass(frozen=True)
+class SpecialistScore:
+    """One adapter's accuracy on its own task's test split, and the base model's on the same rows."""
+
+    name: str
+    task: str
+    task_type: str
+    source_accuracy: float
+    base_accuracy: float
+
+    @property
+    def gain(self) -> float:
+        return self.source_accuracy - self.base_accuracy
+
+
+def task_accuracy(model, tokenizer, task: Task, limit: int, precision: str, adapter=None) -> float:
+    """Test accuracy of the base model, or of ``adapter`` folded into it, in the build's precision."""
+    from lora_recycle.models.fold import folded
+    from lora_recycle.tasks.scoring import evaluate_task
+    from lora_recycle.tuning.precision import attention_for, autocast
+
+    device = next(model.parameters()).device
+    with folded(model, adapter), attention_for(model, precision), autocast(precision, device):
+        return evaluate_task(model, tokenizer, task, "test", device=device, limit=limit).accuracy
+
+
+class BaseAccuracies:
+    """Base-model test accuracies per task, cached in ``path`` (JSON) keyed by task content and limit."""
+
+    def __init__(self, path: Path, limit: int, precision: str):
+        self.path, self.limit, self.precision = Path(path), limit, precision
+        self.values: dict = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def get(self, model, tokenizer, task: Task) -> float:
+        key = f"{task.name}:{task.content_hash()}:{self.limit}:{self.precision}"
+        if key not in self.values:
+            self.values[key] = task_accuracy(model, tokenizer, task, self.limit, self.precision)
+            self.path.write_text(json.dumps(self.values, indent=2, sort_keys=True) + "\n")
+        return self.values[key]
+
+
+def eval_card_fields(name: str, task: Task, source_accuracy: float, base_accuracy: float, limit: int) -> dict:
+    """Card data: the two accuracies as top-level keys and as a Hub-style ``model-index`` entry."""
+    split = f"test[:{limit}]"
+    return {
+        "source_accuracy": round(source_accuracy, 4), "base_accuracy": round(base_accuracy, 4),
+        "model-index": [{"name": name, "results": [{
+            "task": {"type": "text-generation" if task.type == "generation" else "multiple-choice"},
+            "dataset": {"name": task.name, "type": task.name, "split": split},
+            "metrics": [{"type": "accuracy", "value": round(source_accuracy, 4), "name": "accuracy"},
+                        {"type": "accuracy", "value": round(base_accuracy, 4), "name": "base model accuracy"}],
+        }]}],
+    }
+
+
+def summary(scores: list[SpecialistScore]) -> dict:
+    """Median gains (all adapters, multiple-choice ones alone) and how many fall below the base."""
+    gains = [s.gain for s in scores]
+    choice = [s.gain for s in scores if s.task_type == "multiple_choice"]
+    return {
+        "adapters": len(scores),
+        "median_gain": statistics.median(gains) if gains else float("nan"),
+        "median_gain_multiple_choice": statistics.median(choice) if choice else float("nan"),
+        "below_base": sum(g < 0 for g in gains),
+    }
+
+
+def render_table(scores: list[SpecialistScore]) -> str:
+    """A plain-text table of each adapter's own-task accuracy against the base, then the medians."""
+    width = max([len(s.name) for s in scores] + [7])
+    lines = [f"{'adapter':<{width}}  {'task type':<15}  {'base':>5}  {'adapter':>7}  {'gain':>6}"]
+    for s in scores:
+        lines.append(f"{s.name:<{width}}  {s.task_type:<15}  {s.base_accuracy:>5.2f}  {s.source_accuracy:>7.2f}  "
+                     f"{100 * s.gain:>+6.1f}")
+    stats = summary(scores)
+    lines.append(f"median gain {100 * stats['median_gain']:+.1f} points over {stats['adapters']} adapters; "
+                 f"multiple choice {100 * stats['median_gain_multiple_choice']:+.1f}; "
+                 f"{stats['below_base']} below the base on their own task")
+    return "\n".join(lines)

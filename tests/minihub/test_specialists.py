@@ -1,0 +1,19 @@
+"""The specialist table: gains, medians (all and multiple-choice), adapters below the base."""
+
+import pytest
+
+from lora_recycle.minihub.specialists import SpecialistScore, render_table, summary
+
+
+def test_summary_and_table():
+    scores = [SpecialistScore("a", "t1", "multiple_choice", 0.60, 0.40),
+              SpecialistScore("b", "t1", "multiple_choice", 0.45, 0.40),
+              SpecialistScore("c", "t2", "generation", 0.30, 0.00),
+              SpecialistScore("d", "t3", "generation", 0.10, 0.20)]
+    stats = summary(scores)
+    assert stats["median_gain"] == pytest.approx((0.05 + 0.20) / 2)
+    assert stats["median_gain_multiple_choice"] == pytest.approx((0.20 + 0.05) / 2)
+    assert stats["below_base"] == 1 and stats["adapters"] == 4
+    table = render_table(scores)
+    assert "+30.0" in table and "-10.0" in table
+    assert table.splitlines()[-1].startswith("median gain +12.5 points over 4 adapters; multiple choice +12.5; 1 below")
