@@ -66,7 +66,7 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
         + ", ".join(f"{a.adapter_id} ({scores[a.adapter_id]:.2f})" for a in pool))
     score("prompting (zero-shot base)")
     # cached next to the hub, so a warm demo reuses it whatever --out is
-    config = TargetLoraConfig(steps=hub.profile.target_lora_steps, seed=seed)
+    config = TargetLoraConfig(steps=hub.profile.target_lora_steps, seed=seed, precision=hub.precision)
     where = target_lora_dir(hub.root, name, task, config, f"minihub:{hub.profile.name}:seed{seed}")
     target_dir, _ = cached_target_lora(model, tokenizer, task, config, where, base_model_id=hub.base_model_id)
     target = read_peft_adapter(target_dir, adapter_id=TARGET_ADAPTER_ID)

@@ -48,12 +48,13 @@ class Profile:
 
 PROFILES = {
     "tiny": Profile("tiny", "tiny", pool_size=8, adapter_steps=20, target_lora_steps=40, merge_steps=20,
-                    test_limit=60, demo_k=5),
-    # Sized for a 2-core CPU: SmolLM2-135M takes ~2 s per batch-8 training step there.
-    "small": Profile("small", "smollm2", pool_size=12, adapter_steps=16, target_lora_steps=40, merge_steps=20,
-                     test_limit=100, demo_k=6),
-    "full": Profile("full", "smollm2", pool_size=64, adapter_steps=100, target_lora_steps=400, merge_steps=100,
-                    test_limit=400, demo_k=30, in_house=True),
+                    test_limit=60, demo_k=5, source_eval_limit=60),
+    # Sized by measurement on a 2-core CPU (bench/train_step.py): bf16 steps, ~80 train rows per task,
+    # so 24 steps are 2.4 epochs and 32 steps 3.2; validation loss has mostly converged by then at these lrs.
+    "small": Profile("small", "smollm2", pool_size=12, adapter_steps=24, target_lora_steps=40, merge_steps=20,
+                     test_limit=100, demo_k=6, adapter_lr=3e-3),
+    "full": Profile("full", "smollm2", pool_size=64, adapter_steps=32, target_lora_steps=400, merge_steps=100,
+                    test_limit=400, demo_k=30, in_house=True, adapter_lr=3e-3),
 }
 
 
