@@ -35,6 +35,7 @@ bench: install
 	MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000 $(BIN)/python bench/selection.py
 	$(BIN)/python bench/pool_scan.py
 	$(BIN)/python bench/hostile_scan.py
+	$(BIN)/python bench/train_step.py
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -39,6 +39,8 @@ from lora_recycle.tuning.precision import attention_for, autocast, native_bf16
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = time.perf_counter  # --clock cpu: process CPU time, robust on a shared machine with --threads 1
 
 
 def model_dir(name: str, cache: Path) -> Path:
@@ -60,11 +62,11 @@ def matmul_flops(dtype: torch.dtype, m: int, hidden: int, inter: int, seconds: f
     a, w1, w2 = torch.randn(m, hidden, dtype=dtype), torch.randn(hidden, inter, dtype=dtype), \
         torch.randn(inter, hidden, dtype=dtype)
     (a @ w1) @ w2
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    n, start = 0, clock()
+    while clock() - start < seconds:
         (a @ w1) @ w2
         n += 1
-    return 4 * m * hidden * inter * n / (time.perf_counter() - start)
+    return 4 * m * hidden * inter * n / (clock() - start)
 
 
 class MultiLora(nn.Module):
@@ -128,14 +130,14 @@ class StepBench:
 
     def step(self, precision: str) -> tuple[float, int]:
         batch, tokens = self.batch()
-        start = time.perf_counter()
+        start = clock()
         with attention_for(self.peft, precision):
             with autocast(precision):
                 loss = batch_loss(self.peft, batch)
             loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - start, tokens
+        return clock() - start, tokens
 
     def close(self) -> None:
         self.peft.unload()
@@ -152,14 +154,14 @@ def multi_step(model, tokenizer, task, n: int, rank: int, batch: int, precision:
         for r in range(reps):
             rows = [train[(r * n * batch + j) % len(train)] for j in range(n * batch)]
             b = collate(rows, pad)  # one width for all n blocks: the multi-LoRA layout
-            start = time.perf_counter()
+            start = clock()
             with attention_for(model, precision):
                 with autocast(precision):
                     loss = batch_loss(model, b)
                 loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            times.append((time.perf_counter() - start) / n)
+            times.append((clock() - start) / n)
     finally:
         detach_multi(model)
     return statistics.median(times)
@@ -174,9 +176,9 @@ def pool_adapter_rate(model_path: Path, task_dir: Path, steps: int, precision: s
     with tempfile.TemporaryDirectory() as tmp:
         trainer = _Trainer(model_path, "bench/base", "cpu", precision, limit, Path(tmp))
         trainer.load()
-        start = time.perf_counter()
+        start = clock()
         trainer.train_pool(plan, task_dir, Path(tmp) / "adapter")
-        seconds = time.perf_counter() - start
+        seconds = clock() - start
     return {"seconds": seconds, "steps": steps, "adapter_steps_per_minute": 60 * steps / seconds,
             "rank": plan.rank, "targets": plan.targets}
 
@@ -192,8 +194,12 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=100, help="own-task test rows of that adapter")
     parser.add_argument("--multi", type=int, default=4, help="LoRAs per pass in the multi-LoRA trial (0: skip)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                        help="cpu: process CPU time (use with --threads 1 when other jobs share the cores)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    global clock
+    clock = CLOCKS[args.clock]
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -223,7 +229,8 @@ def main() -> None:
                 flops[p].append(matmul_flops(DTYPES[p], int(statistics.mean(tokens[p])), config.hidden_size,
                                              config.intermediate_size))
         bench.close()
-        result = {"model": args.model, "non_embedding_params": n_params, "batch": args.batch, "rank": args.rank,
+        result = {"model": args.model, "clock": args.clock, "non_embedding_params": n_params, "batch": args.batch,
+                  "rank": args.rank,
                   "threads": torch.get_num_threads(), "native_bf16": native_bf16("cpu"),
                   "padding_share": round(padding, 4)}
         for p in precisions:
