@@ -21,7 +21,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 def evaluate(
     model: ModelOpt,
     task: TaskOpt,
-    adapter: Annotated[Path | None, typer.Option("--adapter", help="PEFT LoRA adapter directory to apply.")] = None,
+    adapter: Annotated[Path | None, typer.Option(
+        "--adapter", help="PEFT LoRA adapter directory to apply, or an Arrow library written by merge --method arrow.")
+    ] = None,
     split: Annotated[str, typer.Option("--split", help="test, train or val.")] = "test",
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Score only the first N examples.")] = None,
     device: DeviceOpt = "cpu",
@@ -30,18 +32,21 @@ def evaluate(
 ) -> None:
     """Score the base model, or the base model with one adapter, on a task split."""
     from lora_recycle.adapters import read_peft_adapter
-    from lora_recycle.models.fold import folded
     from lora_recycle.models.loading import load_base_model, resolve_device
+    from lora_recycle.routing.arrow import is_arrow_dir, read_arrow_spec, scoring_model
     from lora_recycle.tasks import load_task
     from lora_recycle.tasks.scoring import evaluate_task
 
     loaded_task = load_task(task)
     loaded_task.split(split)  # validates the split name before the model loads
-    lora = read_peft_adapter(adapter) if adapter else None
+    routed = adapter is not None and is_arrow_dir(adapter)
+    if routed:
+        read_arrow_spec(adapter)  # checked before the model loads
+    lora = adapter if routed else read_peft_adapter(adapter) if adapter else None
     dev = resolve_device(device)
     base, tokenizer = load_base_model(model, dev, dtype)
-    with folded(base, lora):
-        result = evaluate_task(base, tokenizer, loaded_task, split, dev, limit)
+    with scoring_model(base, lora) as scored:
+        result = evaluate_task(scored, tokenizer, loaded_task, split, dev, limit)
     data = {**result.to_dict(), "adapter": str(adapter) if adapter else None}
     if as_json:
         emit_json(data)
@@ -133,11 +138,41 @@ def merge(
     evaluate_split: Annotated[
         str | None, typer.Option("--evaluate", help="Also score the merge on this split.")
     ] = None,
+    general_adapters: Annotated[list[str] | None, typer.Option(
+        "--general-adapters", help="arrow_gks: general LoRAs to subtract (directories or catalog ids).")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="arrow: experts per token (default 3).")] = None,
+    router_temperature: Annotated[float | None, typer.Option(
+        "--router-temperature", help="arrow: softmax temperature of the router (default 1.0).")] = None,
+    rng_seed: Annotated[int | None, typer.Option(
+        "--rng-seed", help="arrow: seed of the prototypes' power iteration (default --seed).")] = None,
+    arrow_modules: Annotated[str | None, typer.Option(
+        "--arrow-modules", help="arrow: cover (default) or intersect: how mixed target modules are routed.")] = None,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
     as_json: JsonOpt = False,
 ) -> None:
     """Merge adapters (adaptively, or with fixed coefficients) and export one standard PEFT adapter."""
+    from lora_recycle.routing.arrow import ROUTING_METHODS
+
+    if method in ROUTING_METHODS:  # routing is not a merge: its own recipe and output
+        from lora_recycle.cli.routing import merge_routed
+
+        unused = {"--merge-into-base": merge_into_base, "--tuning": tuning, "--init": init, "--prune": prune,
+                  "--coef": coef, "--max-rank": max_rank, "--granularity": granularity, "--activation": activation,
+                  "--steps": steps, "--lr": lr}
+        return merge_routed(model=model, out=out, method=method, task=task, adapters=adapters,
+                            target_lora=target_lora, random_init=random_init, db=db, ids=ids, selection=selection,
+                            k=k, seed=seed, general_adapters=general_adapters, top_k=top_k,
+                            router_temperature=router_temperature, rng_seed=rng_seed, arrow_modules=arrow_modules,
+                            evaluate_split=evaluate_split, device=device, dtype=dtype, as_json=as_json,
+                            unused=unused)
+    arrow_only = {"--general-adapters": general_adapters, "--top-k": top_k, "--router-temperature":
+                  router_temperature, "--rng-seed": rng_seed, "--arrow-modules": arrow_modules}
+    if any(v is not None for v in arrow_only.values()):
+        from lora_recycle.errors import UserError
+
+        flag = next(f for f, v in arrow_only.items() if v is not None)
+        raise UserError(f"{flag} applies to --method arrow or arrow_gks only")
     from lora_recycle.cli.export_report import export_report
     from lora_recycle.recipe.pool import PoolRequest
     from lora_recycle.recipe.run import ExportOptions, run_merge
