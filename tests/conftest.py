@@ -93,6 +93,12 @@ def make_peft_adapter(model_dir: Path, out: Path, seed: int, r: int = 4, alpha: 
 
 
 @pytest.fixture(scope="session")
+def peft_adapter_factory():
+    """``make_peft_adapter`` for tests in other folders (conftest modules cannot be imported by name)."""
+    return make_peft_adapter
+
+
+@pytest.fixture(scope="session")
 def adapter_dirs(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
     """Heterogeneous PEFT adapters: ranks, alphas, rsLoRA, patterns and target sets all differ."""
     root = tmp_path_factory.mktemp("adapters")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import MODULES_ALL, make_peft_adapter
 
 from lora_recycle.adapters import read_peft_adapter
 from lora_recycle.errors import UserError
@@ -37,10 +36,10 @@ def _peft_reference(model_dir, dirs, general=None, **arrow):
 
 
 @pytest.fixture(scope="module")
-def uniform_dirs(tiny_model_dir, tmp_path_factory):
+def uniform_dirs(tiny_model_dir, tmp_path_factory, peft_adapter_factory):
     """Four rank-4 adapters on all seven projections (what PEFT's Arrow accepts as they are); alphas differ."""
     root = tmp_path_factory.mktemp("arrow_uniform")
-    return [make_peft_adapter(tiny_model_dir, root / f"u{i}", 10 + i, r=4, alpha=[8, 8, 4, 16][i], b_std=0.3)
+    return [peft_adapter_factory(tiny_model_dir, root / f"u{i}", 10 + i, r=4, alpha=[8, 8, 4, 16][i], b_std=0.3)
             for i in range(4)]
 
 
@@ -131,9 +130,9 @@ def test_intersect_rule_keeps_every_adapter_on_shared_modules(adapter_dirs):
     assert pool.unrouted_modules["all_r4"] == 12
 
 
-def test_disjoint_pool_is_rejected_with_a_reason(tiny_model_dir, tmp_path):
-    qv = read_peft_adapter(make_peft_adapter(tiny_model_dir, tmp_path / "qv", 1, targets=["q_proj", "v_proj"]))
-    mlp = read_peft_adapter(make_peft_adapter(tiny_model_dir, tmp_path / "mlp", 2, targets=["up_proj"]))
+def test_disjoint_pool_is_rejected_with_a_reason(tiny_model_dir, tmp_path, peft_adapter_factory):
+    qv = read_peft_adapter(peft_adapter_factory(tiny_model_dir, tmp_path / "qv", 1, targets=["q_proj", "v_proj"]))
+    mlp = read_peft_adapter(peft_adapter_factory(tiny_model_dir, tmp_path / "mlp", 2, targets=["up_proj"]))
     with pytest.raises(UserError, match="share no module"):
         prepare_arrow_pool([qv, mlp], [], "intersect")
     with pytest.raises(UserError, match="target-task LoRA and general adapters share no module"):
@@ -157,7 +156,6 @@ def test_choose_paths_and_padding_are_exact():
 
 def test_settings_cap_top_k_and_reject_bad_values():
     assert ArrowSettings(top_k=5).peft_config(2)["top_k"] == 2
-    assert MODULES_ALL  # the fixture module list the adapters above use
     with pytest.raises(UserError, match="--top-k"):
         ArrowSettings(top_k=0)
     with pytest.raises(UserError, match="--router-temperature"):

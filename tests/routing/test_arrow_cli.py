@@ -74,11 +74,9 @@ def test_bad_arrow_flags_are_one_line_errors(tiny_model_dir, adapter_dirs, tmp_p
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
 
 
-def test_disjoint_pool_is_refused_not_crashed(tiny_model_dir, tmp_path):
-    from conftest import make_peft_adapter
-
-    qv = make_peft_adapter(tiny_model_dir, tmp_path / "qv", 1, targets=["q_proj", "v_proj"])
-    mlp = make_peft_adapter(tiny_model_dir, tmp_path / "mlp", 2, targets=["down_proj"])
+def test_disjoint_pool_is_refused_not_crashed(tiny_model_dir, tmp_path, peft_adapter_factory):
+    qv = peft_adapter_factory(tiny_model_dir, tmp_path / "qv", 1, targets=["q_proj", "v_proj"])
+    mlp = peft_adapter_factory(tiny_model_dir, tmp_path / "mlp", 2, targets=["down_proj"])
     done = cli("merge", "--model", tiny_model_dir, "--method", "arrow", "--adapters", qv, "--adapters", mlp,
                "--arrow-modules", "intersect", "--out", tmp_path / "o")
     assert done.returncode == 2 and "share no module" in done.stderr and "Traceback" not in done.stderr
