@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python bench/pool_scan.py
 	$(BIN)/python bench/hostile_scan.py
 	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/arrow_inference.py
 
 lint: install
 	$(BIN)/ruff check src tests bench

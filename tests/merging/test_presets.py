@@ -21,7 +21,7 @@ def pool_of(adapter_dirs):
     return [read_peft_adapter(p, adapter_id=n) for n, p in adapter_dirs.items()]
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(n for n, m in METHODS.items() if not m.routed))  # routed: tests/routing
 def test_every_preset_runs_and_exports(tmp_path, name, tiny_model, tiny_model_dir, adapter_dirs, colour_task_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -51,9 +51,9 @@ def test_tiny_hub_and_demo(tmp_path, cache_dir, capsys):
     assert main(["demo", "--profile", "tiny", "--cache-dir", str(cache_dir), "--out", str(out)]) == 0
     table = capsys.readouterr().out
     for row in ("prompting", "target-task LoRA", "average of the 5 selected", "ours + target LoRA",
-                "ours, random-init + target LoRA"):
+                "ours, random-init + target LoRA", "arrow (routing, no task data)", "arrow + target LoRA"):
         assert row in table
     report = (out / "report.md").read_text()
     assert "| method | test accuracy | vs prompting | vs target LoRA |" in report
     results = json.loads((out / "results.json").read_text())
-    assert len(results) == 7 and all(0.0 <= r["accuracy"] <= 1.0 and r["n"] > 0 for r in results)
+    assert len(results) == 9 and all(0.0 <= r["accuracy"] <= 1.0 and r["n"] > 0 for r in results)

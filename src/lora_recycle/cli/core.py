@@ -152,14 +152,15 @@ def merge(
     as_json: JsonOpt = False,
 ) -> None:
     """Merge adapters (adaptively, or with fixed coefficients) and export one standard PEFT adapter."""
-    from lora_recycle.routing.arrow import ROUTING_METHODS
+    from lora_recycle.recipe.presets import is_routed
 
-    if method in ROUTING_METHODS:  # routing is not a merge: its own recipe and output
+    if is_routed(method):  # routing is not a merge: its own recipe and output
         from lora_recycle.cli.routing import merge_routed
 
         unused = {"--merge-into-base": merge_into_base, "--tuning": tuning, "--init": init, "--prune": prune,
                   "--coef": coef, "--max-rank": max_rank, "--granularity": granularity, "--activation": activation,
-                  "--steps": steps, "--lr": lr}
+                  "--steps": steps, "--lr": lr, "--max-error": max_error, "--save-dtype": save_dtype,
+                  "--base-model-id": base_model_id}
         return merge_routed(model=model, out=out, method=method, task=task, adapters=adapters,
                             target_lora=target_lora, random_init=random_init, db=db, ids=ids, selection=selection,
                             k=k, seed=seed, general_adapters=general_adapters, top_k=top_k,

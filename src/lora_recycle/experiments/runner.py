@@ -156,6 +156,7 @@ def _merge_cell(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device, c
     """Assemble the pool (recycled or in-house), merge, and return the adapter with what the row records."""
     from lora_recycle.recipe.merge import merge_adapters
     from lora_recycle.recipe.pool import PoolRequest, assemble_pool
+    from lora_recycle.recipe.presets import is_routed
     from lora_recycle.selection.strategies import needs_target
 
     settings = spec.merge_settings()
@@ -166,6 +167,8 @@ def _merge_cell(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device, c
         if spec.with_target:
             metrics["target_lora"] = record
         clock.lap("target_lora")
+    if is_routed(settings.method) and spec.pool != "in_house":
+        return _routed_cell(env, spec, model, tokenizer, task, device, clock, target, metrics)
     if spec.pool == "in_house":
         adapters, scores = in_house_pool(env, spec, model, tokenizer, task, device)
         request = PoolRequest(adapters, target=target, include_target=spec.with_target, random_init=spec.random_init)
@@ -186,11 +189,25 @@ def _merge_cell(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device, c
             "coefficients": outcome.coefficients, "metrics": metrics}
 
 
+def _routed_cell(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device, clock: _Clock, target,
+                 metrics: dict[str, Any]) -> dict[str, Any]:
+    """Arrow over the catalog (target first, k in total); the cell's "adapter" is the library it wrote."""
+    from lora_recycle.routing.recipe import route_catalog
+
+    out = Path(env.artifacts) / "arrow" / spec.run_hash
+    outcome = route_catalog(model, tokenizer, task, env.db, spec.merge_settings(), out,
+                            target if spec.with_target else None, spec.random_init, device, evaluate_split=None)
+    metrics["routing"] = outcome.pool
+    clock.lap("route")
+    return {"adapter": out, "selected": outcome.pool["experts"], "scores": outcome.scores, "coefficients": None,
+            "metrics": metrics}
+
+
 def execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
     """Run one cell and return its results row (without the experiment's config hash and name)."""
     import torch
 
-    from lora_recycle.models.fold import folded
+    from lora_recycle.routing.arrow import scoring_model
     from lora_recycle.tasks.scoring import evaluate_task
 
     clock = _Clock()
@@ -205,8 +222,8 @@ def execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
         clock.lap("target_lora")
     elif spec.kind == "merge":
         cell = _merge_cell(env, spec, model, tokenizer, task, device, clock)
-    with folded(model, cell["adapter"]):
-        result = evaluate_task(model, tokenizer, task, "test", device, spec.test_limit)
+    with scoring_model(model, cell["adapter"]) as scored:  # a LoRA folded in, or an Arrow library routed
+        result = evaluate_task(scored, tokenizer, task, "test", device, spec.test_limit)
     clock.lap("evaluate")
     return {
         "run_hash": spec.run_hash, "kind": spec.kind, "task": spec.task, "seed": spec.seed, "method": spec.method,

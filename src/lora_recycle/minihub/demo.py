@@ -13,13 +13,14 @@ from pathlib import Path
 
 from lora_recycle.adapters import read_peft_adapter
 from lora_recycle.minihub.hub import build_hub
-from lora_recycle.models.fold import folded
 from lora_recycle.models.loading import load_base_model
 from lora_recycle.recipe import TARGET_ADAPTER_ID
 from lora_recycle.recipe.merge import merge_adapters
 from lora_recycle.recipe.pool import PoolRequest, finish_pool, selected_adapters
 from lora_recycle.recipe.presets import preset
 from lora_recycle.recipe.target import cached_target_lora, target_lora_dir
+from lora_recycle.routing.arrow import scoring_model
+from lora_recycle.routing.recipe import route_catalog
 from lora_recycle.selection.from_catalog import accepted_ids
 from lora_recycle.tasks import load_task
 from lora_recycle.tasks.scoring import evaluate_task
@@ -51,8 +52,8 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
     rows: list[DemoRow] = []
 
     def score(method: str, adapter=None, note: str = "") -> None:
-        with folded(model, adapter):
-            result = evaluate_task(model, tokenizer, task, "test", limit=limit)
+        with scoring_model(model, adapter) as scored:  # a LoRA folded in, or an Arrow library routed
+            result = evaluate_task(scored, tokenizer, task, "test", limit=limit)
         rows.append(DemoRow(method, result.accuracy, result.n, note))
         log(f"  {method:<34} test accuracy {result.accuracy:.3f}")
 
@@ -80,6 +81,12 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
         outcome = merge_adapters(model, tokenizer, task, adapters, ours)
         score(label, outcome.adapter, f"val loss {outcome.fit.loop.initial_val_loss:.3f}"
                                       f" -> {outcome.fit.loop.best_val_loss:.3f}")
+    arrow = preset("arrow").with_overrides(seed=seed)  # data-free: every accepted adapter, no selection
+    for label, with_target in (("arrow (routing, no task data)", False), ("arrow + target LoRA", True)):
+        library = out_dir / ("arrow-target" if with_target else "arrow")
+        routed_pool = route_catalog(model, tokenizer, task, hub.catalog, arrow, library,
+                                    target if with_target else None, evaluate_split=None).pool
+        score(label, library, f"{len(routed_pool['experts'])} experts, top_k {arrow.top_k}; not one adapter")
     write_report(rows, name, hub, out_dir)
     return rows
 

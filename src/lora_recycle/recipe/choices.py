@@ -72,6 +72,9 @@ def tuning_help() -> str:
 
 def _kind(method) -> str:
     s = method.settings
+    if method.routed:
+        return ("routed per token (top_k = 3), not servable as one adapter: every layer runs all k experts' "
+                "low-rank products per token")
     if s.adaptive:
         return "adaptive"
     if method.combine is None:
@@ -90,6 +93,8 @@ def methods_table() -> list[str]:
     for name, method in METHODS.items():
         s = method.settings
         selection = s.selection + (f" (k = {s.k})" if s.k else "")
+        if method.routed:
+            selection = f"{s.selection} (up to k = 30)"
         if s.adaptive:
             init = {"zero": "0", "uniform": "1/k"}.get(str(s.init), str(s.init))
             budget = f"{s.steps} evaluations" if s.tuning == "gradient_free" else f"{s.steps} / {s.lr:g}"

@@ -57,6 +57,9 @@ def merge_adapters(
     """
     torch.manual_seed(settings.seed)
     method = METHODS.lookup(settings.method)
+    if method.routed:
+        raise ValueError(f"{settings.method} routes per token and makes no merged adapter: "
+                         "use lora_recycle.routing.recipe.route_adapters")
     if method.combine is not None:
         return _merge_per_module(adapters, settings, method.combine)
     tuner = TUNERS.lookup(settings.tuning) if settings.adaptive else None

@@ -22,6 +22,7 @@ ADAPTIVE_PARAMS = ("selection", "k", "tuning", "composition", "granularity", "ac
                    "batch_size", "eval_every", "strategy", "max_rank", "max_error")
 DENSE_PARAMS = ("selection", "k", "coef", "prune", "max_rank", "max_error")
 FACTORED_PARAMS = ("selection", "k", "coef", "max_error")
+ROUTING_PARAMS = ("selection", "k", "top_k", "router_temperature", "rng_seed", "arrow_modules")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class MergeMethod:
     params: tuple[str, ...]
     factored: bool
     combine: str | ModuleMerge | None = None
+    routed: bool = False  # routes per token over the pool (routing/): no single merged adapter exists
 
     @property
     def adaptive(self) -> bool:
@@ -50,9 +52,10 @@ METHODS: Registry[MergeMethod] = Registry("merge method")
 
 
 def register_method(name: str, paper: str, params: tuple[str, ...], factored: bool,
-                    combine: str | ModuleMerge | None = None, **settings) -> MergeMethod:
+                    combine: str | ModuleMerge | None = None, routed: bool = False, **settings) -> MergeMethod:
     """Register ``name`` with its preset ``MergeSettings(method=name, **settings)``."""
-    return METHODS.add(name, MergeMethod(name, MergeSettings(name, **settings), paper, params, factored, combine))
+    return METHODS.add(name, MergeMethod(name, MergeSettings(name, **settings), paper, params, factored, combine,
+                                         routed))
 
 
 # Paper Table 1 and appendix C.1; k defaults to 30 (20 for pi-Tuning) when selecting from a catalog.
@@ -84,6 +87,18 @@ register_method("dare_linear", "Yu et al. 2024, DARE (ICML 2024)", DENSE_PARAMS,
                 combine="dare_linear", adaptive=False, selection="random", tuning="none", prune=0.6, coef=0.3)
 register_method("dare_ties", "Yu et al. 2024, DARE (ICML 2024) with TIES sign election", DENSE_PARAMS, False,
                 combine="dare_ties", adaptive=False, selection="random", tuning="none", prune=0.6, coef=0.3)
+
+# Zero-shot routing baselines through PEFT's own implementation (routing/): every accepted adapter up to k = 30.
+register_method("arrow", "Ostapenko et al. 2024, Arrow routing (arXiv:2405.11157), PEFT's create_arrow_model",
+                ROUTING_PARAMS, True, routed=True, adaptive=False, selection="all", tuning="none")
+register_method("arrow_gks", "Arrow after GenKnowSub (ACL 2025, 2025.acl-short.54), PEFT's create_arrow_model",
+                (*ROUTING_PARAMS, "general_adapters"), True, routed=True, adaptive=False, selection="all",
+                tuning="none")
+
+
+def is_routed(name: str) -> bool:
+    """True when the method routes per token (no single merged adapter; see ``routing/``)."""
+    return name in METHODS and METHODS.lookup(name).routed
 
 
 def preset(name: str) -> MergeSettings:

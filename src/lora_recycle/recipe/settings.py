@@ -8,12 +8,12 @@ derived from it rather than re-declared. ``selection`` and ``tuning`` name entri
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Literal
 
 from lora_recycle.merging.options import Activation, Composition, Granularity, Init, Strategy
 
 
-def _opt(default: Any, help: str, **bounds: float) -> Any:
+def _opt(default: Any, help: str, **bounds: float | bool) -> Any:
     return field(default=default, metadata={"help": help, **bounds})
 
 
@@ -41,14 +41,28 @@ class MergeSettings:
     max_rank: int | None = _opt(None, "Compress the export to this rank (dense methods default to 64).", ge=1)
     max_error: float | None = _opt(None, "Per module the smallest rank within this relative Frobenius error, then "
                                    "one vLLM-servable rank for the file (merging/rank_budget.py).", ge=0, lt=1)
+    # Routing methods only (arrow, arrow_gks: routing/); left out of to_dict() at their defaults, so the run
+    # hashes of every other method do not depend on them.
+    top_k: int = _opt(3, "Arrow: experts routed per token.", ge=1, routing=True)
+    router_temperature: float = _opt(1.0, "Arrow: softmax temperature of the router.", gt=0, routing=True)
+    rng_seed: int | None = _opt(None, "Arrow: seed of the prototypes' power iteration (None: seed).", routing=True)
+    arrow_modules: Literal["cover", "intersect"] = _opt(
+        "cover", "Arrow: how mixed target modules are routed: cover or intersect.", routing=True)
+    general_adapters: tuple[str, ...] = _opt((), "arrow_gks: catalog ids of the general LoRAs to subtract.",
+                                             routing=True)
 
     def with_overrides(self, **overrides) -> MergeSettings:
         """A copy with the non-None overrides applied."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready values, in field order."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Plain JSON-ready values, in field order (routing-only fields only when not at their defaults)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
+                if not (f.metadata.get("routing") and getattr(self, f.name) == f.default)}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 # Fields a method entry or the CLI may change; method and adaptive come from the preset, seed and k from the run.

@@ -26,7 +26,6 @@ from lora_recycle.user_files import read_json
 ARROW_CONFIG_NAME = "arrow_config.json"
 RECORD_NAME = "merge_result.json"
 FORMAT_VERSION = 1
-ROUTING_METHODS = ("arrow", "arrow_gks")
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,13 @@ class ArrowSettings:
             raise UserError(f"--top-k {self.top_k}: must be at least 1")
         if not self.router_temperature > 0:
             raise UserError(f"--router-temperature {self.router_temperature}: must be greater than 0")
+
+    @classmethod
+    def from_settings(cls, settings) -> ArrowSettings:
+        """The Arrow part of a ``MergeSettings`` (``rng_seed`` None means the run's seed)."""
+        return cls(top_k=settings.top_k, router_temperature=settings.router_temperature,
+                   rng_seed=settings.seed if settings.rng_seed is None else settings.rng_seed,
+                   use_gks=settings.method == "arrow_gks", modules=settings.arrow_modules)
 
     def peft_config(self, n_experts: int) -> dict:
         """Keyword arguments of ``peft.ArrowConfig``; ``top_k`` is capped at the number of experts."""

@@ -137,3 +137,39 @@ def route_adapters(model, tokenizer, task, experts: list[LoraAdapter], general: 
         with routed(model, out) as scored:
             evaluation = evaluate_task(scored, tokenizer, task, evaluate_split, device, limit)
     return RoutedOutcome(Path(out), pool.summary(), settings, evaluation)
+
+
+def route_catalog(model, tokenizer, task, db: Path | str, settings, out: str | Path, target: LoraAdapter | None = None,
+                  random_init: bool = False, device: torch.device | str = "cpu", evaluate_split: str | None = "test",
+                  limit: int | None = None) -> RoutedOutcome:
+    """Arrow over a catalog per ``settings`` (a routed method's ``MergeSettings``): the runner's and demo's call.
+
+    Selection as for any merge (target first, then the top k - 1), general adapters by catalog id,
+    the random-init control on every non-target expert (replacements too), then ``route_adapters``.
+    """
+    from lora_recycle.merging.controls import random_init_like
+    from lora_recycle.pool import load_pool_adapters
+
+    arrow = ArrowSettings.from_settings(settings)
+    general = load_pool_adapters(db, list(settings.general_adapters)) if settings.general_adapters else []
+    chosen, reserve, scores = select_experts(Path(db), settings.selection, settings.k, settings.seed, model, tokenizer,
+                                             task, device, target, set(settings.general_adapters))
+    experts = load_pool_adapters(db, chosen)
+
+    def load(adapter_id: str) -> LoraAdapter:
+        adapter = load_pool_adapters(db, [adapter_id])[0]
+        return random_init_like(adapter, settings.seed + len(chosen) + reserve.index(adapter_id)) if random_init \
+            else adapter
+
+    if random_init:
+        experts = [random_init_like(a, settings.seed + i) for i, a in enumerate(experts)]
+    if target is not None:
+        experts = [target, *experts]
+    from lora_recycle.models.loading import base_model_name
+
+    outcome = route_adapters(model, tokenizer, task, experts, general, arrow, settings.method, out,
+                             base_model_name(model),
+                             evaluate_split, device, (target.adapter_id,) if target else (), limit=limit,
+                             reserve=reserve, load=load)
+    outcome.scores = {i: scores[i] for i in outcome.pool["experts"] if i in scores}
+    return outcome
