@@ -37,7 +37,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 def demo_target_lora(hub, task, name: str, seed: int, model, tokenizer):
     """The demo's cached target-task LoRA (the same folder ``lora-recycle demo`` uses; trained once if missing)."""
-    config = TargetLoraConfig(steps=hub.profile.target_lora_steps, seed=seed)
+    config = TargetLoraConfig(steps=hub.profile.target_lora_steps, seed=seed, precision=hub.precision)
     where = target_lora_dir(hub.root, name, task, config, f"minihub:{hub.profile.name}:seed{seed}")
     target_dir, _ = cached_target_lora(model, tokenizer, task, config, where, base_model_id=hub.base_model_id)
     return read_peft_adapter(target_dir, adapter_id=TARGET_ADAPTER_ID)
