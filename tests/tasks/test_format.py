@@ -88,3 +88,28 @@ def test_multiple_choice_picks_the_most_likely_choice(tiny_model, colour_task_di
             logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
         direct = sum(logp[len(prompt) - 1 + j, t].item() for j, t in enumerate(encode_answer(tokenizer, choice)))
         assert score == pytest.approx(direct, abs=1e-3)
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path):
+    """Files saved by editors (or PowerShell) that write a BOM load like plain UTF-8 ones."""
+    d = tmp_path / "bom"
+    d.mkdir()
+    (d / "task.yaml").write_bytes(b"\xef\xbb\xbf" + SPEC.encode())
+    rows = [{"input": "caf\u00e9", "target": "x"}, {"input": "b", "target": "y"}]
+    (d / "train.jsonl").write_bytes(b"\xef\xbb\xbf" + "".join(json.dumps(r) + "\n" for r in rows).encode())
+    (d / "test.jsonl").write_bytes(b"\xef\xbb\xbf" + (json.dumps(rows[0]) + "\n").encode())
+    task = load_task(d)
+    assert task.name == "t" and [e.input for e in task.split("train")] == ["caf\u00e9", "b"]
+    assert [e.input for e in task.split("test")] == ["caf\u00e9"]
+
+
+@pytest.mark.parametrize("test_rows,split,message", [
+    (None, "test", r"task t \(.*/test\.jsonl\): no test rows, which evaluate needs"),
+    ([], "test", r"task t \(.*/test\.jsonl\): no test rows"),
+    (None, "val", r"task t \(.*/train\.jsonl\): no val rows"),
+])
+def test_empty_split_names_split_and_file(tmp_path, test_rows, split, message):
+    task = load_task(write(tmp_path, SPEC, [{"input": "a", "target": "x"}], test_rows))
+    with pytest.raises(UserError, match=message):
+        task.require_rows(split, "evaluate")
+    assert task.require_rows("train", "evaluate")[0].input == "a"

@@ -22,6 +22,7 @@ from lora_recycle.adapters.patterns import pattern_value  # noqa: F401 - part of
 from lora_recycle.adapters.untrusted import read_json_file
 from lora_recycle.adapters.weights_file import load_pickle_weights, load_safetensors
 from lora_recycle.errors import UserError
+from lora_recycle.outputs import incomplete_reason
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -127,6 +128,8 @@ def read_peft_adapter(
     directory = Path(directory)
     if not directory.is_dir():
         raise UserError(f"{directory}: adapter directory not found")
+    if (incomplete := incomplete_reason(directory)) is not None:
+        raise UserError(f"{directory}: {incomplete}")
     config = read_adapter_config(directory)
     check_lora_config(config, str(directory))
     tensors = load_adapter_tensors(directory, allow_pickle=allow_pickle, expected_sha256=expected_sha256)

@@ -16,6 +16,7 @@ TaskOpt = Annotated[Path, typer.Option("--task", help="Task directory (task.yaml
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps or auto.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out directory.")]
 
 
 def evaluate(
@@ -38,7 +39,7 @@ def evaluate(
     from lora_recycle.tasks.scoring import evaluate_task
 
     loaded_task = load_task(task)
-    loaded_task.split(split)  # validates the split name before the model loads
+    loaded_task.require_rows(split, "evaluate")  # the split exists and has examples, before the model loads
     routed = adapter is not None and is_arrow_dir(adapter)
     if routed:
         read_arrow_spec(adapter)  # checked before the model loads
@@ -64,21 +65,26 @@ def train_lora(
     steps: Annotated[int, typer.Option("--steps", min=1)] = 400,
     lr: Annotated[float, typer.Option("--lr", callback=positive)] = 3e-4,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    overwrite: OverwriteOpt = False,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
     as_json: JsonOpt = False,
 ) -> None:
     """Train a target-task LoRA (PEFT, q/k/v/o/gate/up/down), keeping the best validation checkpoint."""
     from lora_recycle.models.loading import load_base_model, resolve_device
+    from lora_recycle.outputs import atomic_dir, check_out_dir
     from lora_recycle.tasks import load_task
     from lora_recycle.tuning.target_lora import TargetLoraConfig, train_target_lora
 
+    check_out_dir(out, overwrite)
     loaded_task = load_task(task)
     loaded_task.require_rows("train", "train-lora")  # before the model loads
     dev = resolve_device(device)
     base, tokenizer = load_base_model(model, dev, dtype)
     config = TargetLoraConfig(rank=rank, alpha=alpha, steps=steps, lr=lr, seed=seed)
-    path, loop, used_rank = train_target_lora(base, tokenizer, loaded_task, config, out, dev)
+    with atomic_dir(out, overwrite) as partial:
+        _, loop, used_rank = train_target_lora(base, tokenizer, loaded_task, config, partial, dev)
+    path = out
     data = {"out": str(path), "rank": used_rank, "best_step": loop.best_step,
             "best_validation_loss": loop.best_val_loss, "initial_validation_loss": loop.initial_val_loss}
     if as_json:
@@ -140,13 +146,15 @@ def merge(
     ] = None,
     general_adapters: Annotated[list[str] | None, typer.Option(
         "--general-adapters", help="arrow_gks: general LoRAs to subtract (directories or catalog ids).")] = None,
-    top_k: Annotated[int | None, typer.Option("--top-k", help="arrow: experts per token (default 3).")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="arrow: experts per token (default 3).")] = None,
     router_temperature: Annotated[float | None, typer.Option(
-        "--router-temperature", help="arrow: softmax temperature of the router (default 1.0).")] = None,
+        "--router-temperature", callback=positive,
+        help="arrow: softmax temperature of the router (default 1.0).")] = None,
     rng_seed: Annotated[int | None, typer.Option(
         "--rng-seed", help="arrow: seed of the prototypes' power iteration (default --seed).")] = None,
     arrow_modules: Annotated[str | None, typer.Option(
         "--arrow-modules", help="arrow: cover (default) or intersect: how mixed target modules are routed.")] = None,
+    overwrite: OverwriteOpt = False,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
     as_json: JsonOpt = False,
@@ -185,7 +193,8 @@ def merge(
                  "--max-rank": max_rank, "--max-error": max_error}, seed=seed, selection=selection, k=k)
     request = PoolRequest(adapter_dirs=list(adapters or []), db=db, ids=ids, target_dir=target_lora,
                           random_init=random_init)
-    export = ExportOptions(out, merge_into_base, evaluate_split, base_model_id, save_dtype)
+    export = ExportOptions(out, merge_into_base, evaluate_split, base_model_id, save_dtype,
+                           overwrite=overwrite)
     summary = run_merge(model, task, request, settings, export, device, dtype, log=info)
     if as_json:
         emit_json(summary)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from lora_recycle.errors import UserError
+from lora_recycle.outputs import incomplete_reason
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -51,6 +52,8 @@ def load_base_model(path: str | Path, device: str | torch.device = "cpu", dtype:
     path = Path(path)
     if not (path / "config.json").is_file():
         raise UserError(f"{path}: not a transformers model directory (no config.json)")
+    if (incomplete := incomplete_reason(path)) is not None:
+        raise UserError(f"{path}: {incomplete}")
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype), trust_remote_code=False)
     model.to(device if isinstance(device, torch.device) else resolve_device(device))
     model.eval()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lora_recycle.errors import UserError
+from lora_recycle.outputs import atomic_dir, check_out_dir
 from lora_recycle.recipe.pool import Pool, PoolRequest, assemble_pool, explicit_adapters, k_shortfall, read_target
 from lora_recycle.recipe.settings import MergeSettings
 
@@ -26,6 +27,7 @@ class ExportOptions:
     evaluate_split: str | None = None
     base_model_id: str | None = None  # the base's Hub id; None: found (adapters/base_model_id.py)
     save_dtype: str | None = None  # storage dtype of the adapter; None: the base model's own
+    overwrite: bool = False  # replace a non-empty ``out`` (else refused before any work)
 
 
 def sources_of(pool: Pool) -> list[dict]:
@@ -59,6 +61,10 @@ def run_merge(model_dir: Path, task_dir: Path | None, request: PoolRequest, sett
     task = load_task(task_dir) if task_dir else None
     if settings.adaptive and task is not None:  # before the model loads
         task.require_rows("train", f"merge --method {settings.method}")
+    if export.evaluate_split:
+        if task is None:
+            raise UserError(f"--evaluate {export.evaluate_split} scores the merge on a task: give --task DIR")
+        task.require_rows(export.evaluate_split, f"merge --evaluate {export.evaluate_split}")
     explicit = explicit_adapters(request)  # unknown ids fail before the model loads
     read_target(request)
     shortfall = k_shortfall(request, settings)
@@ -98,6 +104,7 @@ def export_target(model_dir: Path, export: ExportOptions) -> tuple[BaseModelId, 
 
     if export.merge_into_base and export.save_dtype is not None:
         raise UserError("--save-dtype sets an adapter's storage; with --merge-into-base the model is saved in --dtype")
+    check_out_dir(export.out, export.overwrite)
     return resolve_base_model_id(model_dir, export.base_model_id), save_dtype_for(export.save_dtype, model_dir)
 
 
@@ -113,14 +120,18 @@ def export_warnings(summary: dict[str, Any]) -> list[str]:
 
 def write_merge(model, tokenizer, adapter, export: ExportOptions, base_id: BaseModelId, method: str,
                 sources: list[dict], record: dict, dtype: torch.dtype) -> Path:
-    """Write the merged adapter (or, with ``merge_into_base``, the full model) to ``export.out``."""
+    """Write the merged adapter (or, with ``merge_into_base``, the full model) to ``export.out``, atomically:
+    into a hidden sibling renamed into place when complete (a killed run leaves no adapter-looking ``out``)."""
     if not adapter.modules:
         raise UserError(f"the {method} merge is empty (every coefficient or merged update is zero), so there is "
                         f"nothing to write to {export.out}; change --coef/--prune, --init or --steps")
-    if export.merge_into_base:
-        from lora_recycle.models.export import save_merged_model
+    with atomic_dir(export.out, export.overwrite) as partial:
+        if export.merge_into_base:
+            from lora_recycle.models.export import save_merged_model
 
-        return save_merged_model(model, tokenizer, adapter, export.out, method, sources, record)
-    from lora_recycle.adapters.export import export_merge
+            save_merged_model(model, tokenizer, adapter, partial, method, sources, record)
+        else:
+            from lora_recycle.adapters.export import export_merge
 
-    return export_merge(adapter, export.out, base_id, method, sources, record, dtype)
+            export_merge(adapter, partial, base_id, method, sources, record, dtype)
+    return export.out
