@@ -150,7 +150,7 @@ def read_jsonl(path: Path, task_type: TaskType) -> list[tuple[Example, str | Non
     """Parse a task JSONL file into ``(example, split field)`` pairs; blank lines are skipped."""
     rows = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is not part of row 1
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason})") from None
     for number, raw in enumerate(lines, start=1):
