@@ -62,7 +62,7 @@ def test_arrow_with_target_lora_is_one_of_k(tiny_hub, tmp_path, adapter_dirs):
     (["--method", "arrow_gks"], "arrow_gks subtracts general knowledge"),
     (["--method", "arrow", "--steps", "3"], "--steps does not apply to arrow"),
     (["--method", "arrow", "--merge-into-base"], "--merge-into-base does not apply to arrow"),
-    (["--method", "arrow", "--top-k", "0"], "--top-k 0: must be at least 1"),
+    (["--method", "arrow", "--top-k", "0"], "'--top-k': Input should be greater than or equal to 1"),
     (["--method", "arrow", "--arrow-modules", "union"], "--arrow-modules 'union'"),
     (["--method", "ours", "--top-k", "2"], "--top-k applies to --method arrow or arrow_gks only"),
 ])
@@ -71,7 +71,9 @@ def test_bad_arrow_flags_are_one_line_errors(tiny_model_dir, adapter_dirs, tmp_p
                *args)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
+    # issue 9's contract: one error line, at most a usage hint after it (parse-time range checks add one)
+    assert lines[0].startswith("error: ") and message in lines[0], done.stderr
+    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("usage: ")), done.stderr
 
 
 def test_disjoint_pool_is_refused_not_crashed(tiny_model_dir, tmp_path, peft_adapter_factory):
