@@ -95,8 +95,8 @@ def test_similarity_selection(capsys, pool_db, tiny_model_dir, colour_task_dir, 
                  "--strategy", strategy, "--k", "2", "--target-lora", str(target), "--include-target", "--json"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["selected"][0] == "all_r4"  # an adapter is most similar to itself
-    assert data["selected"][-1] == "target:all_r4"
+    # k = 2 in total: the target LoRA first, then the top 1 (an adapter is most similar to itself)
+    assert data["selected"] == ["target:all_r4", "all_r4"]
     similarity = get_similarity(strategy)
     reference = similarity(read_peft_adapter(target), read_peft_adapter(adapter_dirs["qv_r8"]))
     assert data["scores"]["qv_r8"] == pytest.approx(reference, rel=1e-6)
@@ -115,3 +115,23 @@ def test_average_from_db_takes_every_accepted_adapter(capsys, tmp_path, pool_db,
                  "--out", str(tmp_path / "avg"), "--json"])
     assert code == 0
     assert sorted(json.loads(capsys.readouterr().out)["selected"]) == ["all_r4", "patterns", "qv_r8", "rslora_r2"]
+
+
+def test_merge_with_target_selects_k_minus_one(capsys, tmp_path, pool_db, tiny_model_dir, colour_task_dir,
+                                                adapter_dirs):
+    """--target-lora with --db: k adapters in total, the target first, then the top k - 1 by evaluation."""
+    capsys.readouterr()
+    ranking = ["select", "--model", str(tiny_model_dir), "--db", str(pool_db), "--task", str(colour_task_dir),
+               "--strategy", "evaluation", "--k", "4", "--json"]
+    assert main(ranking) == 0
+    ranked = json.loads(capsys.readouterr().out)["selected"]
+    code = main(["merge", "--model", str(tiny_model_dir), "--task", str(colour_task_dir), "--db", str(pool_db),
+                 "--method", "ours", "--k", "3", "--target-lora", str(adapter_dirs["qv_r8"]), "--steps", "2",
+                 "--out", str(tmp_path / "m"), "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["selected"] == ["target:qv_r8", *ranked[:2]]
+    assert set(summary["coefficients"]["0.q_proj"]) == set(summary["selected"])
+    assert main([*ranking[:-3], "--k", "3", "--target-lora", str(adapter_dirs["qv_r8"]), "--include-target",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["selected"] == ["target:qv_r8", *ranked[:2]]

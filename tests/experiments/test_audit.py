@@ -46,6 +46,9 @@ def test_audit_cli(capsys, tmp_path, world):
     assert set(result["accuracy"]) == {"prompting", "target_lora", "ours", "ours+target", "random_init+target"}
     assert all(a["seeds"] == 2 and a["examples"] == 4 for a in result["accuracy"].values())
     assert result["beats_own_lora"] in ("yes", "no", "unclear") and result["verdict"]
+    assert result["metric"] == "choice log-likelihood accuracy"
+    assert "(metric: choice log-likelihood" in result["verdict"]
+    assert "the top 1 selected" in result["verdict"]  # k = 2 with the target LoRA: it and the top k-1
     assert main(args) == 0  # resumed from the results file: nothing reruns, same verdict
     assert json.loads(capsys.readouterr().out) == result
     assert main([*args[:-1]]) == 0

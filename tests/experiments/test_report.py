@@ -61,6 +61,9 @@ def test_report_files_and_table2(capsys, report):
         assert table[(kind, None)]["without_target"]["mean"] == pytest.approx(_mean_std(by_seed)[0])
     markdown = (out / "report.md").read_text()
     assert "| ours (2) |" in markdown and "| prompting |" in markdown and "![Figure 3" in markdown
+    # every table and figure names its metric (the smoke tasks are multiple choice, scored by log-likelihood)
+    assert printed["metrics"] == ["choice log-likelihood accuracy"]
+    assert markdown.count("Metric: choice log-likelihood accuracy.") >= 2 + 4
 
 
 def test_improvement_and_curves_match_sql(report):

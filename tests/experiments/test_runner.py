@@ -27,21 +27,27 @@ def test_smoke_grid_end_to_end(smoke_results):
         assert len(row["correct"]) == row["n_test"] == 4
         assert abs(row["accuracy"] - row["correct"].count("1") / row["n_test"]) < 1e-12
         assert row["versions"]["torch"] and row["timings"]["total"] > 0 and row["config_hash"]
-        if row["kind"] == "merge" and row["with_target"]:
-            assert row["selected"][-1] == "target-lora"
+        if row["kind"] == "merge" and row["with_target"]:  # the paper's convention: the target LoRA first
+            assert row["selected"][0] == "target-lora" and "target-lora" not in row["selected"][1:]
+        assert row["metrics"]["metric"] == "loglik"
     ours = [r for r in rows if r["method"] == "ours" and r["pool"] == "recycled"]
     for row in ours:
-        assert len(row["selected"]) == 2 + row["with_target"]
+        assert len(row["selected"]) == 2  # k = 2 adapters in total, with or without the target LoRA
         assert all(set(group) == set(row["selected"]) for group in row["coefficients"].values())
-        assert "best_validation_loss" in row["metrics"]
-    assert all(r["selected"][0].startswith("random-init:") for r in ours if r["random_init"])
+        assert "best_validation_loss" in row["metrics"] and row["metrics"]["best_step"] >= 1
+    assert all(r["selected"][1].startswith("random-init:") for r in ours if r["random_init"])
+    without = {(r["task"], r["seed"]): r["selected"] for r in ours if not r["with_target"] and not r["random_init"]}
+    for r in ours:
+        if r["with_target"] and not r["random_init"]:  # the top k-1 of the same ranking follow the target LoRA
+            assert r["selected"][1:] == without[(r["task"], r["seed"])][:1]
     # average merges the whole pool (4 adapters), plus the target-task LoRA when included
     assert all(len(r["selected"]) == 4 + r["with_target"] for r in rows if r["method"] == "average")
     in_house = {(r["task"], r["seed"], r["exclude_top"]): r["selected"] for r in rows if r["pool"] == "in_house"}
     for (task, seed, m), selected in in_house.items():
-        assert len(selected) == 2 and selected[0].startswith("in-house:") and task not in selected[0]
+        assert len(selected) == 2 and selected[0] == "target-lora" and selected[1].startswith("in-house:")
+        assert task not in selected[1]
         if m == 1:
-            assert selected[0] != in_house[(task, seed, 0)][0]  # the best in-house LoRA was left out
+            assert selected[1] != in_house[(task, seed, 0)][1]  # the best in-house LoRA was left out
     artifacts = smoke_results["results"].parent / "results-artifacts" / "target-lora"
     assert len([p for p in artifacts.iterdir() if not p.name.startswith(".")]) == 3 * 2  # tasks x seeds, once each
 

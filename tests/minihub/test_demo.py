@@ -55,5 +55,6 @@ def test_tiny_hub_and_demo(tmp_path, cache_dir, capsys):
         assert row in table
     report = (out / "report.md").read_text()
     assert "| method | test accuracy | vs prompting | vs target LoRA |" in report
+    assert "Metric: test-split " in report and "(metric: " in table
     results = json.loads((out / "results.json").read_text())
     assert len(results) == 9 and all(0.0 <= r["accuracy"] <= 1.0 and r["n"] > 0 for r in results)

@@ -25,8 +25,11 @@ def evaluate(
     adapter: Annotated[Path | None, typer.Option(
         "--adapter", help="PEFT LoRA adapter directory to apply, or an Arrow library written by merge --method arrow.")
     ] = None,
-    split: Annotated[str, typer.Option("--split", help="test, train or val.")] = "test",
+    split: Annotated[str, typer.Option("--split", help="test, train, val or labelled (train + val).")] = "test",
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Score only the first N examples.")] = None,
+    metric: Annotated[str | None, typer.Option(
+        "--metric", help="loglik (multiple choice: best choice by log-likelihood) or exact_match (greedy "
+        "generation, the paper's); default: the task's metric.")] = None,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
     as_json: JsonOpt = False,
@@ -36,10 +39,11 @@ def evaluate(
     from lora_recycle.models.loading import load_base_model, resolve_device
     from lora_recycle.routing.arrow import is_arrow_dir, read_arrow_spec, scoring_model
     from lora_recycle.tasks import load_task
-    from lora_recycle.tasks.scoring import evaluate_task
+    from lora_recycle.tasks.scoring import evaluate_task, metric_label, resolve_metric
 
     loaded_task = load_task(task)
     loaded_task.require_rows(split, "evaluate")  # the split exists and has examples, before the model loads
+    resolve_metric(loaded_task, metric)  # the metric is checked before the model loads too
     routed = adapter is not None and is_arrow_dir(adapter)
     if routed:
         read_arrow_spec(adapter)  # checked before the model loads
@@ -47,13 +51,14 @@ def evaluate(
     dev = resolve_device(device)
     base, tokenizer = load_base_model(model, dev, dtype)
     with scoring_model(base, lora) as scored:
-        result = evaluate_task(scored, tokenizer, loaded_task, split, dev, limit)
+        result = evaluate_task(scored, tokenizer, loaded_task, split, dev, limit, metric=metric)
     data = {**result.to_dict(), "adapter": str(adapter) if adapter else None}
     if as_json:
         emit_json(data)
     else:
         norm = f", length-normalised {result.accuracy_norm:.4f}" if result.accuracy_norm is not None else ""
-        print(f"{result.task} [{split}] accuracy {result.accuracy:.4f}{norm} (n={result.n})")
+        print(f"{result.task} [{split}] accuracy {result.accuracy:.4f}{norm} (n={result.n}; "
+              f"{metric_label(result.metric)})")
 
 
 def train_lora(
@@ -102,11 +107,23 @@ def merge(
         "--adapters", help="Adapter directories to merge: --adapters A B C, or the flag repeated.")] = None,
     target_lora: Annotated[
         Path | None,
-        typer.Option("--target-lora", "--include-target-lora", help="A target-task LoRA to add to the pool."),
+        typer.Option("--target-lora", "--include-target-lora",
+                     help="A target-task LoRA: merged first, with the top k-1 selected adapters (k in total)."),
     ] = None,
     random_init: Annotated[
         bool, typer.Option("--random-init", help="Control: replace recycled adapters' A/B by same-std noise.")
     ] = False,
+    noise_std: Annotated[str, typer.Option(
+        "--noise-std", help="Random-init noise std: pooled (per module over the recycled adapters) or per_adapter."
+    )] = "pooled",
+    keep_start: Annotated[bool, typer.Option(
+        "--keep-start", help="Let the untrained start win the best-validation snapshot (default: never).")] = False,
+    selection_metric: Annotated[str | None, typer.Option(
+        "--selection-metric", help="Evaluation selection scores by loglik (default) or exact_match.")] = None,
+    selection_split: Annotated[str, typer.Option(
+        "--selection-split", help="Evaluation selection scores on train (default) or labelled (train + val).")
+    ] = "train",
+    metric: Annotated[str | None, typer.Option("--metric", help="--evaluate metric: loglik or exact_match.")] = None,
     merge_into_base: Annotated[
         bool, typer.Option("--merge-into-base", help="Save a full transformers model instead of an adapter.")
     ] = False,
@@ -190,14 +207,25 @@ def merge(
     settings = choices.settings_from_flags(
         method, {"--granularity": granularity, "--activation": activation, "--steps": steps, "--lr": lr,
                  "--strategy": strategy, "--tuning": tuning, "--init": init_value, "--prune": prune, "--coef": coef,
-                 "--max-rank": max_rank, "--max-error": max_error}, seed=seed, selection=selection, k=k)
+                 "--max-rank": max_rank, "--max-error": max_error, "--keep-start": keep_start or None}, seed=seed,
+        selection=selection, k=k)
+    choices.check_choice("--noise-std", noise_std, ("pooled", "per_adapter"))
+    choices.check_choice("--selection-split", selection_split, ("train", "labelled"))
+    if selection_metric is not None:
+        choices.check_choice("--selection-metric", selection_metric, ("loglik", "exact_match"))
+    settings = settings.with_overrides(selection_metric=selection_metric, selection_split=selection_split)
     request = PoolRequest(adapter_dirs=list(adapters or []), db=db, ids=ids, target_dir=target_lora,
-                          random_init=random_init)
+                          random_init=random_init, noise_std=noise_std)
     export = ExportOptions(out, merge_into_base, evaluate_split, base_model_id, save_dtype,
-                           overwrite=overwrite)
+                           overwrite=overwrite, metric=metric)
     summary = run_merge(model, task, request, settings, export, device, dtype, log=info)
+    if summary["verdict"] == "base_model":
+        info(f"no combination of the {len(summary['selected'])} adapters beat the base model ({method} kept "
+             f"all-zero weights); the result is the base model itself, so nothing was written to {out}")
     if as_json:
         emit_json(summary)
+        return
+    if summary["verdict"] == "base_model":
         return
     loss = summary.get("best_validation_loss")
     detail = f"; validation loss {summary['initial_validation_loss']:.4f} -> {loss:.4f}" if loss is not None else ""
@@ -205,7 +233,8 @@ def merge(
     for line in export_report(summary):
         info(line)
     if "evaluation" in summary:
-        info(f"{evaluate_split} accuracy {summary['evaluation']['accuracy']:.4f}")
+        evaluation = summary["evaluation"]
+        info(f"{evaluate_split} accuracy {evaluation['accuracy']:.4f} ({evaluation['metric']})")
 
 
 def select(
@@ -218,8 +247,12 @@ def select(
         Path | None, typer.Option("--target-lora", help="Target-task LoRA (similarity strategies).")
     ] = None,
     include_target: Annotated[
-        bool, typer.Option("--include-target", help="Force the target LoRA into the selection.")
+        bool, typer.Option("--include-target", help="The target LoRA first, then the top k-1 (k in total).")
     ] = False,
+    metric: Annotated[str | None, typer.Option(
+        "--metric", help="Evaluation scores by loglik (default) or exact_match (the paper's).")] = None,
+    split: Annotated[str, typer.Option(
+        "--split", help="Evaluation scores on train (default) or labelled (train + val, the paper's).")] = "train",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
@@ -241,9 +274,13 @@ def select(
     _warn_if_k_exceeds_pool(db, k)
     needs_model = choices.STRATEGIES[strategy].needs == "model"
     base, tokenizer = load_base_model(model, dev, dtype) if needs_model else (None, None)
-    selected, scores = select_from_catalog(db, strategy, k, seed, base, tokenizer, loaded_task, dev, target)
+    from lora_recycle.recipe.with_target import recycled_count
+
+    count = recycled_count(k, include_target)
+    selected, scores = select_from_catalog(db, strategy, count, seed, base, tokenizer, loaded_task, dev, target,
+                                           metric=metric, split=split) if count else ([], {})
     if include_target:
-        selected = [*selected, target.adapter_id]
+        selected = [target.adapter_id, *selected]
     if as_json:
         emit_json({"selected": selected, "scores": scores})
     else:

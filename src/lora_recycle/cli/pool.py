@@ -40,6 +40,11 @@ TimeLimitOpt = Annotated[
     float | None,
     typer.Option("--time-limit", min=0.0, help="Seconds of validation per adapter, then timeout [default: 30]."),
 ]
+MinNormOpt = Annotated[
+    float | None,
+    typer.Option("--min-norm", min=0.0, help="Reject as near_empty when ||s B A||_F <= this (default: off; "
+                 "the paper's 8B pool used 1.0). `pool stats` shows the norms."),
+]
 # Columns `pool list` shows; `pool show` adds the rest.
 LIST_FIELDS = (
     "id", "status", "reasons", "rank", "ranks", "alpha", "use_rslora", "target_modules", "license",
@@ -58,11 +63,12 @@ def _base_spec(model_dir: Path, base_name: str | None, aliases: list[str] | None
     return load_base_spec(model_dir, base_name=base_name, aliases=tuple(aliases or ()))
 
 
-def _scan(sources, spec, db, require_license, allow_pickle, max_outlier_ratio, hints=None, **limits) -> dict:
+def _scan(sources, spec, db, require_license, allow_pickle, max_outlier_ratio, hints=None, min_norm=None,
+          **limits) -> dict:
     from lora_recycle.pool import Catalog, ValidationPolicy, scan_pool
 
     limits = {key: value for key, value in limits.items() if value is not None}  # unset: the policy's default
-    policy = ValidationPolicy(require_license, allow_pickle, max_outlier_ratio, **limits)
+    policy = ValidationPolicy(require_license, allow_pickle, max_outlier_ratio, min_norm=min_norm, **limits)
     with Catalog(db) as catalog:
         summary = scan_pool(sources, spec, catalog, policy, hub_hints=hints, progress=True)
         totals = catalog.counts()
@@ -91,12 +97,13 @@ def scan(
     max_outlier_ratio: OutlierOpt = 1.0,
     rank_cap: RankCapOpt = None,
     time_limit: TimeLimitOpt = None,
+    min_norm: MinNormOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate every adapter under SOURCES into the catalog (incremental: unchanged files are skipped)."""
     spec = _base_spec(base_model, base_name, alias)
     data = _scan(sources, spec, db, require_license, allow_pickle, max_outlier_ratio, max_rank=rank_cap,
-                 time_limit=time_limit)
+                 time_limit=time_limit, min_norm=min_norm)
     emit_json(data) if as_json else _print_summary(data)
 
 
@@ -112,6 +119,7 @@ def fetch(
     max_outlier_ratio: OutlierOpt = 1.0,
     rank_cap: RankCapOpt = None,
     time_limit: TimeLimitOpt = None,
+    min_norm: MinNormOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Download the Hub's adapters of a base model (config, safetensors, card only), then scan them."""
@@ -124,7 +132,7 @@ def fetch(
         info(f"skipped {repo_id}: {error}")
     hints = {a.repo_id: a.hint() for a in fetched if not a.error}
     data = _scan([cache_dir], spec, db, require_license, False, max_outlier_ratio, hints, max_rank=rank_cap,
-                 time_limit=time_limit)
+                 time_limit=time_limit, min_norm=min_norm)
     data.update(fetched=len(hints), failed=failed)
     emit_json(data) if as_json else _print_summary(data)
 
@@ -173,6 +181,12 @@ def stats(db: DbOpt, as_json: JsonOpt = False) -> None:
             print(f"  {key}: {n}")
     per = data["adapters_per_contributor"]
     print(f"adapters per contributor: avg {per['avg']}, max {per['max']}, percentiles {per['percentiles']}")
+    norms = data["adapter_norms"]
+    if norms["adapters"]:
+        print(f"adapter norms ||s B A||_F ({norms['adapters']} adapters; choose `pool scan --min-norm`): "
+              f"min {norms['min']}, max {norms['max']}, percentiles {norms['percentiles']}")
+        for decade, n in norms["decades"].items():
+            print(f"  {decade}: {n}")
 
 
 @pool_app.command()

@@ -72,7 +72,12 @@ def run_audit(config: ExperimentConfig, results_path: Path, executor: Executor |
     conditions: dict[str, dict[int, str]] = {name: {} for name in CONDITIONS}
     for row in rows:
         conditions[condition_of(specs[row["run_hash"]])][row["seed"]] = row["correct"]
-    return verdict(conditions, resamples, bootstrap_seed) | {"results": str(results_path), "k": k}
+    from lora_recycle.experiments.report import metrics_used
+
+    result = verdict(conditions, resamples, bootstrap_seed)
+    metric = ", ".join(metrics_used(rows))
+    result["verdict"] += f" (metric: {metric}; with the target LoRA: it and the top {k - 1} selected)"
+    return result | {"results": str(results_path), "k": k, "metric": metric}
 
 
 def verdict(conditions: dict[str, dict[int, str]], resamples: int = 2000, seed: int = 0) -> dict[str, Any]:

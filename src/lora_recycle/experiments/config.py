@@ -111,6 +111,8 @@ def _override_fields() -> dict[str, Any]:
         if f.name in CHOICE_FIELDS:
             bounds = {key: f.metadata[key] for key in ("ge", "gt", "le", "lt") if key in f.metadata}
             out[f.name] = (hints[f.name] | None, Field(default=None, description=f.metadata.get("help"), **bounds))
+    # paper Table 4 sweeps C over {1, 0.3, 1/k}: "1/k" restores the 1/k default of a preset with its own C
+    out["coef"] = (float | Literal["1/k"] | None, Field(default=None, description=out["coef"][1].description))
     return out
 
 
@@ -123,6 +125,7 @@ class RandomInitControl(_Strict):
     method: str = "ours"
     k: list[int] | None = None
     include_target_lora: TargetLoraChoice = True
+    noise_std: Literal["pooled", "per_adapter"] = "pooled"  # pooled per module over the recycled adapters
 
 
 class InHouseControl(_Strict):
@@ -192,6 +195,12 @@ class ExperimentConfig(_Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     threads: int | None = Field(default=None, ge=1)  # torch CPU threads per run (1 is fastest on busy small CPUs)
     budget: Budget = Field(default_factory=Budget)
+    # test scoring: loglik (multiple choice by choice log-likelihood) or exact_match (greedy generation,
+    # the paper's); None: each task's own metric
+    metric: Literal["loglik", "exact_match"] | None = None
+    # evaluation-based selection (and in-house ranking) unless a method sets its own
+    selection_metric: Literal["loglik", "exact_match"] | None = None
+    selection_split: Literal["train", "labelled"] = "train"
 
     @field_validator("k", "seeds", mode="before")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from lora_recycle.experiments.config import ExperimentConfig, MethodSpec, ResolvedExperiment
@@ -26,8 +26,9 @@ PoolKind = Literal["none", "recycled", "in_house"]
 class RunSpec:
     """One cell of the grid: a baseline or a merge of one task and seed.
 
-    ``k`` is how many pool adapters are selected (None: all of them); the target-task LoRA comes on
-    top when ``with_target``. For ``pool="in_house"`` ``k`` counts the target-task LoRA (paper Q4).
+    ``k`` counts every merged adapter (None: all accepted ones): with ``with_target`` the target-task
+    LoRA comes first and the top ``k - 1`` selected follow (paper Q4), in the recycled and in-house
+    pools alike. ``metric`` scores the test split (None: the task's own).
     """
 
     kind: RunKind
@@ -46,6 +47,8 @@ class RunSpec:
     pool: PoolKind = "none"
     random_init: bool = False
     exclude_top: int = 0
+    noise_std: str = "pooled"
+    metric: str | None = None
 
     @property
     def run_hash(self) -> str:
@@ -83,7 +86,16 @@ class RunSpec:
 
 def method_settings(spec: MethodSpec, config: ExperimentConfig) -> MergeSettings:
     """A method entry's settings: its preset, its overrides, then the step budget for adaptive methods."""
-    settings = preset(spec.preset).with_overrides(**spec.overrides())
+    defaults = {"selection_metric": config.selection_metric, "selection_split": config.selection_split}
+    overrides = {**defaults, **spec.overrides()}
+    one_over_k = overrides.get("coef") == "1/k"
+    if one_over_k:
+        overrides.pop("coef")
+    settings = preset(spec.preset).with_overrides(**overrides)
+    if one_over_k:  # coef None means 1/k per adapter
+        settings = replace(settings, coef=None)
+    if settings.tuning == "joint":  # pi-Tuning's fresh LoRA has the target-task LoRA's rank
+        settings = settings.with_overrides(fresh_rank=config.budget.target_lora_rank)
     if settings.adaptive and spec.steps is None and config.budget.merge_steps is not None:
         settings = settings.with_overrides(steps=config.budget.merge_steps)
     return settings
@@ -112,7 +124,7 @@ def expand_runs(resolved: ResolvedExperiment, task_hashes: dict[str, str] | None
             settings = settings.with_overrides(seed=seed, k=extra.get("k"))
         runs.append(RunSpec(kind, task, seed, method, hashes[task], resolved.model_ref,
                             resolved.pool_ref if kind == "merge" else "", config.dtype, budget.test_limit,
-                            target if uses_target else None, settings, **extra))
+                            target if uses_target else None, settings, metric=config.metric, **extra))
 
     for task in resolved.target_tasks:
         for seed in config.seeds:
@@ -133,7 +145,7 @@ def expand_runs(resolved: ResolvedExperiment, task_hashes: dict[str, str] | None
                 for k in control.k or spec.k or config.k:
                     for with_target in target_options(control.include_target_lora):
                         add("merge", task, seed, spec.label, settings=settings, k=k, with_target=with_target,
-                            pool="recycled", random_init=True)
+                            pool="recycled", random_init=True, noise_std=control.noise_std)
             in_house = config.controls.in_house
             if in_house is not None:
                 spec = config.method(in_house.method)

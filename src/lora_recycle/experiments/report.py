@@ -217,11 +217,21 @@ def exclude_top_curve(rows: list[Row]) -> list[dict[str, Any]]:
     return out
 
 
+def metrics_used(rows: Iterable[Row]) -> list[str]:
+    """The test metrics the runs were scored with, by label (runs recorded before metrics were stored say so)."""
+    from lora_recycle.tasks.scoring import metric_label
+
+    names = {(r.get("metrics") or {}).get("metric") for r in rows}
+    return sorted(metric_label(n) if n else "unrecorded (loglik for multiple choice, exact match otherwise)"
+                  for n in names)
+
+
 def build_tables(rows: list[Row]) -> dict[str, Any]:
     """Every table of the report, as plain JSON-ready data."""
     points = share_points(rows)
     return {
         "runs": len(rows),
+        "metrics": metrics_used(rows),
         "tasks": sorted({r["task"] for r in rows}),
         "seeds": sorted({r["seed"] for r in rows}),
         "table2": table2(rows),
@@ -244,14 +254,17 @@ def _fmt(stat: dict[str, Any] | None, digits: int = 3) -> str:
 def render_markdown(tables: dict[str, Any], figures: dict[str, Path | None], notes: dict[str, str],
                     source: str) -> str:
     """The report text: Table 2, Figure 2's numbers, and every figure (or why it was skipped)."""
+    metric_line = f"Metric: {', '.join(tables.get('metrics') or ['unrecorded'])}."
     lines = [f"# lora-recycle report: `{source}`", "",
              f"{tables['runs']} runs over {len(tables['tasks'])} task(s) ({', '.join(tables['tasks'])}) and "
              f"{len(tables['seeds'])} seed(s). Accuracy on the test split, averaged over tasks per seed; "
-             "± is the standard deviation over seeds.", "",
-             "## Table 2: average accuracy", "", "| method | w/o target LoRA | w/ target LoRA |", "| --- | --- | --- |"]
+             "± is the standard deviation over seeds. With the target LoRA, a merge of k adapters holds it and "
+             "the top k-1 selected.", "",
+             "## Table 2: average accuracy", "", metric_line, "",
+             "| method | w/o target LoRA | w/ target LoRA |", "| --- | --- | --- |"]
     for entry in tables["table2"]:
         lines.append(f"| {entry['method']} | {_fmt(entry['without_target'])} | {_fmt(entry['with_target'])} |")
-    lines += ["", "## Figure 2: % improvement", "",
+    lines += ["", "## Figure 2: % improvement", "", metric_line, "",
               "| method | target LoRA in pool | vs prompting (%) | vs target LoRA (%) |", "| --- | --- | --- | --- |"]
     for entry in tables["improvement"]:
         lines.append(f"| {entry['method']} | {'yes' if entry['with_target'] else 'no'} | "
@@ -264,6 +277,8 @@ def render_markdown(tables: dict[str, Any], figures: dict[str, Path | None], not
         lines += ["", f"## {title}", ""]
         path = figures.get(key)
         lines.append(f"![{title}]({path.name})" if path is not None else f"_Skipped: {notes.get(key, 'no data')}._")
+        if path is not None:
+            lines += ["", metric_line]
         if key == "fig4_coefficient_shares" and tables["coefficient_shares"]["summary"]:
             lines += ["", "| target LoRA in pool | adapter | mean share |", "| --- | --- | --- |"]
             for s in tables["coefficient_shares"]["summary"]:

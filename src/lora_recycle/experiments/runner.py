@@ -108,7 +108,10 @@ def _target_adapter(env: WorkerEnv, spec: RunSpec, model, tokenizer, device) -> 
 
 
 def in_house_pool(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device) -> tuple[list, dict[str, float]]:
-    """The other target tasks' target-task LoRAs ranked by evaluation on this task, top ``exclude_top`` skipped."""
+    """The other target tasks' target-task LoRAs ranked by evaluation on this task, top ``exclude_top`` skipped.
+
+    ``k`` counts the target-task LoRA, so the top ``k - 1`` others are returned (it goes first).
+    """
     from lora_recycle.adapters import read_peft_adapter
     from lora_recycle.selection.evaluation import evaluation_scores
     from lora_recycle.selection.ranking import top_k
@@ -116,13 +119,17 @@ def in_house_pool(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device)
     others = [t for t in env.in_house_tasks if t != spec.task]
     dirs = {f"{IN_HOUSE_PREFIX}{t}": ensure_target_lora(env, t, spec.target_lora, model, tokenizer, device)[0]
             for t in others}
-    cache = Path(env.artifacts) / "in-house-scores" / (
-        f"{spec.task}-{short_hash({'task': task.content_hash(), 'pool': sorted(p.name for p in dirs.values())})}.json")
+    settings = spec.merge_settings()
+    ranking = {"task": task.content_hash(), "pool": sorted(p.name for p in dirs.values())}
+    if settings.selection_metric is not None or settings.selection_split != "train":  # default keeps its key
+        ranking.update(metric=settings.selection_metric, split=settings.selection_split)
+    cache = Path(env.artifacts) / "in-house-scores" / f"{spec.task}-{short_hash(ranking)}.json"
     if cache.is_file():
         scores = json.loads(cache.read_text())
     else:
         scores = evaluation_scores(model, tokenizer, task, sorted(dirs),
-                                   lambda i: read_peft_adapter(dirs[i], adapter_id=i), device=device)
+                                   lambda i: read_peft_adapter(dirs[i], adapter_id=i), split=settings.selection_split,
+                                   device=device, metric=settings.selection_metric)
         _write_atomically(cache, json.dumps(scores, indent=2, sort_keys=True))
     ranked = top_k(scores, len(scores))
     chosen = ranked[spec.exclude_top : spec.exclude_top + (spec.k or 1) - 1]
@@ -171,15 +178,17 @@ def _merge_cell(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device, c
         return _routed_cell(env, spec, model, tokenizer, task, device, clock, target, metrics)
     if spec.pool == "in_house":
         adapters, scores = in_house_pool(env, spec, model, tokenizer, task, device)
-        request = PoolRequest(adapters, target=target, include_target=spec.with_target, random_init=spec.random_init)
-    else:
+        request = PoolRequest(adapters, target=target, include_target=spec.with_target, random_init=spec.random_init,
+                              noise_std=spec.noise_std)
+    else:  # with the target LoRA: it first, then the top k - 1 selected (k in total)
         request = PoolRequest(db=env.db, target=target, include_target=spec.with_target,
-                              random_init=spec.random_init, default_k=1)
+                              random_init=spec.random_init, default_k=1, noise_std=spec.noise_std)
     pool = assemble_pool(request, settings, model, tokenizer, task, device)
     if spec.pool != "in_house":
         scores = {i: pool.scores[i] for i in pool.ids if i in pool.scores}
     clock.lap("select")
     outcome = merge_adapters(model, tokenizer, task, pool.adapters, settings, device)
+    metrics["verdict"] = outcome.verdict
     if outcome.fit is not None:
         loop = outcome.fit.loop
         metrics.update(best_step=loop.best_step, best_validation_loss=loop.best_val_loss,
@@ -223,7 +232,8 @@ def execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
     elif spec.kind == "merge":
         cell = _merge_cell(env, spec, model, tokenizer, task, device, clock)
     with scoring_model(model, cell["adapter"]) as scored:  # a LoRA folded in, or an Arrow library routed
-        result = evaluate_task(scored, tokenizer, task, "test", device, spec.test_limit)
+        result = evaluate_task(scored, tokenizer, task, "test", device, spec.test_limit, metric=spec.metric)
+    cell["metrics"]["metric"] = result.metric
     clock.lap("evaluate")
     return {
         "run_hash": spec.run_hash, "kind": spec.kind, "task": spec.task, "seed": spec.seed, "method": spec.method,
@@ -244,13 +254,15 @@ def safe_execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}", "trace": detail[-6:]}
 
 
-def warm_evaluation_scores(env: WorkerEnv, task_name: str) -> dict[str, Any]:
+def warm_evaluation_scores(env: WorkerEnv, task_name: str, metric: str | None = None,
+                           split: str = "train") -> dict[str, Any]:
     """Fill the catalog's evaluation-score cache for a task once, before merges that select by evaluation."""
     from lora_recycle.selection.from_catalog import select_from_catalog
 
     try:
         model, tokenizer, device = _load_model(env)
-        select_from_catalog(env.db, "evaluation", 1, 0, model, tokenizer, _load_task(env, task_name), device)
+        select_from_catalog(env.db, "evaluation", 1, 0, model, tokenizer, _load_task(env, task_name), device,
+                            metric=metric, split=split)
         return {"ok": True}
     except Exception as exc:  # the merges will hit (and record) the same problem
         return {"error": f"{type(exc).__name__}: {exc}"}
@@ -296,9 +308,10 @@ def run_experiment(resolved: ResolvedExperiment, results_path: str | Path, execu
         clean_stale_artifacts(Path(env.artifacts))
         baselines = [r for r in todo if r.kind != "merge"]
         merges = [r for r in todo if r.kind == "merge"]
-        warm = sorted({r.task for r in merges if r.pool == "recycled" and r.settings.selection == "evaluation"})
+        warm = sorted({(r.task, r.settings.selection_metric or "", r.settings.selection_split) for r in merges
+                       if r.pool == "recycled" and r.settings.selection == "evaluation"})
         finished = failed = 0
-        for _, outcome in executor.map(warm_evaluation_scores, [(env, t) for t in warm]):
+        for _, outcome in executor.map(warm_evaluation_scores, [(env, t, m or None, s) for t, m, s in warm]):
             if "error" in outcome:
                 log(f"  warning: scoring the pool failed: {outcome['error']}")
         counter = already

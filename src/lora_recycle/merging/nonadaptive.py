@@ -1,8 +1,11 @@
 """Non-adaptive merges over a heterogeneous pool, one module at a time, exported as LoRA factors.
 
 Dense methods (task arithmetic, TIES, DARE) build each module's k dense deltas, merge them, and
-compress the result to ``max_rank`` by SVD (reporting the relative Frobenius error). Factored ones
-(TSV) work on the factors directly and are exact. Adapters without a module contribute nothing there.
+factor the result exactly: every singular value above float32 round-off is kept, so the export is
+low-rank where the merged update is (task arithmetic: at most the summed ranks) and full-rank
+otherwise. Only an explicit ``max_rank`` cuts the rank, and then each module's relative Frobenius
+error is reported. TSV works on the factors directly and is exact. Adapters without a module
+contribute nothing there.
 Each per-module merge is one entry of ``MODULE_MERGES``; a merge method names its entry.
 """
 
@@ -86,10 +89,24 @@ class NonAdaptiveResult:
         return {"max_relative_error": max(values), "mean_relative_error": sum(values) / len(values)}
 
 
-def truncated_factors(delta: torch.Tensor, max_rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Best rank-``max_rank`` factors ``(A [q, in], B [out, q])`` of one dense module and the relative error."""
+def numerical_rank(S: torch.Tensor, shape: tuple[int, int]) -> int:
+    """How many singular values exceed float32 round-off (numpy's ``matrix_rank`` rule with float32 eps)."""
+    if not S.numel() or S[0] <= 0:
+        return 0
+    tolerance = float(S[0]) * max(shape) * torch.finfo(torch.float32).eps
+    return int((tolerance < S).sum())
+
+
+def truncated_factors(delta: torch.Tensor, max_rank: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Factors ``(A [q, in], B [out, q])`` of one dense module and the relative Frobenius error.
+
+    ``max_rank=None`` keeps the numerical rank (exact to float32 round-off); a number keeps at most
+    that many singular triplets (the best rank-q approximation).
+    """
     U, S, Vh = torch.linalg.svd(delta.double(), full_matrices=False)
-    q = int(min(max_rank, int((S[0] * 1e-12 < S).sum()) if S.numel() and S[0] > 0 else 0))
+    q = numerical_rank(S, tuple(delta.shape))
+    if max_rank is not None:
+        q = min(q, max_rank)
     total = float(S.square().sum())
     error = (float(S[q:].square().sum()) / total) ** 0.5 if total > 0 else 0.0
     root = S[:q].sqrt()
@@ -98,11 +115,12 @@ def truncated_factors(delta: torch.Tensor, max_rank: int) -> tuple[torch.Tensor,
 
 def merge_nonadaptive(
     adapters: list[LoraAdapter], method: str | ModuleMerge, coef: float | None = None, prune: float = 0.6,
-    max_rank: int = 64, seed: int = 0,
+    max_rank: int | None = None, seed: int = 0,
 ) -> NonAdaptiveResult:
     """Merge with fixed coefficients: ``coef`` per adapter (default 1/k), TIES/DARE keep ``1 - prune``.
 
-    ``method`` is a registered name of ``MODULE_MERGES`` or a ``ModuleMerge`` itself.
+    ``method`` is a registered name of ``MODULE_MERGES`` or a ``ModuleMerge`` itself. The export is
+    exact unless ``max_rank`` is given (see the module docstring).
     """
     merge = MODULE_MERGES.lookup(method) if isinstance(method, str) else method
     name = method if isinstance(method, str) else getattr(merge.fn, "__name__", "custom")

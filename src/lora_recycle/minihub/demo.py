@@ -23,7 +23,7 @@ from lora_recycle.routing.arrow import scoring_model
 from lora_recycle.routing.recipe import route_catalog
 from lora_recycle.selection.from_catalog import accepted_ids
 from lora_recycle.tasks import load_task
-from lora_recycle.tasks.scoring import evaluate_task
+from lora_recycle.tasks.scoring import evaluate_task, metric_label, resolve_metric
 from lora_recycle.tuning.target_lora import TargetLoraConfig
 
 
@@ -33,6 +33,7 @@ class DemoRow:
     accuracy: float
     n: int
     note: str = ""
+    metric: str = "loglik"
 
 
 def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: str | None = None, seed: int = 0,
@@ -54,8 +55,8 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
     def score(method: str, adapter=None, note: str = "") -> None:
         with scoring_model(model, adapter) as scored:  # a LoRA folded in, or an Arrow library routed
             result = evaluate_task(scored, tokenizer, task, "test", limit=limit)
-        rows.append(DemoRow(method, result.accuracy, result.n, note))
-        log(f"  {method:<34} test accuracy {result.accuracy:.3f}")
+        rows.append(DemoRow(method, result.accuracy, result.n, note, result.metric))
+        log(f"  {method:<34} test accuracy {result.accuracy:.3f} ({metric_label(result.metric)})")
 
     accepted = accepted_ids(hub.catalog)
     steps = hub.profile.merge_steps
@@ -74,10 +75,13 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
     score("target-task LoRA", target)
     average = merge_adapters(model, tokenizer, None, pool, preset("average"))
     score(f"average of the {len(pool)} selected", average.adapter)
+    # with the target-task LoRA: it first, then the top k - 1 selected (k adapters either way); random-init
+    # noise is drawn per module with the std pooled over the recycled adapters of that merge
     for label, with_target, noise in (("ours", False, False), ("ours + target LoRA", True, False),
                                       ("ours, random-init adapters", False, True),
                                       ("ours, random-init + target LoRA", True, True)):
-        adapters = finish_pool(pool, target if with_target else None, noise, seed)
+        recycled = pool[: len(pool) - 1] if with_target else pool  # ranked best first
+        adapters = finish_pool(recycled, target if with_target else None, noise, seed)
         outcome = merge_adapters(model, tokenizer, task, adapters, ours)
         score(label, outcome.adapter, f"val loss {outcome.fit.loop.initial_val_loss:.3f}"
                                       f" -> {outcome.fit.loop.best_val_loss:.3f}")
@@ -87,7 +91,7 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
         routed_pool = route_catalog(model, tokenizer, task, hub.catalog, arrow, library,
                                     target if with_target else None, evaluate_split=None).pool
         score(label, library, f"{len(routed_pool['experts'])} experts, top_k {arrow.top_k}; not one adapter")
-    write_report(rows, name, hub, out_dir)
+    write_report(rows, name, hub, out_dir, metric_label(resolve_metric(task)))
     return rows
 
 
@@ -103,7 +107,15 @@ def render_table(rows: list[DemoRow]) -> list[str]:
 
 
 def verdict(rows: list[DemoRow]) -> str:
-    """One honest sentence: did recycling beat a LoRA of your own, and was it transfer or regularisation?"""
+    """One honest sentence: did recycling beat a LoRA of your own, and was it transfer or regularisation?
+
+    It ends by naming the metric the comparison used.
+    """
+    metric = f" (metric: {metric_label(rows[0].metric)})" if rows else ""
+    return _verdict(rows) + metric
+
+
+def _verdict(rows: list[DemoRow]) -> str:
     acc = {r.method: r.accuracy for r in rows}
     target = acc["target-task LoRA"]
     with_target = acc["ours + target LoRA"]
@@ -116,11 +128,12 @@ def verdict(rows: list[DemoRow]) -> str:
     return "Recycling beat your own LoRA and beat the random-init control: some knowledge transferred."
 
 
-def write_report(rows: list[DemoRow], task: str, hub, out_dir: Path) -> Path:
+def write_report(rows: list[DemoRow], task: str, hub, out_dir: Path, metric: str = "accuracy") -> Path:
     n = rows[0].n if rows else 0
     lines = [f"# lora-recycle demo: {task}", "",
              f"Profile `{hub.profile.name}`, base `{hub.base_model_id}`, {len(hub.adapters)} pool adapters "
-             f"(k = {hub.profile.demo_k} selected by evaluation), {n} test examples. Accuracy on the test split.",
+             f"(k = {hub.profile.demo_k} adapters per merge, selected by evaluation; with the target-task LoRA it "
+             f"comes first with the top k-1), {n} test examples. Metric: test-split {metric}.",
              "", *render_table(rows), "", verdict(rows), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))

@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS adapters (
     format TEXT, license TEXT, contributor TEXT, base_model TEXT,
     rank INTEGER, alpha REAL, use_rslora INTEGER NOT NULL DEFAULT 0,
     target_modules TEXT NOT NULL DEFAULT '[]',
-    weights_file TEXT, sha256 TEXT, size INTEGER, max_delta_ratio REAL,
+    weights_file TEXT, sha256 TEXT, size INTEGER, max_delta_ratio REAL, delta_norm REAL,
     fingerprint TEXT NOT NULL, policy TEXT NOT NULL, scanned_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS modules (
@@ -45,7 +45,7 @@ CREATE INDEX IF NOT EXISTS adapters_status ON adapters(status);
 _ADAPTER_COLUMNS = (
     "id", "status", "source_kind", "source", "path", "revision", "format", "license", "contributor",
     "base_model", "rank", "alpha", "use_rslora", "target_modules", "weights_file", "sha256", "size",
-    "max_delta_ratio", "fingerprint", "policy", "scanned_at",
+    "max_delta_ratio", "delta_norm", "fingerprint", "policy", "scanned_at",
 )  # fmt: skip
 
 
@@ -112,6 +112,9 @@ class Catalog:
             raise UserError(f"--db {self.path}: catalog format_version {version}, this version reads {FORMAT_VERSION}")
         with self.db:
             self.db.executescript(_SCHEMA)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(adapters)")}
+            if "delta_norm" not in columns:  # catalogs written before norms were recorded
+                self.db.execute("ALTER TABLE adapters ADD COLUMN delta_norm REAL")
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('format_version', ?)", (str(FORMAT_VERSION),))
 
     def __enter__(self) -> Catalog:

@@ -19,6 +19,7 @@ REASONS = (
     "nonfinite",
     "outlier",
     "empty",
+    "near_empty",
     "corrupt",
     # hostile or unreasonable input
     "bad_config",
@@ -56,6 +57,7 @@ class ValidationResult:
     use_rslora: bool = False
     modules: list[ModuleInfo] = field(default_factory=list)
     max_delta_ratio: float | None = None
+    delta_norm: float | None = None  # ||s B A||_F over all modules of the adapter
     card: dict = field(default_factory=dict)
 
     @property

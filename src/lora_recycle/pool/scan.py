@@ -23,7 +23,7 @@ from lora_recycle.pool.sources import CARD_NAME, MARKER_NAMES, Candidate, iter_s
 from lora_recycle.pool.validate import ValidationPolicy, ValidationResult, validate_adapter
 
 # Bump when validation rules change, so every adapter is re-validated once.
-VALIDATOR_VERSION = 2
+VALIDATOR_VERSION = 3  # 3: records the adapter norm ||s B A||_F (delta_norm)
 
 
 @dataclass

@@ -21,6 +21,22 @@ def contributor_summary(counts: list[int]) -> dict:
             "percentiles": percentiles}  # fmt: skip
 
 
+def norm_summary(norms: list[float]) -> dict:
+    """The distribution of adapter norms ||s B A||_F: min, percentiles, max and counts per power of ten.
+
+    Shown by ``pool stats`` so a user can pick ``pool scan --min-norm`` for their base model.
+    """
+    if not norms:
+        return {"adapters": 0, "min": None, "max": None, "percentiles": {}, "decades": {}}
+    values = np.asarray(norms, dtype=float)
+    percentiles = {str(p): float(f"{np.percentile(values, p):.4g}") for p in (5, 10, *PERCENTILES)}
+    decades = Counter(int(np.floor(np.log10(v))) if v > 0 else None for v in values)
+    labels = {("0" if d is None else f"[1e{d}, 1e{d + 1})"): n
+              for d, n in sorted(decades.items(), key=lambda item: -1e9 if item[0] is None else item[0])}
+    return {"adapters": len(norms), "min": float(f"{values.min():.4g}"), "max": float(f"{values.max():.4g}"),
+            "percentiles": percentiles, "decades": labels}
+
+
 def target_module_set(layer_targets: dict[int, list[str]], num_layers: int | None) -> str:
     """A label for an adapter's targets: ``k_proj+q_proj+v_proj``, plus the layers when not all are touched
     alike (e.g. ``k_proj+v_proj @ layers 30,31``)."""
@@ -39,6 +55,7 @@ def pool_stats(catalog: Catalog) -> dict:
     meta = catalog.meta()
     num_layers = int(meta["num_layers"]) if "num_layers" in meta else None
     rows = catalog.rows(status="accepted")
+    every = catalog.rows()
     reasons = dict(catalog.db.execute("SELECT reason, COUNT(*) FROM rejections GROUP BY reason ORDER BY reason"))
     per_contributor = Counter(row["contributor"] or "(unknown)" for row in rows)
     ranks = Counter(row["rank"] for row in rows if row["rank"] is not None)
@@ -53,4 +70,6 @@ def pool_stats(catalog: Catalog) -> dict:
         "top_contributors": dict(per_contributor.most_common(10)),
         "rslora": sum(row["use_rslora"] for row in rows),
         "formats": dict(Counter(row["format"] for row in rows).most_common()),
+        # every validated adapter with a norm (near_empty ones included), so a threshold can be chosen
+        "adapter_norms": norm_summary([row["delta_norm"] for row in every if row.get("delta_norm") is not None]),
     }

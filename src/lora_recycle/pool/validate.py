@@ -47,7 +47,8 @@ _NON_LORA_FLAGS = ("use_qalora", "trainable_token_indices", "use_bdlora")
 
 @dataclass(frozen=True)
 class ValidationPolicy:
-    """How strict the pool is: ``--no-require-license``, ``--allow-pickle``, ``--max-outlier-ratio``."""
+    """How strict the pool is: ``--no-require-license``, ``--allow-pickle``, ``--max-outlier-ratio``,
+    ``--min-norm`` (None: off; the authors drop adapters with ||s B A||_F <= 1 on an 8B model)."""
 
     require_license: bool = True
     allow_pickle: bool = False
@@ -55,6 +56,7 @@ class ValidationPolicy:
     max_header_bytes: int = MAX_HEADER_BYTES
     max_rank: int = DEFAULT_MAX_RANK
     time_limit: float = DEFAULT_TIME_LIMIT_S
+    min_norm: float | None = None
 
 
 @dataclass(frozen=True)
@@ -367,7 +369,7 @@ def _check_tensors(
 
     Memory is a small multiple of the largest tensor plus two r x r float64 Gram matrices (r is capped).
     """
-    all_zero, worst = True, None
+    all_zero, worst, total = True, None, 0.0
     scales = {m.path: m.scale for m in result.modules}
     for path, pair in modules.items():
         deadline.check(f"reading {path}")
@@ -384,14 +386,24 @@ def _check_tensors(
             result.reject("nonfinite", f"module {path} has NaN or Inf")
             continue
         all_zero = all_zero and not B.any()
+        # ||s B A||_F^2 = s^2 tr((B^T B)(A A^T)) without building the [out, in] product.
+        squared = max(float(((B.T @ B) * (A @ A.T)).sum()), 0.0)
+        total += scales[path] ** 2 * squared
         w_norm = base.weight_norm(path)
         if w_norm:
-            # ||s B A||_F^2 = s^2 tr((B^T B)(A A^T)) without building the [out, in] product.
-            squared = max(float(((B.T @ B) * (A @ A.T)).sum()), 0.0)
             ratio = abs(scales[path]) * squared**0.5 / w_norm
             worst = ratio if worst is None else max(worst, ratio)
     result.max_delta_ratio = worst
+    if "nonfinite" not in result.reasons:
+        result.delta_norm = total**0.5
+        check_min_norm(result, policy.min_norm, all_zero)
     if all_zero and "nonfinite" not in result.reasons:
         result.reject("empty", "every lora_B is zero")
     if worst is not None and worst > policy.max_outlier_ratio:
         result.reject("outlier", f"||delta||_F / ||W||_F = {worst:.3g} above {policy.max_outlier_ratio}")
+
+
+def check_min_norm(result: ValidationResult, min_norm: float | None, all_zero: bool = False) -> None:
+    """Reject as ``near_empty`` an adapter whose whole update has ||s B A||_F <= ``min_norm`` (None: off)."""
+    if min_norm is not None and not all_zero and result.delta_norm is not None and result.delta_norm <= min_norm:
+        result.reject("near_empty", f"||s B A||_F = {result.delta_norm:.3g} is at most --min-norm {min_norm:g}")

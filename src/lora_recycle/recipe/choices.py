@@ -83,7 +83,7 @@ def _kind(method) -> str:
     if method.factored:
         return f"fixed {coef}, exact from the factors"
     prune = f", prune p = {s.prune}" if "prune" in method.params else ""
-    return f"fixed {coef}{prune}, per-module dense, SVD export"
+    return f"fixed {coef}{prune}, per-module dense, exact export (any rank)"
 
 
 def methods_table() -> list[str]:

@@ -10,7 +10,7 @@ import torch
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.merging.nonadaptive import merge_nonadaptive
 from lora_recycle.merging.rank_budget import fit_export_rank
-from lora_recycle.models.fresh_lora import fresh_lora
+from lora_recycle.models.fresh_lora import FRESH_LORA_ID, fresh_lora, modal_fresh_lora
 from lora_recycle.models.inject import MergedModel
 from lora_recycle.recipe.presets import METHODS
 from lora_recycle.recipe.settings import MergeSettings
@@ -28,6 +28,17 @@ class MergeOutcome:
     settings: MergeSettings
     fit: CoefficientFit | None = None
     compression: dict | None = None  # the export's rank and per-module error (merging.rank_budget)
+    fresh_lora: dict | None = None  # pi-Tuning: the fresh LoRA's rank, scale and module count
+
+    @property
+    def is_base_model(self) -> bool:
+        """True when tuning found nothing better than the base model (e.g. LoraHub kept all-zero weights)."""
+        return self.settings.adaptive and not self.adapter.modules
+
+    @property
+    def verdict(self) -> str:
+        """``merged``, or ``base_model`` when no combination of the adapters beat the base model."""
+        return "base_model" if self.is_base_model else "merged"
 
     def record(self) -> dict:
         """JSON-ready summary for ``merge_result.json`` and ``--json`` output."""
@@ -35,7 +46,10 @@ class MergeOutcome:
             "settings": self.settings.to_dict(),
             "adapters": list(next(iter(self.coefficients.values())).keys()) if self.coefficients else [],
             "coefficients": self.coefficients,
+            "verdict": self.verdict,
         }
+        if self.fresh_lora is not None:
+            data["fresh_lora"] = self.fresh_lora
         if self.compression is not None:
             data["compression"] = self.compression
         if self.fit is not None:
@@ -43,6 +57,17 @@ class MergeOutcome:
             data.update(best_step=loop.best_step, best_validation_loss=loop.best_val_loss,
                         initial_validation_loss=loop.initial_val_loss, history=loop.history)
         return data
+
+
+def joint_fresh_lora(model, adapters: list[LoraAdapter], settings: MergeSettings) -> LoraAdapter:
+    """pi-Tuning's fresh LoRA per ``settings.fresh_lora``: the target-task LoRA's shape by default."""
+    if settings.fresh_lora == "modal":
+        return modal_fresh_lora(model, adapters, settings.seed)
+    from lora_recycle.adapters.paths import MODULE_TYPES
+    from lora_recycle.tuning.target_lora import capped_rank
+
+    rank = capped_rank(model, settings.fresh_rank, MODULE_TYPES)
+    return fresh_lora(model, adapters[0].base_model, settings.seed, rank, settings.fresh_alpha, MODULE_TYPES)
 
 
 def merge_adapters(
@@ -65,8 +90,12 @@ def merge_adapters(
     tuner = TUNERS.lookup(settings.tuning) if settings.adaptive else None
     if tuner is not None and tuner.tune is not None and task is not None:
         task.require_rows("train", f"merge --method {settings.method} (it learns on the task)")
+    fresh_record = None
     if tuner is not None and tuner.trains_factors:
-        adapters = [*adapters, fresh_lora(model, adapters, settings.seed)]
+        fresh = joint_fresh_lora(model, adapters, settings)
+        adapters = [*adapters, fresh]
+        fresh_record = {"rank": max(fresh.ranks.values()), "scale": next(iter(fresh.modules.values())).scale,
+                        "modules": len(fresh.modules), "id": FRESH_LORA_ID}
     merged = MergedModel(model, adapters, settings.granularity, settings.activation, settings.init, settings.strategy,
                          settings.composition)
     try:
@@ -78,19 +107,20 @@ def merge_adapters(
         values = fit.values if fit is not None else merged.activated().detach()
         adapter = merged.merged_adapter(values, adapter_id=f"merged-{settings.method}")
         adapter, report = fit_export_rank(adapter, settings.max_rank, settings.max_error)
-        return MergeOutcome(adapter, merged.coefficient_table(values), settings, fit, report.record())
+        return MergeOutcome(adapter, merged.coefficient_table(values), settings, fit, report.record(), fresh_record)
     finally:
         merged.detach()
 
 
 def _merge_per_module(adapters: list[LoraAdapter], settings: MergeSettings, combine) -> MergeOutcome:
     """A fixed-coefficient merge, one module at a time (TIES, DARE, TSV, task arithmetic, ...)."""
-    # with an error budget the dense merge is factored exactly; fit_export_rank then applies budget and cap
-    rank = sys.maxsize if settings.max_error is not None else settings.max_rank or 64
+    # the dense merge is factored exactly (every singular value above float32 round-off) unless --max-rank
+    # caps it; fit_export_rank then applies an error budget or vLLM's rank ceiling, with its note
+    rank = sys.maxsize if settings.max_error is not None else settings.max_rank
     result = merge_nonadaptive(adapters, combine, settings.coef, settings.prune, rank, seed=settings.seed)
     adapter, report = fit_export_rank(result.adapter, settings.max_rank, settings.max_error)
     compression = report.record()
-    if report.max_error is None:  # no budget: the dense merge's own rank cut is the only approximation
+    if report.max_error is None and settings.max_rank is not None:  # the rank cut is the only approximation
         summary = result.error_summary()
         compression.update(summary, max_rank=rank, compressed=summary["max_relative_error"] > 1e-6)
         for path, error in result.errors.items():

@@ -1,5 +1,8 @@
 """Assemble the pool a merge runs on: explicit adapters and catalog ids, or a selection strategy, then the
 random-init control and the target-task LoRA. The CLI, the experiment runner and the demo all call this.
+
+With the target-task LoRA a merge of k adapters holds it first and the top k - 1 selected (the paper's
+convention, ``recipe/with_target.py``).
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ class PoolRequest:
     ``adapters`` are already loaded and ``adapter_dirs`` are read (id = folder name); ``db`` with ``ids``
     takes those catalog ids, ``db`` without them
     selects by ``settings.selection`` (``all`` without k: every accepted adapter; ``all`` with k:
-    random). ``target`` (the target-task LoRA) informs similarity selection and joins the pool last,
-    never randomised, when ``include_target``; ``target_dir`` is read as ``target:<folder name>``.
-    ``random_init`` replaces the other adapters by noise of the same shape and std.
+    random). ``target`` (the target-task LoRA) informs similarity selection and, when ``include_target``,
+    comes first, never randomised, with k - 1 selected after it; ``target_dir`` is read as
+    ``target:<folder name>``. ``random_init`` replaces the other adapters by noise of the same shape, with
+    ``noise_std`` ``pooled`` (one std per module over the recycled adapters) or ``per_adapter``.
     """
 
     adapters: list[LoraAdapter] = field(default_factory=list)
@@ -37,6 +41,11 @@ class PoolRequest:
     include_target: bool = True
     random_init: bool = False
     default_k: int = DEFAULT_K
+    noise_std: str = "pooled"
+
+    @property
+    def with_target(self) -> bool:
+        return self.include_target and self.target is not None
 
 
 @dataclass
@@ -77,15 +86,20 @@ def selected_adapters(request: PoolRequest, settings: MergeSettings, model=None,
     if request.db is None or request.ids:
         return Pool([])
     from lora_recycle.pool import load_pool_adapters
+    from lora_recycle.recipe.with_target import recycled_count
     from lora_recycle.selection.from_catalog import accepted_ids, select_from_catalog
 
     scores: dict[str, float] = {}
+    count = recycled_count(settings.k or request.default_k, request.with_target)  # k counts the target LoRA
     if settings.selection == "all" and settings.k is None:  # e.g. `average`: every accepted adapter
         ids = accepted_ids(request.db)
+    elif count == 0:
+        ids = []
     else:
         strategy = "random" if settings.selection == "all" else settings.selection
-        ids, scores = select_from_catalog(request.db, strategy, settings.k or request.default_k, settings.seed, model,
-                                          tokenizer, task, device, request.target)
+        ids, scores = select_from_catalog(request.db, strategy, count, settings.seed, model, tokenizer, task, device,
+                                          request.target, metric=settings.selection_metric,
+                                          split=settings.selection_split)
     return Pool(load_pool_adapters(request.db, ids), scores)
 
 
@@ -101,14 +115,15 @@ def k_shortfall(request: PoolRequest, settings: MergeSettings) -> str | None:
     return None
 
 
-def finish_pool(adapters: list[LoraAdapter], target: LoraAdapter | None, random_init: bool, seed: int
-                ) -> list[LoraAdapter]:
-    """Apply the random-init control (adapter i gets seed ``seed + i``), then append the untouched target LoRA."""
+def finish_pool(adapters: list[LoraAdapter], target: LoraAdapter | None, random_init: bool, seed: int,
+                noise_std: str = "pooled") -> list[LoraAdapter]:
+    """Apply the random-init control (adapter i gets seed ``seed + i``; the std pooled per module over these
+    recycled adapters, or each one's own), then put the untouched target LoRA first."""
     if random_init:
-        from lora_recycle.merging.controls import random_init_like
+        from lora_recycle.merging.controls import random_init_pool
 
-        adapters = [random_init_like(a, seed + i) for i, a in enumerate(adapters)]
-    return [*adapters, target] if target is not None else list(adapters)
+        adapters = random_init_pool(list(adapters), seed, noise_std)
+    return [target, *adapters] if target is not None else list(adapters)
 
 
 def assemble_pool(request: PoolRequest, settings: MergeSettings, model=None, tokenizer=None, task: Task | None = None,
@@ -118,4 +133,4 @@ def assemble_pool(request: PoolRequest, settings: MergeSettings, model=None, tok
     chosen = selected_adapters(request, settings, model, tokenizer, task, device)
     adapters = (explicit if explicit is not None else explicit_adapters(request)) + chosen.adapters
     target = request.target if request.include_target else None
-    return Pool(finish_pool(adapters, target, request.random_init, settings.seed), chosen.scores)
+    return Pool(finish_pool(adapters, target, request.random_init, settings.seed, request.noise_std), chosen.scores)

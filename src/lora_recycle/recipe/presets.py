@@ -18,10 +18,12 @@ if TYPE_CHECKING:
     from lora_recycle.merging.nonadaptive import ModuleMerge
 
 # Parameters a user may set per kind of method (the rest of MergeSettings is the preset's business).
-ADAPTIVE_PARAMS = ("selection", "k", "tuning", "composition", "granularity", "activation", "init", "steps", "lr",
-                   "batch_size", "eval_every", "strategy", "max_rank", "max_error")
-DENSE_PARAMS = ("selection", "k", "coef", "prune", "max_rank", "max_error")
-FACTORED_PARAMS = ("selection", "k", "coef", "max_error")
+SELECTION_PARAMS = ("selection", "k", "selection_metric", "selection_split")
+ADAPTIVE_PARAMS = (*SELECTION_PARAMS, "tuning", "composition", "granularity", "activation", "init", "steps", "lr",
+                   "batch_size", "eval_every", "strategy", "max_rank", "max_error", "keep_start")
+JOINT_PARAMS = (*ADAPTIVE_PARAMS, "fresh_lora", "fresh_rank", "fresh_alpha")
+DENSE_PARAMS = (*SELECTION_PARAMS, "coef", "prune", "max_rank", "max_error")
+FACTORED_PARAMS = (*SELECTION_PARAMS, "coef", "max_error")
 ROUTING_PARAMS = ("selection", "k", "top_k", "router_temperature", "rng_seed", "arrow_modules")
 
 
@@ -29,8 +31,9 @@ ROUTING_PARAMS = ("selection", "k", "top_k", "router_temperature", "rng_seed", "
 class MergeMethod:
     """A named merge: its preset settings, where it comes from, what a user may set, and its kind.
 
-    ``factored``: the merge works on LoRA factors and exports exactly; otherwise it merges dense
-    per-module deltas and the export is an SVD compression (its error is reported). ``combine`` names
+    ``factored``: the merge works on LoRA factors; otherwise it merges dense per-module deltas and
+    exports their exact SVD factors (full rank where needed). Either way only ``max_rank`` compresses,
+    and then the relative error is reported. ``combine`` names
     the fixed-coefficient per-module merge (``merging/nonadaptive.py:MODULE_MERGES``, or one given
     directly); None means a coefficient merge of the adapters (learned when the preset is adaptive).
     """
@@ -65,19 +68,19 @@ register_method("ours", "Liu, Je et al., The Appeal and Reality of Recycling LoR
 register_method("adamerging", "Yang et al. 2023, AdaMerging (arXiv:2310.02575)", ADAPTIVE_PARAMS, True,
                 adaptive=True, selection="random", tuning="gradient", granularity="module", activation="linear",
                 init="uniform", steps=100, lr=5e-2)
-register_method("pi_tuning", "Wu et al. 2023, pi-Tuning (ICML 2023)", ADAPTIVE_PARAMS, True,
+register_method("pi_tuning", "Wu et al. 2023, pi-Tuning (ICML 2023)", JOINT_PARAMS, True,
                 adaptive=True, selection="quasi_fim", tuning="joint", k=20, granularity="module",
                 activation="softmax", init="zero", steps=100, lr=1e-4)
 register_method("lorahub", "Huang et al. 2024, LoraHub (COLM 2024)", ADAPTIVE_PARAMS, True,
                 adaptive=True, selection="random", tuning="gradient_free", granularity="model", activation="linear",
                 init="zero", steps=100, composition="lorahub")
 register_method("average", "simple averaging (Wortsman et al. 2022, model soups)",
-                ("selection", "k", "max_rank", "max_error"), True, adaptive=False, selection="all", tuning="none",
+                (*SELECTION_PARAMS, "max_rank", "max_error"), True, adaptive=False, selection="all", tuning="none",
                 granularity="model", activation="linear", init="uniform")
 # Non-adaptive methods on per-module dense deltas (paper appendix D); C = 0.3 and p = 0.6 were
 # among the stable TIES settings of the paper's Table 4.
 register_method("task_arithmetic", "Ilharco et al. 2023, task arithmetic (ICLR 2023)",
-                ("selection", "k", "coef", "max_rank", "max_error"), False,
+                (*SELECTION_PARAMS, "coef", "max_rank", "max_error"), False,
                 combine="task_arithmetic", adaptive=False, selection="random", tuning="none", coef=0.3)
 register_method("ties", "Yadav et al. 2023, TIES-Merging (NeurIPS 2023)", DENSE_PARAMS, False,
                 combine="ties", adaptive=False, selection="random", tuning="none", prune=0.6, coef=0.3)

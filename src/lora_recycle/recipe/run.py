@@ -28,6 +28,7 @@ class ExportOptions:
     base_model_id: str | None = None  # the base's Hub id; None: found (adapters/base_model_id.py)
     save_dtype: str | None = None  # storage dtype of the adapter; None: the base model's own
     overwrite: bool = False  # replace a non-empty ``out`` (else refused before any work)
+    metric: str | None = None  # of the evaluation: loglik or exact_match (None: the task's)
 
 
 def sources_of(pool: Pool) -> list[dict]:
@@ -81,17 +82,19 @@ def run_merge(model_dir: Path, task_dir: Path | None, request: PoolRequest, sett
         from lora_recycle.tasks.scoring import evaluate_task
 
         scored = outcome.adapter if export.merge_into_base else as_stored(outcome.adapter, store_dtype)
-        with folded(model, scored):  # the weights as written, after compression and dtype rounding
-            record["evaluation"] = evaluate_task(model, tokenizer, task, export.evaluate_split, dev).to_dict()
-    write_merge(model, tokenizer, outcome.adapter, export, base_id, settings.method, sources_of(pool), record,
-                store_dtype)
-    summary = {"out": str(export.out), "method": settings.method, "selected": pool.ids,
-               "coefficients": outcome.coefficients, "scores": pool.scores, "base_model": base_id.name,
-               "base_model_source": base_id.source, "save_dtype": str(store_dtype).removeprefix("torch."),
-               "merged_into_base": export.merge_into_base}
+        with folded(model, None if outcome.is_base_model else scored):  # the weights as written
+            record["evaluation"] = evaluate_task(model, tokenizer, task, export.evaluate_split, dev,
+                                                 metric=export.metric).to_dict()
+    if not outcome.is_base_model:  # e.g. LoraHub kept all-zero weights: any file written would mislead
+        write_merge(model, tokenizer, outcome.adapter, export, base_id, settings.method, sources_of(pool), record,
+                    store_dtype)
+    summary = {"out": None if outcome.is_base_model else str(export.out), "method": settings.method,
+               "verdict": outcome.verdict, "selected": pool.ids, "coefficients": outcome.coefficients,
+               "scores": pool.scores, "base_model": base_id.name, "base_model_source": base_id.source,
+               "save_dtype": str(store_dtype).removeprefix("torch."), "merged_into_base": export.merge_into_base}
     summary.update({key: record[key] for key in ("best_step", "best_validation_loss", "initial_validation_loss",
-                                                 "evaluation", "compression") if key in record})
-    if log is not None:
+                                                 "evaluation", "compression", "fresh_lora") if key in record})
+    if log is not None and not outcome.is_base_model:
         for line in export_warnings(summary):
             log(line)
     return summary

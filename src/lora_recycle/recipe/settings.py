@@ -38,9 +38,20 @@ class MergeSettings:
     strategy: Strategy = _opt("auto", "How merged layers compute: auto, calibrate, factored, materialized, hybrid.")
     prune: float = _opt(0.6, "TIES/DARE: fraction of each task vector dropped (density = 1 - prune).", ge=0, lt=1)
     coef: float | None = _opt(None, "Non-adaptive coefficient C per adapter (None: 1/k).")
-    max_rank: int | None = _opt(None, "Compress the export to this rank (dense methods default to 64).", ge=1)
+    max_rank: int | None = _opt(None, "Compress the export to this rank (default: the exact update, any rank).",
+                                ge=1)
     max_error: float | None = _opt(None, "Per module the smallest rank within this relative Frobenius error, then "
                                    "one vLLM-servable rank for the file (merging/rank_budget.py).", ge=0, lt=1)
+    keep_start: bool = _opt(False, "Let the untrained start win the best-validation snapshot (paper: never).")
+    fresh_lora: Literal["target", "modal"] = _opt(
+        "target", "pi-Tuning's fresh LoRA: target (the target-task LoRA's shape and scaling) or modal (the selected "
+        "adapters' most common rank, scale 1).")
+    fresh_rank: int = _opt(64, "Rank of the fresh LoRA (capped like the target-task LoRA's).", ge=1)
+    fresh_alpha: float = _opt(16.0, "lora_alpha of the fresh LoRA (scale alpha / rank).", gt=0)
+    selection_metric: Literal["loglik", "exact_match"] | None = _opt(
+        None, "Evaluation selection scores by loglik or exact_match (None: the task's metric).")
+    selection_split: Literal["train", "labelled"] = _opt(
+        "train", "Evaluation selection scores on train or labelled (train + validation, the paper's).")
     # Routing methods only (arrow, arrow_gks: routing/); left out of to_dict() at their defaults, so the run
     # hashes of every other method do not depend on them.
     top_k: int = _opt(3, "Arrow: experts routed per token.", ge=1, routing=True)

@@ -38,13 +38,15 @@ def accepted_ids(db_path: str | Path) -> list[str]:
 
 def select_from_catalog(
     db_path: str | Path, strategy: str, k: int, seed: int = 0, model=None, tokenizer=None, task: Task | None = None,
-    device: torch.device | str = "cpu", target: LoraAdapter | None = None,
+    device: torch.device | str = "cpu", target: LoraAdapter | None = None, metric: str | None = None,
+    split: str = "train",
 ) -> tuple[list[str], dict[str, float]]:
     """``(selected ids, scores)``; scores are computed once per task (and target LoRA) and cached in the catalog.
 
     ``strategy`` is a name in ``selection/strategies.py``. Similarity strategies (cosine, clamp, abs,
     quasi_fim) compare each adapter with ``target``, the target-task LoRA; evaluation scores each
-    adapter's accuracy on the task's training examples.
+    adapter's accuracy by ``metric`` on ``split`` (default: log-likelihood on the training examples;
+    the paper: ``exact_match`` on ``labelled``, train + validation).
     """
     from lora_recycle.pool import Catalog, load_pool_adapters
 
@@ -61,10 +63,17 @@ def select_from_catalog(
     def load(adapter_id: str) -> LoraAdapter:
         return load_pool_adapters(db_path, [adapter_id])[0]
 
+    kind = strategy
+
     if chosen.needs == "model":
         if task is None or model is None:
             raise UserError(f"{strategy} selection needs --task and --model")
+        from lora_recycle.tasks.scoring import resolve_metric
+
+        task.split(split)  # an unknown split name is a user error before any scoring
         key = task.content_hash()
+        if metric is not None or split != "train":  # the default keeps its cache key
+            kind = f"{strategy}:{resolve_metric(task, metric)}:{split}"
     elif chosen.needs == "target":
         if target is None:
             raise UserError(f"{strategy} selection compares adapters with a target-task LoRA: give --target-lora DIR")
@@ -72,11 +81,11 @@ def select_from_catalog(
     else:
         key = "pool"
     with Catalog(db_path) as catalog:
-        cached = catalog.get_scores(key, strategy, ids)
+        cached = catalog.get_scores(key, kind, ids)
     missing = [i for i in ids if i not in cached]
     if missing:
-        fresh = score(chosen, ScoringInputs(model, tokenizer, task, device, target, load), missing)
+        fresh = score(chosen, ScoringInputs(model, tokenizer, task, device, target, load, metric, split), missing)
         with Catalog(db_path) as catalog:
-            catalog.put_scores(key, strategy, fresh)
+            catalog.put_scores(key, kind, fresh)
         cached.update(fresh)
     return top_k(cached, k), cached

@@ -28,6 +28,8 @@ class ScoringInputs:
     device: Any
     target: Any
     load: Callable[[str], Any]
+    metric: str | None = None  # evaluation: loglik or exact_match (None: the task's)
+    split: str = "train"  # evaluation: train or labelled (train + validation)
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ def needs_target(name: str) -> bool:
 register_strategy("all", "every accepted adapter", choose=choose_all)
 register_strategy("random", "k adapters uniformly at random (seeded)",
                   choose="lora_recycle.selection.random:select_random")
-register_strategy("evaluation", "top k by accuracy on the task's training examples", "model",
+register_strategy("evaluation", "top k by accuracy on the task's training examples (or all labelled ones, by "
+                  "exact match: --selection-split labelled --selection-metric exact_match)", "model",
                   score="lora_recycle.selection.evaluation:strategy_scores")
 for _name, _help in (("cosine", "cosine similarity"), ("clamp", "cosine (negative products clamped to 0)"),
                      ("abs", "cosine of absolute values"), ("quasi_fim", "cosine of elementwise squares")):

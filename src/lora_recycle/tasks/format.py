@@ -22,6 +22,8 @@ from lora_recycle.user_files import read_yaml
 TaskType = Literal["multiple_choice", "generation"]
 Split = Literal["train", "validation", "test"]
 SPLIT_ALIASES = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
+# All labelled examples (train + validation): the paper's evaluation-based selection scores on these.
+LABELLED_SPLITS = ("labelled", "train+val")
 
 
 class TaskSpec(BaseModel):
@@ -82,10 +84,12 @@ class Task:
         return {k: v for k, v in self.__dict__.items() if k != "_encodings"}
 
     def split(self, name: str) -> list[Example]:
-        """Examples of ``train``, ``validation`` (alias ``val``) or ``test``."""
+        """Examples of ``train``, ``validation`` (alias ``val``), ``test``, or ``labelled`` (train + validation)."""
+        if name in LABELLED_SPLITS:
+            return self.splits.get("train", []) + self.splits.get("validation", [])
         key = SPLIT_ALIASES.get(name)
         if key is None:
-            raise UserError(f"unknown split {name!r}: use train, val or test")
+            raise UserError(f"unknown split {name!r}: use train, val, test or labelled (train + val)")
         return self.splits.get(key, [])
 
     def require_rows(self, split: str, purpose: str) -> list[Example]:

@@ -1,4 +1,9 @@
-"""Evaluate a model on a task split: choice log-likelihood for multiple choice, greedy exact match otherwise."""
+"""Evaluate a model on a task split: choice log-likelihood for multiple choice, greedy exact match otherwise.
+
+Two metrics: ``loglik`` (multiple choice only: the choice with the highest summed log-probability,
+cheap and smooth) and ``exact_match`` (greedy generation, normalised string match with the target;
+the paper scores every task, multiple choice included, this way). Every result names its metric.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ class EvalResult:
     accuracy_norm: float | None = None
     predictions: list[str] | None = None
     correct: list[bool] | None = None  # per example, in split order: what bootstraps resample
+    metric: str = "loglik"
 
     def to_dict(self, with_predictions: bool = False) -> dict:
         data = asdict(self)
@@ -41,12 +47,45 @@ class EvalResult:
         return "".join("1" if ok else "0" for ok in self.correct or [])
 
 
+METRICS = ("loglik", "exact_match")
+METRIC_ALIASES = {"accuracy": "loglik", "loglik": "loglik", "exact_match": "exact_match"}
+METRIC_LABELS = {"loglik": "choice log-likelihood accuracy", "exact_match": "greedy-generation exact match"}
+
+
+def metric_label(name: str) -> str:
+    """How tables and verdicts name a metric, e.g. ``greedy-generation exact match``."""
+    return METRIC_LABELS.get(name, name)
+
+
+def resolve_metric(task: Task, metric: str | None = None) -> str:
+    """The metric a split is scored with: ``metric``, else the task's own, else ``loglik`` (multiple choice).
+
+    Generation tasks are always scored by exact match; asking them for ``loglik`` is an error.
+    """
+    from lora_recycle.errors import UserError
+
+    requested = metric or task.spec.metric or "accuracy"
+    if requested not in METRIC_ALIASES:
+        raise UserError(f"--metric {requested!r}: choose one of {', '.join(METRICS)}")
+    name = METRIC_ALIASES[requested]
+    if task.type == "generation":
+        if metric is not None and name == "loglik":
+            raise UserError(f"--metric loglik: task {task.name} is a generation task (scored by exact_match)")
+        return "exact_match"
+    return name
+
+
 def normalize_answer(text: str) -> str:
     """SQuAD-style normalisation: lower case, no punctuation, no articles, single spaces."""
     text = text.lower()
     text = "".join(ch for ch in text if ch not in set(string.punctuation))
     text = re.sub(r"\b(a|an|the)\b", " ", text)
     return " ".join(text.split())
+
+
+def exact_match(predictions: list[str], targets: list[str]) -> list[bool]:
+    """Per example, whether the normalised prediction equals the normalised target."""
+    return [normalize_answer(p) == normalize_answer(t) for p, t in zip(predictions, targets, strict=True)]
 
 
 @torch.no_grad()
@@ -112,15 +151,17 @@ def greedy_generate(model, tokenizer, task: Task, examples: list[Example], batch
 
 
 def evaluate_task(model, tokenizer, task: Task, split: str = "test", device="cpu", limit: int | None = None,
-                  batch_size: int = 32) -> EvalResult:
-    """Score the model on a split of the task (its first ``limit`` examples); the model is put in eval mode."""
+                  batch_size: int = 32, metric: str | None = None) -> EvalResult:
+    """Score the model on a split of the task (its first ``limit`` examples) by ``metric`` (see
+    ``resolve_metric``); the model is put in eval mode."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise UserError(f"limit {limit!r}: give a positive number of examples")
+    name = resolve_metric(task, metric)
     examples = task.split(split)[:limit]
     model.eval()
     if not examples:
-        return EvalResult(task.name, split, 0, float("nan"))
-    if task.type == "multiple_choice":
+        return EvalResult(task.name, split, 0, float("nan"), metric=name)
+    if name == "loglik":
         scores = choice_logliks(model, tokenizer, task, examples, batch_size, device)
         correct, correct_norm, predictions = [], 0, []
         for ex, row in zip(examples, scores, strict=True):
@@ -131,7 +172,7 @@ def evaluate_task(model, tokenizer, task: Task, split: str = "test", device="cpu
             correct_norm += best_norm == gold
             predictions.append(ex.choices[best])
         n = len(examples)
-        return EvalResult(task.name, split, n, sum(correct) / n, correct_norm / n, predictions, correct)
+        return EvalResult(task.name, split, n, sum(correct) / n, correct_norm / n, predictions, correct, name)
     predictions = greedy_generate(model, tokenizer, task, examples, batch_size, device)
-    correct = [normalize_answer(p) == normalize_answer(ex.target) for p, ex in zip(predictions, examples, strict=True)]
-    return EvalResult(task.name, split, len(examples), sum(correct) / len(examples), None, predictions, correct)
+    correct = exact_match(predictions, [ex.target for ex in examples])
+    return EvalResult(task.name, split, len(examples), sum(correct) / len(examples), None, predictions, correct, name)

@@ -20,13 +20,13 @@ def merged_loss(merged: MergedModel, batch: dict) -> torch.Tensor:
 
 def tune_coefficients(
     merged: MergedModel, tokenizer, task: Task, config: LoopConfig, device: torch.device | str = "cpu",
-    joint: bool = False,
+    joint: bool = False, keep_start: bool = False,
 ) -> CoefficientFit:
     """Learn ``merged.raw`` by AdamW on the answer-token loss; keep the lowest-validation-loss values.
 
     The base weights stay frozen. With ``joint`` (pi-Tuning), every attached adapter's A and B train
     too and the best snapshot restores them as well. Without validation examples, the training loss
-    selects instead.
+    selects instead. The untrained start can win only with ``keep_start``.
     """
     train, val = encode_task(tokenizer, task).fit_splits()
     pad = pad_token_id(tokenizer)
@@ -65,6 +65,7 @@ def tune_coefficients(
         pad_id=pad,
         device=device,
         description=f"tuning coefficients on {task.name}",
+        keep_initial=keep_start,
     )
     with torch.no_grad():
         for p, best in zip(params, loop.best_state, strict=True):
@@ -84,10 +85,12 @@ def _loop_config(settings) -> LoopConfig:
 def tune_gradient(merged: MergedModel, tokenizer, task: Task, settings, device: torch.device | str = "cpu"
                   ) -> CoefficientFit:
     """The ``gradient`` tuner: coefficients only, per the merge's settings."""
-    return tune_coefficients(merged, tokenizer, task, _loop_config(settings), device)
+    return tune_coefficients(merged, tokenizer, task, _loop_config(settings), device,
+                             keep_start=settings.keep_start)
 
 
 def tune_joint(merged: MergedModel, tokenizer, task: Task, settings, device: torch.device | str = "cpu"
                ) -> CoefficientFit:
     """The ``joint`` tuner (pi-Tuning): coefficients and every attached adapter's factors."""
-    return tune_coefficients(merged, tokenizer, task, _loop_config(settings), device, joint=True)
+    return tune_coefficients(merged, tokenizer, task, _loop_config(settings), device, joint=True,
+                             keep_start=settings.keep_start)

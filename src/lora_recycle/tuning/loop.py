@@ -1,7 +1,9 @@
 """One training loop for everything we fit on ~100 examples: coefficients, joint factors, target LoRAs.
 
 AdamW with a cosine schedule and linear warm-up, effective batch via gradient accumulation,
-validation every ``eval_every`` steps (and before the first step), keeping the best snapshot.
+validation every ``eval_every`` steps (and before the first step, for reference), keeping the best
+snapshot among the evaluations made during training; the untrained start is a candidate only with
+``keep_initial`` (the paper's runs never return it).
 """
 
 from __future__ import annotations
@@ -92,12 +94,12 @@ def run_training(
     device: torch.device | str = "cpu",
     description: str = "tuning",
     on_train: Callable[[bool], None] | None = None,
-    keep_initial: bool = True,
+    keep_initial: bool = False,
 ) -> LoopResult:
     """Minimise ``loss_fn`` over ``params``; return the snapshot with the lowest validation loss.
 
-    With ``keep_initial=False`` the starting point is not a candidate: the best trained state wins
-    even if none beats it (for published adapters, which must not come out empty).
+    By default the starting point is not a candidate: the best evaluated trained state wins even if
+    none beats it (``best_step >= 1``). ``keep_initial=True`` restores "never worse than the start".
     """
     if not train:
         raise ValueError("no training examples")
@@ -140,4 +142,6 @@ def run_training(
         result.history.append(record)
     if on_train:
         on_train(False)
+    if result.best_state is None:  # every evaluation was NaN: keep the final state, honestly labelled
+        result.best_state, result.best_step, result.best_val_loss = snapshot(), config.steps, float("nan")
     return result

@@ -38,10 +38,10 @@ def register_tuner(name: str, help: str, tune: str | Callable | None, trains_fac
 
 register_tuner("none", "fixed coefficients", None)
 register_tuner("gradient", "AdamW on the answer-token loss, cosine schedule; the lowest-validation-loss snapshot "
-               "is kept",
+               "among the evaluations during training is kept (the start too only with keep_start)",
                "lora_recycle.tuning.gradient:tune_gradient")
 register_tuner("joint", "gradient tuning of the coefficients and every adapter's A/B, plus one fresh LoRA "
-               "(A ~ N(0, 0.01), B = 0) (pi-Tuning)",
+               "(A ~ N(0, 0.01), B = 0) of the target-task LoRA's shape and scaling (pi-Tuning)",
                "lora_recycle.tuning.gradient:tune_joint", trains_factors=True)
 register_tuner("gradient_free", "nevergrad NGOpt, raw coefficients in [-1.5, 1.5], objective = loss on all examples "
                "+ 0.05 mean abs w (LoraHub)", "lora_recycle.tuning.gradient_free:tune")
