@@ -61,6 +61,7 @@ bench: install
 	$(BIN)/python bench/hostile_scan.py
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/arrow_inference.py
+	$(BIN)/python bench/ties_export_error.py
 
 lint: install
 	$(BIN)/ruff check src tests bench
