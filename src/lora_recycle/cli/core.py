@@ -209,10 +209,15 @@ def merge(
                  "--strategy": strategy, "--tuning": tuning, "--init": init_value, "--prune": prune, "--coef": coef,
                  "--max-rank": max_rank, "--max-error": max_error, "--keep-start": keep_start or None}, seed=seed,
         selection=selection, k=k)
-    choices.check_choice("--noise-std", noise_std, ("pooled", "per_adapter"))
-    choices.check_choice("--selection-split", selection_split, ("train", "labelled"))
+    from typing import get_args
+
+    from lora_recycle.merging.controls import NoiseStd
+    from lora_recycle.recipe.settings import Metric, SelectionSplit
+
+    choices.check_choice("--noise-std", noise_std, get_args(NoiseStd))
+    choices.check_choice("--selection-split", selection_split, get_args(SelectionSplit))
     if selection_metric is not None:
-        choices.check_choice("--selection-metric", selection_metric, ("loglik", "exact_match"))
+        choices.check_choice("--selection-metric", selection_metric, get_args(Metric))
     settings = settings.with_overrides(selection_metric=selection_metric, selection_split=selection_split)
     request = PoolRequest(adapter_dirs=list(adapters or []), db=db, ids=ids, target_dir=target_lora,
                           random_init=random_init, noise_std=noise_std)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from lora_recycle.errors import UserError
 from lora_recycle.recipe.presets import METHODS
-from lora_recycle.recipe.settings import CHOICE_FIELDS, MergeSettings
+from lora_recycle.recipe.settings import CHOICE_FIELDS, MergeSettings, Metric, SelectionSplit
 from lora_recycle.selection.strategies import STRATEGIES
 from lora_recycle.tuning.tuners import TUNERS
 from lora_recycle.user_files import read_yaml
@@ -197,10 +197,10 @@ class ExperimentConfig(_Strict):
     budget: Budget = Field(default_factory=Budget)
     # test scoring: loglik (multiple choice by choice log-likelihood) or exact_match (greedy generation,
     # the paper's); None: each task's own metric
-    metric: Literal["loglik", "exact_match"] | None = None
+    metric: Metric | None = None
     # evaluation-based selection (and in-house ranking) unless a method sets its own
-    selection_metric: Literal["loglik", "exact_match"] | None = None
-    selection_split: Literal["train", "labelled"] = "train"
+    selection_metric: Metric | None = None
+    selection_split: SelectionSplit = "train"
 
     @field_validator("k", "seeds", mode="before")
     @classmethod

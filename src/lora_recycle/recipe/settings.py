@@ -12,6 +12,9 @@ from typing import Any, Literal
 
 from lora_recycle.merging.options import Activation, Composition, Granularity, Init, Strategy
 
+Metric = Literal["loglik", "exact_match"]  # tasks/scoring.py METRICS
+SelectionSplit = Literal["train", "labelled"]  # labelled: train + validation (the paper's selection split)
+
 
 def _opt(default: Any, help: str, **bounds: float | bool) -> Any:
     return field(default=default, metadata={"help": help, **bounds})
@@ -48,9 +51,9 @@ class MergeSettings:
         "adapters' most common rank, scale 1).")
     fresh_rank: int = _opt(64, "Rank of the fresh LoRA (capped like the target-task LoRA's).", ge=1)
     fresh_alpha: float = _opt(16.0, "lora_alpha of the fresh LoRA (scale alpha / rank).", gt=0)
-    selection_metric: Literal["loglik", "exact_match"] | None = _opt(
+    selection_metric: Metric | None = _opt(
         None, "Evaluation selection scores by loglik or exact_match (None: the task's metric).")
-    selection_split: Literal["train", "labelled"] = _opt(
+    selection_split: SelectionSplit = _opt(
         "train", "Evaluation selection scores on train or labelled (train + validation, the paper's).")
     # Routing methods only (arrow, arrow_gks: routing/); left out of to_dict() at their defaults, so the run
     # hashes of every other method do not depend on them.
