@@ -3,7 +3,9 @@
 The floor of a step is 6 x non-embedding parameters x (non-padding) tokens at the matmul throughput
 this same run measures on this machine (per precision, matmuls shaped like the model's, interleaved
 with the steps so both see the same load). A ratio of 1.0 means the step costs what a full training
-step's matmuls cost; LoRA needs no weight gradients of the frozen base, so below 1.0 is possible.
+step's matmuls cost; LoRA needs no weight gradients of the frozen base, and the shared-prefix forward
+runs the prompt prefix every row shares once (``tasks/shared_prefix.py``), so below 1.0 is possible:
+the floor counts every non-padding token.
 
 Also, side by side in the same run:
 - a pool adapter built end to end (train + validation + own-task evaluation + save), as
@@ -23,17 +25,20 @@ import json
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from lora_recycle.minihub.base_model import build_tiny_model, default_cache_dir
+from lora_recycle.minihub.pool import BATCH_SIZE
 from lora_recycle.models.loading import load_base_model
 from lora_recycle.tasks import load_task
 from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.loss import batch_loss
 from lora_recycle.tasks.prompting import collate, pad_token_id
+from lora_recycle.tasks.shared_prefix import prefix_sharing
 from lora_recycle.tuning.batching import bucketed_batch_order, padding_share
 from lora_recycle.tuning.precision import attention_for, autocast, native_bf16
 
@@ -128,10 +133,10 @@ class StepBench:
         batch = collate([self.train[j] for j in indices], self.pad)
         return batch, int(batch["attention_mask"].sum())
 
-    def step(self, precision: str) -> tuple[float, int]:
+    def step(self, precision: str, share: bool = True) -> tuple[float, int]:
         batch, tokens = self.batch()
         start = clock()
-        with attention_for(self.peft, precision):
+        with attention_for(self.peft, precision), prefix_sharing(share):
             with autocast(precision):
                 loss = batch_loss(self.peft, batch)
             loss.backward()
@@ -169,15 +174,15 @@ def multi_step(model, tokenizer, task, n: int, rank: int, batch: int, precision:
 
 def pool_adapter_rate(model_path: Path, task_dir: Path, steps: int, precision: str, limit: int) -> dict:
     """Build one pool adapter end to end (train, validate, score own task, save): adapter-steps/minute."""
-    from lora_recycle.minihub.hub import _Trainer
     from lora_recycle.minihub.pool import plan_pool
+    from lora_recycle.minihub.trainer import HubTrainer, Job, TrainerSetup
 
-    plan = plan_pool([task_dir.name], 1, steps, seed=0)[0]
+    plan = replace(plan_pool([task_dir.name], 1, steps, seed=0)[0], patience=None)  # every step, for the rate
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = _Trainer(model_path, "bench/base", "cpu", precision, limit, Path(tmp))
+        trainer = HubTrainer(TrainerSetup(model_path, "bench/base", "cpu", precision, limit, Path(tmp)))
         trainer.load()
         start = clock()
-        trainer.train_pool(plan, task_dir, Path(tmp) / "adapter")
+        trainer.run(Job(Path(tmp) / "adapter", task_dir, plan=plan))
         seconds = clock() - start
     return {"seconds": seconds, "steps": steps, "adapter_steps_per_minute": 60 * steps / seconds,
             "rank": plan.rank, "targets": plan.targets}
@@ -187,7 +192,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("smollm2", "tiny"), default="smollm2")
     parser.add_argument("--task", default="country_name_fr", help="a mini-hub task (built into a temp dir)")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=BATCH_SIZE, help="rows per step (default: the pool build's)")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per precision (after 1 warm-up)")
     parser.add_argument("--adapter-steps", type=int, default=12, help="steps of the end-to-end pool adapter")
@@ -207,7 +212,8 @@ def main() -> None:
 
     cache = default_cache_dir()
     path = model_dir(args.model, cache)
-    precisions = ["fp32", "bf16"]
+    # (precision, shared prefix): the two precisions on the full forward, then the build's setting
+    variants = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16_shared_prefix": ("bf16", True)}
     with tempfile.TemporaryDirectory() as tmp:
         task_dir = build_task(args.task, Path(tmp) / "tasks", seed=0)
         task = load_task(task_dir)
@@ -216,33 +222,35 @@ def main() -> None:
         n_params = non_embedding_params(model)
         bench = StepBench(model, tokenizer, task, args.rank, args.batch)
         padding = padding_share(bench.lengths, bench.order[:100])
-        times = {p: [] for p in precisions}
-        tokens = {p: [] for p in precisions}
-        flops = {p: [] for p in precisions}
-        for p in precisions:
-            bench.step(p)  # warm-up
-        for _ in range(args.steps):  # round-robin: both precisions see the same machine load
-            for p in precisions:
-                seconds, n_tokens = bench.step(p)
-                times[p].append(seconds)
-                tokens[p].append(n_tokens)
-                flops[p].append(matmul_flops(DTYPES[p], int(statistics.mean(tokens[p])), config.hidden_size,
+        times = {v: [] for v in variants}
+        tokens = {v: [] for v in variants}
+        flops = {v: [] for v in variants}
+        for p, share in variants.values():
+            bench.step(p, share)  # warm-up
+        for _ in range(args.steps):  # round-robin: every variant sees the same machine load
+            for v, (p, share) in variants.items():
+                seconds, n_tokens = bench.step(p, share)
+                times[v].append(seconds)
+                tokens[v].append(n_tokens)
+                flops[v].append(matmul_flops(DTYPES[p], int(statistics.mean(tokens[v])), config.hidden_size,
                                              config.intermediate_size))
         bench.close()
         result = {"model": args.model, "clock": args.clock, "non_embedding_params": n_params, "batch": args.batch,
                   "rank": args.rank,
                   "threads": torch.get_num_threads(), "native_bf16": native_bf16("cpu"),
                   "padding_share": round(padding, 4)}
-        for p in precisions:
-            step = statistics.median(times[p])
-            tok = statistics.mean(tokens[p])
-            throughput = statistics.median(flops[p])
+        for v in variants:
+            step = statistics.median(times[v])
+            tok = statistics.mean(tokens[v])
+            throughput = statistics.median(flops[v])
             floor = 6 * n_params * tok / throughput
-            result[p] = {"step_seconds": round(step, 4), "tokens_per_step": round(tok, 1),
+            result[v] = {"step_seconds": round(step, 4), "tokens_per_step": round(tok, 1),
                          "matmul_gflops": round(throughput / 1e9, 1), "floor_seconds": round(floor, 4),
                          "ratio_to_floor": round(step / floor, 3)}
-        best = min(precisions, key=lambda p: result[p]["step_seconds"])
+        best = min(("fp32", "bf16"), key=lambda p: result[p]["step_seconds"])
         result["bf16_speedup"] = round(result["fp32"]["step_seconds"] / result["bf16"]["step_seconds"], 3)
+        result["shared_prefix_speedup"] = round(result["bf16"]["step_seconds"]
+                                                / result["bf16_shared_prefix"]["step_seconds"], 3)
         if args.multi > 1:
             single = result[best]["step_seconds"]
             per_adapter = multi_step(model, tokenizer, task, args.multi, args.rank, args.batch, best, args.steps)
@@ -260,9 +268,9 @@ def main() -> None:
         return
     print(f"{args.model}: {n_params / 1e6:.1f}M non-embedding params, batch {args.batch}, rank {args.rank}, "
           f"{result['threads']} threads, padding {100 * padding:.1f}%")
-    for p in precisions:
-        r = result[p]
-        print(f"  {p}: {r['step_seconds']:.3f} s/step, {r['tokens_per_step']:.0f} tokens, matmul "
+    for v in variants:
+        r = result[v]
+        print(f"  {v}: {r['step_seconds']:.3f} s/step, {r['tokens_per_step']:.0f} tokens, matmul "
               f"{r['matmul_gflops']:.0f} GFLOP/s, floor {r['floor_seconds']:.3f} s -> ratio {r['ratio_to_floor']:.2f}")
     if "multi_lora" in result:
         m = result["multi_lora"]

@@ -18,7 +18,7 @@ from lora_recycle.minihub.tasks import (
     get_task_builder,
     register_task,
 )
-from lora_recycle.minihub.tasks.suite import MAX_TEST, N_TRAIN, unambiguous
+from lora_recycle.minihub.tasks.suite import MAX_TEST, N_TRAIN, NOT_POOLED, unambiguous
 from lora_recycle.tasks.format import Example, load_task
 
 FILES = ("task.yaml", "train.jsonl", "test.jsonl")
@@ -46,7 +46,8 @@ def test_suite_size_domains_and_split():
     assert len({TASK_BUILDERS[n].domain for n in TASK_NAMES}) >= 5
     assert len(SOURCE_TASKS) >= 16 and len(TARGET_TASKS) >= 4
     assert not set(SOURCE_TASKS) & set(TARGET_TASKS)
-    assert sorted(SOURCE_TASKS + TARGET_TASKS) == sorted(TASK_NAMES)
+    assert not set(NOT_POOLED) & (set(SOURCE_TASKS) | set(TARGET_TASKS)) and set(NOT_POOLED) <= set(TASK_NAMES)
+    assert sorted(SOURCE_TASKS + TARGET_TASKS + list(NOT_POOLED)) == sorted(TASK_NAMES)
     assert len(SOURCE_TASKS) == len(set(SOURCE_TASKS))
 
 

@@ -17,6 +17,9 @@ CacheOpt = Annotated[Path | None, typer.Option("--cache-dir", help="Cache root (
 
 @hub_app.command("build")
 def build(profile: ProfileOpt = "small", cache_dir: CacheOpt = None, seed: int = 0,
+          workers: Annotated[int | None, typer.Option(
+              "--workers", min=1, help="Processes training adapters side by side (default: 1 per core, at most 2, "
+                                       "on a CPU).")] = None,
           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Build (or reuse) the mini-hub of a profile and print where it is."""
     from dataclasses import asdict
@@ -24,7 +27,7 @@ def build(profile: ProfileOpt = "small", cache_dir: CacheOpt = None, seed: int =
     from lora_recycle.minihub.hub import build_hub
     from lora_recycle.minihub.specialists import render_table, summary
 
-    hub = build_hub(profile, cache_dir, seed)
+    hub = build_hub(profile, cache_dir, seed, workers=workers)
     data = {"root": str(hub.root), "base_model": str(hub.base_model), "tasks": len(hub.tasks),
             "adapters": len(hub.adapters), "broken": len(hub.broken), "target_tasks": hub.target_tasks,
             "precision": hub.precision, "specialists": summary(hub.scores),

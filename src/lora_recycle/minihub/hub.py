@@ -16,14 +16,9 @@ from tqdm.auto import tqdm
 from lora_recycle import __version__
 from lora_recycle.errors import UserError
 from lora_recycle.minihub.base_model import TINY_ID, build_tiny_model, default_cache_dir
-from lora_recycle.minihub.pool import AdapterPlan, make_broken_adapters, plan_pool, train_pool_adapter
-from lora_recycle.minihub.specialists import (
-    BaseAccuracies,
-    SpecialistScore,
-    eval_card_fields,
-    summary,
-    task_accuracy,
-)
+from lora_recycle.minihub.pool import BATCH_SIZE, AdapterPlan, make_broken_adapters, plan_pool
+from lora_recycle.minihub.specialists import SpecialistScore, summary
+from lora_recycle.minihub.trainer import Job, TrainerSetup, default_workers, run_jobs
 
 HUB_FORMAT_VERSION = 1
 
@@ -42,6 +37,7 @@ class Profile:
     demo_k: int
     in_house: bool = False  # train one "in-house" adapter per target task (the paper's Q4 pool)
     adapter_lr: float = 2e-3  # pool learning rate at rank 8 / alpha 16 (others matched to their LoRA scale)
+    adapter_batch_size: int = BATCH_SIZE  # pool and in-house adapters' rows per step
     source_eval_limit: int = 100  # test rows of its own task each pool adapter is scored on
     precision: str = "auto"  # bf16 autocast where the hardware has it natively, else fp32
 
@@ -49,11 +45,12 @@ class Profile:
 PROFILES = {
     "tiny": Profile("tiny", "tiny", pool_size=8, adapter_steps=20, target_lora_steps=40, merge_steps=20,
                     test_limit=60, demo_k=5, source_eval_limit=60),
-    # Sized by measurement on a 2-core CPU (bench/train_step.py): bf16 steps, ~80 train rows per task,
-    # so 24 steps are 2.4 epochs and 32 steps 3.2; validation loss has mostly converged by then at these lrs.
-    "small": Profile("small", "smollm2", pool_size=12, adapter_steps=24, target_lora_steps=40, merge_steps=20,
-                     test_limit=100, demo_k=6, adapter_lr=3e-3),
-    "full": Profile("full", "smollm2", pool_size=64, adapter_steps=32, target_lora_steps=400, merge_steps=100,
+    # Sized by measurement on 2 CPU cores (bench/train_step.py, README "Mini-hub profiles"): bf16, batch 16
+    # with the shared prompt prefix run once, 80 training rows per task, so 30 steps are 6 epochs at most;
+    # each adapter validates every 5 steps and stops after 3 validations without a new best.
+    "small": Profile("small", "smollm2", pool_size=8, adapter_steps=30, target_lora_steps=40, merge_steps=20,
+                     test_limit=100, demo_k=5, adapter_lr=3e-3),
+    "full": Profile("full", "smollm2", pool_size=64, adapter_steps=30, target_lora_steps=400, merge_steps=100,
                     test_limit=400, demo_k=30, in_house=True, adapter_lr=3e-3),
 }
 
@@ -108,14 +105,19 @@ def hub_key(profile: Profile, seed: int, plans: list[AdapterPlan]) -> str:
 
 
 def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: int = 0,
-              device: str = "cpu") -> Hub:
-    """Build or reuse the mini-hub for a profile, with progress bars; returns where everything is."""
+              device: str = "cpu", workers: int | None = None) -> Hub:
+    """Build or reuse the mini-hub for a profile, with progress bars; returns where everything is.
+
+    ``workers`` processes train adapters side by side (default: one per core, at most 2, on a CPU; 1 for
+    the tiny profile and on accelerators).
+    """
     from lora_recycle.minihub.tasks import SOURCE_TASKS, TARGET_TASKS, build_task_suite
     from lora_recycle.tuning.precision import resolve_precision
 
     profile = get_profile(profile_name)
     cache_dir = Path(cache_dir or default_cache_dir())
-    plans = plan_pool(list(SOURCE_TASKS), profile.pool_size, profile.adapter_steps, seed, profile.adapter_lr)
+    plans = plan_pool(list(SOURCE_TASKS), profile.pool_size, profile.adapter_steps, seed, profile.adapter_lr,
+                      profile.adapter_batch_size)
     root = cache_dir / "hub" / f"{profile.name}-{hub_key(profile, seed, plans)}"
     base_dir, base_id = ensure_base(profile, cache_dir)
     tasks_dir = root / "tasks"
@@ -124,28 +126,29 @@ def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: 
         (tasks_dir / ".complete").write_text("ok\n")
     tasks = {p.name: p for p in sorted(tasks_dir.iterdir()) if (p / "task.yaml").is_file()}
     precision = resolve_precision(profile.precision, device)
-    trainer = _Trainer(base_dir, base_id, device, precision, profile.source_eval_limit, root)
-    adapters, scores = [], []
-    todo = [p for p in plans if not (root / "pool" / p.contributor / p.name / "adapter_config.json").is_file()]
-    with tqdm(total=len(plans), initial=len(plans) - len(todo), desc=f"mini-hub {profile.name}: adapters",
+    setup = TrainerSetup(base_dir, base_id, device, precision, profile.source_eval_limit, root)
+    workers = (1 if profile.base == "tiny" else default_workers(device)) if workers is None else workers
+    outs = [root / "pool" / p.contributor / p.name for p in plans]
+    in_house = {name: root / "in-house" / name for name in TARGET_TASKS} if profile.in_house else {}
+    groups = [[Job(out, tasks[p.task], plan=p) for p, out in zip(plans, outs, strict=True) if p.task == name]
+              for name in dict.fromkeys(p.task for p in plans)]
+    if in_house:
+        config = in_house_config(profile, seed, precision)
+        groups += [[Job(out, tasks[name], config=config, name=f"in-house/{name}")] for name, out in in_house.items()]
+    todo = sum(not _is_built(job.out) for group in groups for job in group)
+    total = sum(map(len, groups))
+    with tqdm(total=total, initial=total - todo, desc=f"mini-hub {profile.name}: adapters ({workers} workers)",
               unit="adapter", disable=False, mininterval=5) as bar:
-        for plan in plans:
-            out = root / "pool" / plan.contributor / plan.name
-            if not (out / "adapter_config.json").is_file():
-                trainer.train_pool(plan, tasks[plan.task], out)
-                bar.update(1)
-            adapters.append(out)
-            scores.append(_card_score(out, plan.name, plan.task, tasks[plan.task]))
+        run_jobs([[job for job in group if not _is_built(job.out)] for group in groups], setup, workers, bar.update)
+    adapters = outs
+    scores = [_card_score(out, p.name, p.task, tasks[p.task]) for p, out in zip(plans, outs, strict=True)]
     broken_root = root / "pool" / "mallory"
     if not (broken_root / ".complete").is_file():
         broken = make_broken_adapters(adapters[0], broken_root)
         (broken_root / ".complete").write_text("ok\n")
     else:
         broken = sorted(p for p in broken_root.iterdir() if p.is_dir())
-    in_house, in_house_scores = {}, []
-    if profile.in_house:
-        in_house = build_in_house(profile, root, tasks, list(TARGET_TASKS), trainer, seed)
-        in_house_scores = [_card_score(path, f"in-house/{name}", name, tasks[name]) for name, path in in_house.items()]
+    in_house_scores = [_card_score(path, f"in-house/{name}", name, tasks[name]) for name, path in in_house.items()]
     hub = Hub(profile, root, base_dir, base_id, tasks, list(SOURCE_TASKS), list(TARGET_TASKS), adapters, broken,
               in_house, scores, in_house_scores, precision)
     scan_into_catalog(hub)
@@ -167,42 +170,11 @@ def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: 
     return hub
 
 
-class _Trainer:
-    """Loads the base model once, on first need; trains and scores adapters on their own task."""
+def _is_built(out: Path) -> bool:
+    """An adapter is built once it is saved and its card carries its own-task score."""
+    from lora_recycle.adapters.card import read_card_data
 
-    def __init__(self, base_dir: Path, base_id: str, device: str, precision: str, limit: int, root: Path):
-        self.base_dir, self.base_id, self.device = base_dir, base_id, device
-        self.precision, self.limit = precision, limit
-        self.base_scores = BaseAccuracies(root / "base-accuracy.json", limit, precision)
-        self.model = self.tokenizer = None
-
-    def load(self):
-        if self.model is None:
-            from lora_recycle.models.loading import load_base_model
-
-            self.model, self.tokenizer = load_base_model(self.base_dir, device=self.device)
-        return self.model, self.tokenizer
-
-    def scorer(self, name: str, task):
-        """``adapter_dir -> card fields`` with the adapter's and the base's accuracy on ``task``'s test rows."""
-        from lora_recycle.adapters import read_peft_adapter
-
-        model, tokenizer = self.load()
-
-        def evaluate(adapter_dir: Path) -> dict:
-            base = self.base_scores.get(model, tokenizer, task)
-            own = task_accuracy(model, tokenizer, task, self.limit, self.precision, read_peft_adapter(adapter_dir))
-            return eval_card_fields(name, task, own, base, self.limit)
-
-        return evaluate
-
-    def train_pool(self, plan: AdapterPlan, task_dir: Path, out: Path) -> None:
-        from lora_recycle.tasks import load_task
-
-        model, tokenizer = self.load()
-        task = load_task(task_dir)
-        train_pool_adapter(plan, model, tokenizer, task, out, self.base_id, self.precision,
-                           self.scorer(plan.name, task))
+    return (out / "adapter_config.json").is_file() and "source_accuracy" in read_card_data(out)
 
 
 def _card_score(adapter_dir: Path, name: str, task_name: str, task_dir: Path) -> SpecialistScore:
@@ -221,36 +193,18 @@ def _card_precision(adapter_dir: Path, default: str) -> str:
     return str(read_card_data(adapter_dir).get("training_precision", default))
 
 
-def build_in_house(profile: Profile, root: Path, tasks: dict[str, Path], targets: list[str], trainer: _Trainer,
-                   seed: int) -> dict[str, Path]:
+def in_house_config(profile: Profile, seed: int, precision: str):
     """One organisation's own LoRA per target task (rank 16, all seven projections), kept out of the pool.
 
     The paper's Q4 asks whether a pool of such in-house adapters recycles better than Hub ones.
     """
-    from lora_recycle.adapters.card import read_card_data, write_card
-    from lora_recycle.minihub.pool import matched_lr
-    from lora_recycle.recipe.target import cached_target_lora
-    from lora_recycle.tasks import load_task
+    from lora_recycle.minihub.pool import EVAL_EVERY, PATIENCE, matched_lr
     from lora_recycle.tuning.target_lora import TargetLoraConfig
 
-    out: dict[str, Path] = {}
-    config = TargetLoraConfig(rank=16, alpha=32, dropout=0.0, steps=profile.adapter_steps,
-                              lr=matched_lr(profile.adapter_lr, 16, 32, False), seed=seed,
-                              eval_every=max(1, profile.adapter_steps // 3), keep_initial=False,
-                              precision=trainer.precision)
-    for name in tqdm(targets, desc=f"mini-hub {profile.name}: in-house adapters", disable=False, mininterval=5):
-        target = root / "in-house" / name
-        task = load_task(tasks[name])
-        if not (target / "adapter_config.json").is_file():
-            model, tokenizer = trainer.load()
-            cached_target_lora(model, tokenizer, task, config, target, device=trainer.device,
-                               base_model_id=trainer.base_id)
-        card = read_card_data(target)
-        if "source_accuracy" not in card:  # scored once, after training (also heals a build killed in between)
-            body = (target / "README.md").read_text().split("\n---\n", 1)[-1]
-            write_card(target, {**card, **trainer.scorer(f"in-house/{name}", task)(target)}, body)
-        out[name] = target
-    return out
+    return TargetLoraConfig(rank=16, alpha=32, dropout=0.0, steps=profile.adapter_steps,
+                            lr=matched_lr(profile.adapter_lr, 16, 32, False), batch_size=profile.adapter_batch_size,
+                            seed=seed, eval_every=min(EVAL_EVERY, profile.adapter_steps), patience=PATIENCE,
+                            keep_initial=False, precision=precision, select_by="accuracy")
 
 
 def scan_into_catalog(hub: Hub) -> dict:

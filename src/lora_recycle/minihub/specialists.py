@@ -42,18 +42,23 @@ def task_accuracy(model, tokenizer, task: Task, limit: int, precision: str, adap
 
 
 class BaseAccuracies:
-    """Base-model test accuracies per task, cached in ``path`` (JSON) keyed by task content and limit."""
+    """Base-model test accuracies per task, cached as one small JSON file per task content, limit and precision
+    under ``directory`` (one file each, so parallel workers never write the same file)."""
 
-    def __init__(self, path: Path, limit: int, precision: str):
-        self.path, self.limit, self.precision = Path(path), limit, precision
-        self.values: dict = json.loads(self.path.read_text()) if self.path.is_file() else {}
+    def __init__(self, directory: Path, limit: int, precision: str):
+        self.directory, self.limit, self.precision = Path(directory), limit, precision
 
     def get(self, model, tokenizer, task: Task) -> float:
-        key = f"{task.name}:{task.content_hash()}:{self.limit}:{self.precision}"
-        if key not in self.values:
-            self.values[key] = task_accuracy(model, tokenizer, task, self.limit, self.precision)
-            self.path.write_text(json.dumps(self.values, indent=2, sort_keys=True) + "\n")
-        return self.values[key]
+        path = self.directory / f"{task.name}-{task.content_hash()}-{self.limit}-{self.precision}.json"
+        if path.is_file():
+            return float(json.loads(path.read_text())["accuracy"])
+        value = task_accuracy(model, tokenizer, task, self.limit, self.precision)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps({"task": task.name, "limit": self.limit, "precision": self.precision,
+                                       "accuracy": value}) + "\n")
+        partial.replace(path)
+        return value
 
 
 def eval_card_fields(name: str, task: Task, source_accuracy: float, base_accuracy: float, limit: int) -> dict:

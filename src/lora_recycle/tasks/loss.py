@@ -1,7 +1,8 @@
 """The training objective: token-level cross-entropy on the answer tokens only.
 
 Only answer positions need logits, so the vocabulary projection runs on those hidden states alone
-(with a 49k-128k vocabulary this is most of the compute and memory of a full-logits forward).
+(with a 49k-128k vocabulary this is most of the compute and memory of a full-logits forward), and a
+prompt prefix every row shares runs once (``shared_prefix``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from lora_recycle.tasks.prompting import IGNORE_INDEX, TrainingSequence, collate, pad_token_id
+from lora_recycle.tasks.shared_prefix import can_share_prefix, prefix_shared_hidden, shared_prefix_length
 
 
 def _supports_selective_head(model) -> bool:
@@ -27,7 +29,13 @@ def selected_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     """Logits ``[n, vocab]`` at the ``True`` entries of the boolean ``positions`` mask ``[batch, seq]``."""
     if not _supports_selective_head(model):
         return model(input_ids=input_ids, attention_mask=attention_mask).logits[positions]
-    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    decoder = model.get_decoder()
+    prefix = shared_prefix_length(input_ids, attention_mask, positions)
+    if can_share_prefix(model, input_ids, prefix):
+        hidden = prefix_shared_hidden(decoder, input_ids, attention_mask, prefix)
+        if hidden is not None:
+            return model.get_output_embeddings()(hidden[positions[:, prefix:]])
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     return model.get_output_embeddings()(hidden[positions])
 
 

@@ -3,7 +3,8 @@
 AdamW with a cosine schedule and linear warm-up, effective batch via gradient accumulation,
 validation every ``eval_every`` steps (and before the first step, for reference), keeping the best
 snapshot among the evaluations made during training; the untrained start is a candidate only with
-``keep_initial`` (the paper's runs never return it).
+``keep_initial`` (the paper's runs never return it). With ``patience``, training stops once that many
+validations in a row found no new best (early stopping; the cosine schedule keeps its full length).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class LoopConfig:
     seed: int = 0
     bucket_by_length: bool = False  # batches of similar-length sequences (less padding)
     eval_initial: bool = True  # validate before the first step (not needed when the start is never kept)
+    patience: int | None = None  # stop after this many validations without a new best (None: run every step)
 
 
 @dataclass
@@ -46,6 +48,7 @@ class LoopResult:
     best_val_loss: float
     initial_val_loss: float
     history: list[dict] = field(default_factory=list)
+    stopped_at: int | None = None  # the step early stopping ended the run at (None: it ran every step)
 
 
 @dataclass
@@ -117,6 +120,7 @@ def run_training(
         order = batch_order(len(train), config.batch_size, config.steps, config.seed)
     bar = tqdm(order, desc=description,
                disable=None, leave=False)
+    stale = 0  # validations since the last new best (early stopping)
     for step, indices in enumerate(bar, start=1):
         if on_train:
             on_train(True)
@@ -138,8 +142,15 @@ def run_training(
             record["val_loss"] = val
             if val < result.best_val_loss:
                 result.best_state, result.best_step, result.best_val_loss = snapshot(), step, val
+                stale = 0
+            else:
+                stale += 1
             bar.set_postfix(train=f"{total:.3f}", val=f"{val:.3f}", best=f"{result.best_val_loss:.3f}")
         result.history.append(record)
+        if config.patience is not None and stale >= config.patience and step < config.steps:
+            result.stopped_at = step
+            break
+    bar.close()
     if on_train:
         on_train(False)
     if result.best_state is None:  # every evaluation was NaN: keep the final state, honestly labelled

@@ -16,8 +16,11 @@ from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.format import Task
 from lora_recycle.tasks.loss import batch_loss, dataset_loss
 from lora_recycle.tasks.prompting import pad_token_id
+from lora_recycle.tasks.scoring import evaluate_task
 from lora_recycle.tuning.loop import LoopConfig, LoopResult, run_training
 from lora_recycle.tuning.precision import attention_for, autocast, resolve_precision
+
+ACCURACY_TIEBREAK = 1e-3  # weight of the validation loss in the accuracy-based score (a tie-break only)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,10 @@ class TargetLoraConfig:
     use_rslora: bool = False
     keep_initial: bool = True  # False for published pool adapters: never save the untrained (B = 0) state
     precision: str = "fp32"  # "fp32", "bf16" (autocast, fp32 LoRA factors) or "auto" (bf16 where native)
+    patience: int | None = None  # early stopping: validations without a new best before stopping (None: off)
+    # "accuracy": on multiple-choice tasks keep the snapshot with the best validation accuracy (validation
+    # loss breaks ties); a low answer-token loss can still rank the wrong choice first on a few rows
+    select_by: str = "loss"
 
     def identity(self) -> dict:
         """What identifies the trained LoRA in caches and run hashes: rank, alpha, steps, lr and seed, plus
@@ -83,9 +90,16 @@ def train_target_lora(
     precision = resolve_precision(config.precision, device)
     train, val = encode_task(tokenizer, task).fit_splits()
 
+    by_accuracy = config.select_by == "accuracy" and task.type == "multiple_choice"
+    val_split = "validation" if task.split("validation") else "train"
+
     def validate() -> float:
         with autocast(precision, device):
-            return dataset_loss(peft_model, tokenizer, val, device=device)
+            loss = dataset_loss(peft_model, tokenizer, val, device=device)
+            if not by_accuracy:
+                return loss
+            accuracy = evaluate_task(peft_model, tokenizer, task, val_split, device=device).accuracy
+        return (1.0 - accuracy) + ACCURACY_TIEBREAK * loss
 
     def snapshot():
         return [p.detach().clone() for p in params]
@@ -104,7 +118,8 @@ def train_target_lora(
             config=LoopConfig(steps=config.steps, lr=config.lr, batch_size=config.batch_size,
                               micro_batch_size=config.batch_size, eval_every=config.eval_every,
                               warmup_ratio=0.1, schedule="cosine", weight_decay=0.0, seed=config.seed,
-                              bucket_by_length=True, eval_initial=config.keep_initial),
+                              bucket_by_length=True, eval_initial=config.keep_initial,
+                              patience=config.patience),
             pad_id=pad_token_id(tokenizer),
             device=device,
             description=f"training target LoRA on {task.name}",
@@ -119,6 +134,12 @@ def train_target_lora(
     peft_model.unload()  # removes the LoRA layers: the caller's model is the bare base again
     _describe(out_dir, base_model_id or base_model_name(model), task, config, rank, len(train), loop, precision)
     return out_dir, loop, rank
+
+
+def _score_name(config: TargetLoraConfig, task: Task) -> str:
+    if config.select_by == "accuracy" and task.type == "multiple_choice":
+        return f"score (1 - accuracy + {ACCURACY_TIEBREAK:g} x loss)"
+    return "loss"
 
 
 def _describe(out_dir: Path, base: str, task: Task, config: TargetLoraConfig, rank: int, n_train: int,
@@ -136,5 +157,6 @@ def _describe(out_dir: Path, base: str, task: Task, config: TargetLoraConfig, ra
          "tags": ["lora", "lora-recycle", "target-task-lora"], "task": task.name, "training_precision": precision},
         f"# Target-task LoRA for `{task.name}`\n\nTrained by lora-recycle on {n_train} examples "
         f"(rank {rank}, alpha {config.alpha}, {config.steps} steps, lr {config.lr}, seed {config.seed}, "
-        f"{precision}); best validation loss {loop.best_val_loss:.4f} at step {loop.best_step}.\n",
+        f"{precision}); best validation {_score_name(config, task)} {loop.best_val_loss:.4f} at step {loop.best_step}"
+        + (f", early-stopped at step {loop.stopped_at}" if loop.stopped_at else "") + ".\n",
     )

@@ -64,3 +64,4 @@ def two_digit_arithmetic(rng: random.Random) -> TaskDraft:
     examples = [Example(problem, answer) for problem, answer in problems.items()]
     return TaskDraft("generation", "Compute {input}. Answer with the number only.",
                      "Two-digit addition and subtraction and times tables.", examples, max_new_tokens=6)
+

@@ -1,0 +1,81 @@
+"""Run a batch's shared prompt prefix once: its keys and values are computed for one row and reused.
+
+Every row of a task batch starts with the same chat-template tokens (system prompt, the template's
+opening words): 55-70% of a mini-hub sequence. Causal attention makes the prefix's hidden states the
+same in every row, so the decoder runs it once, repeats its key/value cache across the batch and runs
+only the rows' suffixes on top. The result is the full forward's, to floating-point rounding, and
+gradients flow through the repeated cache into the one prefix pass (training costs drop with it).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+
+import torch
+from torch import nn
+
+MIN_SHARED_PREFIX = 8  # below this, the extra pass costs more than it saves
+_enabled = True
+
+
+@contextmanager
+def prefix_sharing(enabled: bool) -> Iterator[None]:
+    """Turn the shared-prefix forward on or off inside the block (benchmarks compare the two)."""
+    global _enabled
+    previous, _enabled = _enabled, enabled
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+def shared_prefix_length(input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor) -> int:
+    """Leading tokens identical (and unpadded) in every row, ending before the first position whose output
+    is needed (``positions``: boolean ``[batch, seq]``)."""
+    same = (input_ids == input_ids[:1]).all(0) & attention_mask.bool().all(0)
+    leading = int(same.long().cumprod(0).sum())
+    needed = positions.any(0).nonzero()
+    first_needed = int(needed[0]) if len(needed) else input_ids.shape[1]
+    return min(leading, first_needed)
+
+
+def has_active_dropout(model: nn.Module) -> bool:
+    """True when some dropout would draw a mask now (training mode, p > 0): a shared prefix would share it."""
+    return model.training and any(isinstance(m, nn.Dropout) and m.p > 0 and m.training for m in model.modules())
+
+
+def can_share_prefix(model: nn.Module, input_ids: torch.Tensor, prefix: int) -> bool:
+    """Whether the shared-prefix forward applies: batch of 2+, a long enough prefix, no active dropout."""
+    return _enabled and input_ids.shape[0] > 1 and prefix >= MIN_SHARED_PREFIX and not has_active_dropout(model)
+
+
+@cache
+def _cache_argument(decoder_type: type) -> str | None:
+    """The decoder's keyword for a key/value cache (transformers 5 says ``cache``, 4 ``past_key_values``)."""
+    parameters = inspect.signature(decoder_type.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def prefix_shared_hidden(decoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         prefix: int) -> torch.Tensor | None:
+    """Last hidden states ``[batch, seq - prefix, hidden]`` of the suffix tokens, the first ``prefix`` tokens
+    run once; ``None`` if the decoder takes no cache (the caller runs the full forward)."""
+    from transformers import DynamicCache
+
+    argument = _cache_argument(type(decoder))
+    config = getattr(decoder, "config", None)
+    if argument is None or config is None:
+        return None
+    batch, width = input_ids.shape
+    cache = DynamicCache(config=config)
+    head = decoder(input_ids=input_ids[:1, :prefix], attention_mask=attention_mask[:1, :prefix],
+                   use_cache=True, **{argument: cache})
+    cache = getattr(head, argument, None) or getattr(head, "past_key_values", None) or cache
+    cache.batch_repeat_interleave(batch)
+    positions = torch.arange(prefix, width, device=input_ids.device).unsqueeze(0).expand(batch, -1)
+    out = decoder(input_ids=input_ids[:, prefix:], attention_mask=attention_mask, position_ids=positions,
+                  use_cache=True, **{argument: cache})
+    return out.last_hidden_state
