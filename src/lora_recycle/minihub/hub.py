@@ -45,12 +45,12 @@ class Profile:
 PROFILES = {
     "tiny": Profile("tiny", "tiny", pool_size=8, adapter_steps=20, target_lora_steps=40, merge_steps=20,
                     test_limit=60, demo_k=5, source_eval_limit=60),
-    # Sized by measurement on 2 CPU cores (bench/train_step.py, README "Mini-hub profiles"): bf16, batch 16
-    # with the shared prompt prefix run once, 80 training rows per task, so 30 steps are 6 epochs at most;
+    # Sized by measurement on 2 CPU cores (bench/train_step.py, README "The mini-hub"): bf16, batch 16
+    # with the shared prompt prefix run once, 80 training rows per task, so 24 steps are 4.8 epochs at most;
     # each adapter validates every 5 steps and stops after 3 validations without a new best.
-    "small": Profile("small", "smollm2", pool_size=8, adapter_steps=30, target_lora_steps=40, merge_steps=20,
-                     test_limit=100, demo_k=5, adapter_lr=3e-3),
-    "full": Profile("full", "smollm2", pool_size=64, adapter_steps=30, target_lora_steps=400, merge_steps=100,
+    "small": Profile("small", "smollm2", pool_size=6, adapter_steps=24, target_lora_steps=40, merge_steps=20,
+                     test_limit=100, demo_k=4, adapter_lr=3e-3),
+    "full": Profile("full", "smollm2", pool_size=60, adapter_steps=24, target_lora_steps=400, merge_steps=100,
                     test_limit=400, demo_k=30, in_house=True, adapter_lr=3e-3),
 }
 
