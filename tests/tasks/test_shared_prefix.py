@@ -57,7 +57,7 @@ def test_training_loss_and_gradients_equal_the_full_forward(tiny_model, colour_t
     shared, shared_grads = _loss_and_grads(peft_model, batch, True, monkeypatch)
     assert shared == pytest.approx(full, rel=1e-5)
     for a, b in zip(full_grads, shared_grads, strict=True):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+        assert (a - b).norm() <= 1e-4 * a.norm()
 
 
 def test_choice_scores_equal_the_full_forward(tiny_model, colour_task_dir, monkeypatch):
@@ -78,3 +78,23 @@ def test_active_dropout_disables_sharing(tiny_model):
     assert has_active_dropout(peft_model)
     peft_model.eval()
     assert not has_active_dropout(peft_model)
+
+
+def test_prompt_once_choice_logliks_equal_prompt_plus_choice_rows(tiny_model, tmp_path):
+    """Multi-token choices of uneven length and prompts of uneven length: the cached path gives the same sums."""
+    from lora_recycle.tasks.format import Example, TaskSpec, write_task
+    from lora_recycle.tasks.scoring import choice_logliks
+    from lora_recycle.tasks.shared_prefix import prefix_sharing
+
+    model, tokenizer = tiny_model
+    choices = ("dark red", "a light shade of blue", "green", "yellowish orange")
+    rows = [Example("thing " * (i % 5) + f"number {i}", choices[i % 4], choices) for i in range(12)]
+    spec = TaskSpec(name="shades", type="multiple_choice", template="Which shade is {input}?")
+    task = load_task(write_task(tmp_path / "shades", spec, rows, rows))
+    examples = task.split("test")
+    with prefix_sharing(False):
+        reference = choice_logliks(model, tokenizer, task, examples, batch_size=5)
+    cached = choice_logliks(model, tokenizer, task, examples, batch_size=5)
+    assert len(cached) == len(reference) == 12
+    for got, want in zip(cached, reference, strict=True):
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-4)

@@ -86,17 +86,27 @@ class HubTrainer:
         self._in_house(job, task)
 
     def _in_house(self, job: Job, task) -> None:
-        from lora_recycle.adapters.card import read_card_data, write_card
-        from lora_recycle.recipe.target import cached_target_lora
+        from dataclasses import replace
 
-        if not (job.out / "adapter_config.json").is_file():
+        from lora_recycle.adapters.card import read_card_data, write_card
+        from lora_recycle.minihub.pool import RETRY_SEED, train_specialist
+
+        if not (job.out / "adapter_config.json").is_file() or "source_accuracy" not in read_card_data(job.out):
             model, tokenizer = self.load()
-            cached_target_lora(model, tokenizer, task, job.config, job.out, device=self.setup.device,
-                               base_model_id=self.setup.base_id)
-        card = read_card_data(job.out)
-        if "source_accuracy" not in card:  # scored once, after training (also heals a build killed in between)
-            body = (job.out / "README.md").read_text().split("\n---\n", 1)[-1]
-            write_card(job.out, {**card, **self.scorer(job.name, task)(job.out)}, body)
+            config = job.config
+            tmp = job.out.with_name(job.out.name + ".partial")
+            fields = train_specialist(
+                model, tokenizer, task,
+                lambda retries: replace(config, lr=config.lr / 2**retries, seed=config.seed + RETRY_SEED * retries),
+                tmp, self.setup.base_id)
+            card = read_card_data(tmp)
+            body = (tmp / "README.md").read_text().split("\n---\n", 1)[-1]
+            write_card(tmp, {**card, **fields, **self.scorer(job.name, task)(tmp)}, body)
+            if job.out.exists():
+                import shutil
+
+                shutil.rmtree(job.out)
+            tmp.rename(job.out)
 
 
 def default_workers(device: str) -> int:

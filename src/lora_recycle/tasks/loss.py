@@ -14,7 +14,7 @@ from lora_recycle.tasks.prompting import IGNORE_INDEX, TrainingSequence, collate
 from lora_recycle.tasks.shared_prefix import can_share_prefix, prefix_shared_hidden, shared_prefix_length
 
 
-def _supports_selective_head(model) -> bool:
+def supports_selective_head(model) -> bool:
     """True when logits are exactly ``lm_head(decoder hidden state)`` (no softcapping or scaling after)."""
     config = getattr(model, "config", None)
     return (
@@ -27,7 +27,7 @@ def _supports_selective_head(model) -> bool:
 
 def selected_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor):
     """Logits ``[n, vocab]`` at the ``True`` entries of the boolean ``positions`` mask ``[batch, seq]``."""
-    if not _supports_selective_head(model):
+    if not supports_selective_head(model):
         return model(input_ids=input_ids, attention_mask=attention_mask).logits[positions]
     decoder = model.get_decoder()
     prefix = shared_prefix_length(input_ids, attention_mask, positions)

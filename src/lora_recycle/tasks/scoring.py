@@ -18,8 +18,9 @@ from tqdm.auto import tqdm
 from lora_recycle.errors import UserError
 from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.format import Example, Task
-from lora_recycle.tasks.loss import selected_logits
+from lora_recycle.tasks.loss import selected_logits, supports_selective_head
 from lora_recycle.tasks.prompting import pad_token_id
+from lora_recycle.tasks.shared_prefix import choice_logprobs
 
 
 @dataclass
@@ -93,6 +94,10 @@ def choice_logliks(model, tokenizer, task: Task, examples: list[Example], batch_
     """Sum of log-probabilities of each choice's tokens after the prompt: a list (per example) of lists."""
     encoded = encode_task(tokenizer, task)
     pad = pad_token_id(tokenizer)
+    if supports_selective_head(model):
+        scores = _prompt_once_logliks(model, encoded, examples, batch_size, pad, device)
+        if scores is not None:
+            return scores
     items = []  # (example index, choice index, prompt ids, choice ids)
     for ei, ex in enumerate(examples):
         prompt = encoded.prompt(ex)
@@ -117,6 +122,36 @@ def choice_logliks(model, tokenizer, task: Task, examples: list[Example], batch_
         sums = torch.stack([part.sum() for part in token_logprobs.split([len(c) for *_, c in chunk])]).tolist()
         for (ei, ci, _, _), value in zip(chunk, sums, strict=True):
             scores[ei][ci] = value
+    return scores
+
+
+def _prompt_once_logliks(model, encoded, examples: list[Example], batch_size: int, pad: int, device):
+    """``choice_logliks`` with each prompt run once and its choices on its cache (``None``: not possible)."""
+    order = sorted(range(len(examples)), key=lambda i: len(encoded.prompt(examples[i])))
+    scores: list[list[float]] = [[] for _ in examples]
+    batch: list[int] = []
+
+    def flush() -> bool:
+        result = choice_logprobs(model, [encoded.prompt(examples[i]) for i in batch],
+                                 [[encoded.answer(c) for c in examples[i].choices or ()] for i in batch], pad, device)
+        if result is None:
+            return False
+        for i, row in zip(batch, result, strict=True):
+            scores[i] = row
+        batch.clear()
+        return True
+
+    rows = 0
+    for i in order:
+        n = len(examples[i].choices or ())
+        if batch and rows + n > batch_size:
+            if not flush():
+                return None
+            rows = 0
+        batch.append(i)
+        rows += n
+    if batch and not flush():
+        return None
     return scores
 
 

@@ -79,3 +79,58 @@ def prefix_shared_hidden(decoder: nn.Module, input_ids: torch.Tensor, attention_
     out = decoder(input_ids=input_ids[:, prefix:], attention_mask=attention_mask, position_ids=positions,
                   use_cache=True, **{argument: cache})
     return out.last_hidden_state
+
+
+def choice_logprobs(model: nn.Module, prompts: list[list[int]], choices: list[list[list[int]]], pad: int,
+                    device: torch.device | str = "cpu") -> list[list[float]] | None:
+    """Sum of log-probabilities of each choice's tokens after its prompt, each prompt run once.
+
+    The prompts run left-padded in one pass; their key/value cache is repeated once per choice and the
+    choices' tokens run on top (single-token choices need no second pass: the prompt's last position
+    scores them all). ``None`` when the model takes no cache; the caller then runs prompt + choice rows.
+    """
+    from transformers import DynamicCache
+
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    argument = _cache_argument(type(decoder))
+    config = getattr(decoder, "config", None)
+    if not _enabled or argument is None or config is None or any(not c for options in choices for c in options):
+        return None
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt)
+        mask[row, width - len(prompt):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=config)
+    out = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{argument: cache})
+    cache = getattr(out, argument, None) or getattr(out, "past_key_values", None) or cache
+    first = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), dim=-1)  # [prompts, vocab]
+    owner = [e for e, options in enumerate(choices) for _ in options]
+    flat = [c for options in choices for c in options]
+    scores = [float(first[e, c[0]]) for e, c in zip(owner, flat, strict=True)]
+    longest = max(map(len, flat))
+    if longest > 1:  # tokens 2.. of each choice: its tokens 1..n-1 run on the prompt's cache
+        cache.batch_select_indices(torch.tensor(owner, device=ids.device))
+        tail = torch.full((len(flat), longest - 1), pad, dtype=torch.long)
+        tail_mask = torch.zeros_like(tail)
+        for row, c in enumerate(flat):
+            tail[row, : len(c) - 1] = torch.tensor(c[:-1])
+            tail_mask[row, : len(c) - 1] = 1
+        tail, tail_mask = tail.to(device), tail_mask.to(device)
+        lengths = mask.sum(-1)[owner]  # each row's prompt length: the first choice token's position
+        tail_positions = lengths[:, None] + torch.arange(longest - 1, device=ids.device)[None]
+        full_mask = torch.cat([mask[owner], tail_mask], dim=1)
+        hidden = decoder(input_ids=tail, attention_mask=full_mask, position_ids=tail_positions, use_cache=True,
+                         **{argument: cache}).last_hidden_state
+        logprobs = torch.log_softmax(head(hidden[tail_mask.bool()]).float(), dim=-1)
+        targets = torch.tensor([t for c in flat for t in c[1:]], device=logprobs.device)
+        picked = logprobs.gather(1, targets[:, None]).squeeze(1).split([len(c) - 1 for c in flat])
+        scores = [s + float(p.sum()) for s, p in zip(scores, picked, strict=True)]
+    result, start = [], 0
+    for options in choices:
+        result.append(scores[start : start + len(options)])
+        start += len(options)
+    return result
