@@ -35,3 +35,34 @@ def test_two_workers_build_the_same_pool_and_resume(tmp_path, cache_dir):
     assert all((a / "adapter_config.json").is_file() and "source_accuracy" in read_card_data(a)
                for a in again.adapters)
     assert (kept / "adapter_model.safetensors").stat().st_mtime_ns == before
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads /proc")
+def test_a_worker_exits_when_its_build_is_killed(tmp_path):
+    """Kill -9 the parent of a worker: the worker notices within seconds and exits (no orphan trainers)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, threading\n"
+        "from lora_recycle.minihub import trainer\n"
+        "threading.Thread(target=trainer._exit_with_parent, args=(int(sys.argv[1]),), daemon=True).start()\n"
+        "threading.Event().wait()\n")
+    parent = subprocess.Popen([sys.executable, "-c",
+                               "import os, subprocess, sys; p = subprocess.Popen([sys.executable, sys.argv[1], "
+                               "str(os.getpid())]); print(p.pid, flush=True); p.wait()", str(script)],
+                              stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    status = Path(f"/proc/{child}/status")
+    for _ in range(150):
+        # gone, or a zombie waiting for a reaper that a container's init may never be
+        if not status.is_file() or "\nState:\tZ" in status.read_text():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"worker {child} still running after its parent was killed")
