@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 MIN_SHARED_PREFIX = 8  # below this, the extra pass costs more than it saves
+# rows: SmolLM2 bf16 on 2 cores, batch 4 is 0.93x the plain forward's speed, 8 is 1.25x, 16 1.50x, 32 1.9x
+MIN_SHARED_BATCH = 8
 _enabled = True
 
 
@@ -48,8 +50,10 @@ def has_active_dropout(model: nn.Module) -> bool:
 
 
 def can_share_prefix(model: nn.Module, input_ids: torch.Tensor, prefix: int) -> bool:
-    """Whether the shared-prefix forward applies: batch of 2+, a long enough prefix, no active dropout."""
-    return _enabled and input_ids.shape[0] > 1 and prefix >= MIN_SHARED_PREFIX and not has_active_dropout(model)
+    """Whether the shared-prefix forward applies: a batch large enough to repay the extra pass, a long enough
+    prefix, no active dropout."""
+    return (_enabled and input_ids.shape[0] >= MIN_SHARED_BATCH and prefix >= MIN_SHARED_PREFIX
+            and not has_active_dropout(model))
 
 
 @cache
