@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lora_recycle.minihub.pool import AdapterPlan, train_pool_adapter
 from lora_recycle.minihub.specialists import BaseAccuracies, eval_card_fields, task_accuracy
+from lora_recycle.tuning.target_lora import TargetLoraConfig
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class Job:
     out: Path
     task_dir: Path
     plan: AdapterPlan | None = None
-    config: object | None = None  # a TargetLoraConfig for in-house adapters
+    config: TargetLoraConfig | None = None  # in-house adapters
     name: str = ""
 
 
@@ -88,8 +90,7 @@ class HubTrainer:
         self._in_house(job, task)
 
     def _in_house(self, job: Job, task) -> None:
-        from dataclasses import replace
-
+        """An in-house adapter: trained like a pool specialist (one retry), scored, then moved into place."""
         from lora_recycle.adapters.card import read_card_data, write_card
         from lora_recycle.minihub.pool import RETRY_SEED, train_specialist
 
@@ -104,9 +105,7 @@ class HubTrainer:
             card = read_card_data(tmp)
             body = (tmp / "README.md").read_text().split("\n---\n", 1)[-1]
             write_card(tmp, {**card, **fields, **self.scorer(job.name, task)(tmp)}, body)
-            if job.out.exists():
-                import shutil
-
+            if job.out.exists():  # an unscored copy left by an older build
                 shutil.rmtree(job.out)
             tmp.rename(job.out)
 
