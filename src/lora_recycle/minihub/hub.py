@@ -140,8 +140,8 @@ def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: 
     with tqdm(total=total, initial=total - todo, desc=f"mini-hub {profile.name}: adapters ({workers} workers)",
               unit="adapter", disable=False, mininterval=5) as bar:
         run_jobs([[job for job in group if not _is_built(job.out)] for group in groups], setup, workers, bar.update)
-    adapters = outs
-    scores = [_card_score(out, p.name, p.task, tasks[p.task]) for p, out in zip(plans, outs, strict=True)]
+    adapters = outs  # every planned adapter is on disk now
+    scores = [_card_score(out, p.name, p.task, tasks[p.task]) for p, out in zip(plans, adapters, strict=True)]
     broken_root = root / "pool" / "mallory"
     if not (broken_root / ".complete").is_file():
         broken = make_broken_adapters(adapters[0], broken_root)

@@ -138,12 +138,13 @@ def train_specialist(model, tokenizer, task, config_for: Callable[[int], object]
     """Train ``config_for(0)`` into ``out_dir``; on a multiple-choice task whose best validation accuracy does
     not beat the base model's, retrain with ``config_for(1)`` (another seed, half the lr), as an author who
     checks before publishing would. Returns card fields: steps trained, best step, retries, accuracies."""
+    from lora_recycle.minihub.specialists import task_accuracy
     from lora_recycle.tuning.target_lora import train_target_lora
 
     first = config_for(0)
     base_val = None
     if task.type == "multiple_choice" and first.select_by == "accuracy":
-        base_val = _validation_accuracy(model, tokenizer, task, first.precision)
+        base_val = task_accuracy(model, tokenizer, task, None, first.precision, split="validation")
     retries = 0
     while True:
         config = config_for(retries)
@@ -158,16 +159,6 @@ def train_specialist(model, tokenizer, task, config_for: Callable[[int], object]
     return {"trained_steps": loop.stopped_at or config.steps, "best_step": loop.best_step, "retries": retries,
             **({"validation_accuracy": round(val_accuracy, 4), "base_validation_accuracy": round(base_val, 4)}
                if val_accuracy is not None else {})}
-
-
-def _validation_accuracy(model, tokenizer, task, precision: str) -> float:
-    """The base model's accuracy on the task's validation rows (what a retrained adapter must beat)."""
-    from lora_recycle.tasks.scoring import evaluate_task
-    from lora_recycle.tuning.precision import attention_for, autocast
-
-    device = next(model.parameters()).device
-    with attention_for(model, precision), autocast(precision, device):
-        return evaluate_task(model, tokenizer, task, "validation", device=device).accuracy
 
 
 def make_broken_adapters(good: Path, root: Path) -> list[Path]:

@@ -30,15 +30,17 @@ class SpecialistScore:
         return self.source_accuracy - self.base_accuracy
 
 
-def task_accuracy(model, tokenizer, task: Task, limit: int, precision: str, adapter=None) -> float:
-    """Test accuracy of the base model, or of ``adapter`` folded into it, in the build's precision."""
+def task_accuracy(model, tokenizer, task: Task, limit: int | None, precision: str, adapter=None,
+                  split: str = "test") -> float:
+    """Accuracy on a split (test by default) of the base model, or of ``adapter`` folded into it, in the
+    build's precision."""
     from lora_recycle.models.fold import folded
     from lora_recycle.tasks.scoring import evaluate_task
     from lora_recycle.tuning.precision import attention_for, autocast
 
     device = next(model.parameters()).device
     with folded(model, adapter), attention_for(model, precision), autocast(precision, device):
-        return evaluate_task(model, tokenizer, task, "test", device=device, limit=limit).accuracy
+        return evaluate_task(model, tokenizer, task, split, device=device, limit=limit).accuracy
 
 
 class BaseAccuracies:

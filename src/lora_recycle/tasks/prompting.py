@@ -65,6 +65,17 @@ def collate(sequences: list[TrainingSequence], pad_id: int, device: torch.device
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token id lists into ``(input_ids, attention_mask)``: every row's last token in the last column."""
+    width = max(map(len, sequences))
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, seq in enumerate(sequences):
+        ids[row, width - len(seq):] = torch.tensor(seq)
+        mask[row, width - len(seq):] = 1
+    return ids, mask
+
+
 def pad_token_id(tokenizer) -> int:
     """The pad id to use: the tokenizer's pad token, else its end-of-sequence token, else 0."""
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):

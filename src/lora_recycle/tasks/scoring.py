@@ -19,7 +19,7 @@ from lora_recycle.errors import UserError
 from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.format import Example, Task
 from lora_recycle.tasks.loss import selected_logits, supports_selective_head
-from lora_recycle.tasks.prompting import pad_token_id
+from lora_recycle.tasks.prompting import left_pad, pad_token_id
 from lora_recycle.tasks.shared_prefix import choice_logprobs
 
 
@@ -166,12 +166,8 @@ def greedy_generate(model, tokenizer, task: Task, examples: list[Example], batch
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     for start in tqdm(range(0, len(order), batch_size), desc=f"generating {task.name}", disable=None, leave=False):
         index = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in index)
-        ids = torch.full((len(index), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(index):
-            ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-            mask[row, width - len(prompts[i]) :] = 1
+        ids, mask = left_pad([prompts[i] for i in index], pad)
+        width = ids.shape[1]
         generated = model.generate(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),

@@ -17,6 +17,8 @@ from functools import cache
 import torch
 from torch import nn
 
+from lora_recycle.tasks.prompting import left_pad
+
 MIN_SHARED_PREFIX = 8  # below this, the extra pass costs more than it saves
 # rows: SmolLM2 bf16 on 2 cores, batch 4 is 0.93x the plain forward's speed, 8 is 1.25x, 16 1.50x, 32 1.9x
 MIN_SHARED_BATCH = 8
@@ -63,21 +65,28 @@ def _cache_argument(decoder_type: type) -> str | None:
     return next((name for name in ("cache", "past_key_values") if name in parameters), None)
 
 
-def prefix_shared_hidden(decoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                         prefix: int) -> torch.Tensor | None:
-    """Last hidden states ``[batch, seq - prefix, hidden]`` of the suffix tokens, the first ``prefix`` tokens
-    run once; ``None`` if the decoder takes no cache (the caller runs the full forward)."""
+def _first_pass(decoder: nn.Module, **inputs):
+    """Run ``decoder`` with a fresh key/value cache: ``(output, cache, keyword)``, or ``None`` if it takes none."""
     from transformers import DynamicCache
 
     argument = _cache_argument(type(decoder))
     config = getattr(decoder, "config", None)
     if argument is None or config is None:
         return None
-    batch, width = input_ids.shape
     cache = DynamicCache(config=config)
-    head = decoder(input_ids=input_ids[:1, :prefix], attention_mask=attention_mask[:1, :prefix],
-                   use_cache=True, **{argument: cache})
-    cache = getattr(head, argument, None) or getattr(head, "past_key_values", None) or cache
+    out = decoder(use_cache=True, **inputs, **{argument: cache})
+    return out, getattr(out, argument, None) or getattr(out, "past_key_values", None) or cache, argument
+
+
+def prefix_shared_hidden(decoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         prefix: int) -> torch.Tensor | None:
+    """Last hidden states ``[batch, seq - prefix, hidden]`` of the suffix tokens, the first ``prefix`` tokens
+    run once; ``None`` if the decoder takes no cache (the caller runs the full forward)."""
+    first = _first_pass(decoder, input_ids=input_ids[:1, :prefix], attention_mask=attention_mask[:1, :prefix])
+    if first is None:
+        return None
+    _, cache, argument = first
+    batch, width = input_ids.shape
     cache.batch_repeat_interleave(batch)
     positions = torch.arange(prefix, width, device=input_ids.device).unsqueeze(0).expand(batch, -1)
     out = decoder(input_ids=input_ids[:, prefix:], attention_mask=attention_mask, position_ids=positions,
@@ -93,24 +102,16 @@ def choice_logprobs(model: nn.Module, prompts: list[list[int]], choices: list[li
     choices' tokens run on top (single-token choices need no second pass: the prompt's last position
     scores them all). ``None`` when the model takes no cache; the caller then runs prompt + choice rows.
     """
-    from transformers import DynamicCache
-
     decoder, head = model.get_decoder(), model.get_output_embeddings()
-    argument = _cache_argument(type(decoder))
-    config = getattr(decoder, "config", None)
-    if not _enabled or argument is None or config is None or any(not c for options in choices for c in options):
+    if not _enabled or any(not c for options in choices for c in options):
         return None
-    width = max(map(len, prompts))
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = torch.tensor(prompt)
-        mask[row, width - len(prompt):] = 1
+    ids, mask = left_pad(prompts, pad)
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=config)
-    out = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{argument: cache})
-    cache = getattr(out, argument, None) or getattr(out, "past_key_values", None) or cache
+    first_pass = _first_pass(decoder, input_ids=ids, attention_mask=mask, position_ids=positions)
+    if first_pass is None:
+        return None
+    out, cache, argument = first_pass
     first = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), dim=-1)  # [prompts, vocab]
     owner = [e for e, options in enumerate(choices) for _ in options]
     flat = [c for options in choices for c in options]
