@@ -141,14 +141,15 @@ def test_pool_learning_rates_match_each_lora_scale():
     """rank/alpha/rsLoRA mixes get learning rates that move their delta equally fast (within the clip)."""
     import math
 
-    from lora_recycle.minihub.pool import matched_lr, plan_pool
+    from lora_recycle.minihub.pool import MAX_LR, matched_lr, plan_pool
 
     def speed(lr, r, a, rs):
         return (a / math.sqrt(r) if rs else a / r) * math.sqrt(r) * lr
 
     reference = speed(1e-3, 8, 16, False)
-    for r, a, rs in ((8, 16, False), (16, 32, False), (4, 8, False), (16, 16, True), (32, 32, False)):
+    for r, a, rs in ((8, 16, False), (16, 32, False), (4, 8, False), (16, 16, True), (32, 32, False), (4, 32, False)):
         assert speed(matched_lr(1e-3, r, a, rs), r, a, rs) == pytest.approx(reference)
-    assert matched_lr(1e-3, 64, 8, False) == pytest.approx(4e-3)  # clipped at 4x
-    plans = plan_pool(["a", "b"], 12, 10, seed=0, base_lr=2e-3)
-    assert len({p.lr for p in plans}) > 1 and all(2e-3 * 0.7 * 0.25 <= p.lr <= 2e-3 * 1.4 * 4 for p in plans)
+    assert matched_lr(1e-3, 64, 8, False) == pytest.approx(1.5e-3)  # clipped at 1.5x
+    assert matched_lr(1e-3, 64, 16, False) == pytest.approx(1.5e-3)
+    plans = plan_pool(["a", "b"], 12, 10, seed=0, base_lr=3e-3)
+    assert len({p.lr for p in plans}) > 1 and all(3e-3 * 0.7 * 0.25 <= p.lr <= MAX_LR for p in plans)

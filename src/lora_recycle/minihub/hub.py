@@ -20,7 +20,8 @@ from lora_recycle.minihub.pool import BATCH_SIZE, AdapterPlan, make_broken_adapt
 from lora_recycle.minihub.specialists import SpecialistScore, summary
 from lora_recycle.minihub.trainer import Job, TrainerSetup, default_workers, run_jobs
 
-HUB_FORMAT_VERSION = 1
+HUB_FORMAT_VERSION = 2  # 2: the key leaves out the demo's own sizes; retry gate on held-out test rows
+DEMO_FIELDS = ("target_lora_steps", "merge_steps", "test_limit", "demo_k")  # sizes of the demo, not of the hub
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,11 @@ def ensure_base(profile: Profile, cache_dir: Path) -> tuple[Path, str]:
     return ensure_smollm2(cache_dir), SMOLLM2_ID
 
 
-def hub_key(profile: Profile, seed: int, plans: list[AdapterPlan]) -> str:
-    payload = json.dumps({"profile": asdict(profile), "seed": seed, "plans": [asdict(p) for p in plans],
+def hub_key(profile: Profile, seed: int, plans: list[AdapterPlan], targets: list[str]) -> str:
+    """What names a built hub: the profile's hub sizes, the seed, every adapter's plan and the held-out targets
+    (the demo's own sizes are left out, so tuning the demo reuses the hub)."""
+    sizes = {k: v for k, v in asdict(profile).items() if k not in DEMO_FIELDS}
+    payload = json.dumps({"profile": sizes, "seed": seed, "plans": [asdict(p) for p in plans], "targets": targets,
                           "format": HUB_FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -118,7 +122,7 @@ def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: 
     cache_dir = Path(cache_dir or default_cache_dir())
     plans = plan_pool(list(SOURCE_TASKS), profile.pool_size, profile.adapter_steps, seed, profile.adapter_lr,
                       profile.adapter_batch_size)
-    root = cache_dir / "hub" / f"{profile.name}-{hub_key(profile, seed, plans)}"
+    root = cache_dir / "hub" / f"{profile.name}-{hub_key(profile, seed, plans, list(TARGET_TASKS))}"
     base_dir, base_id = ensure_base(profile, cache_dir)
     tasks_dir = root / "tasks"
     if not (tasks_dir / ".complete").is_file():

@@ -31,36 +31,65 @@ class SpecialistScore:
 
 
 def task_accuracy(model, tokenizer, task: Task, limit: int | None, precision: str, adapter=None,
-                  split: str = "test") -> float:
-    """Accuracy on a split (test by default) of the base model, or of ``adapter`` folded into it, in the
-    build's precision."""
+                  split: str = "test", start: int = 0) -> float:
+    """Accuracy on ``limit`` rows from ``start`` of a split (test by default) of the base model, or of
+    ``adapter`` folded into it, in the build's precision."""
     from lora_recycle.models.fold import folded
     from lora_recycle.tasks.scoring import evaluate_task
     from lora_recycle.tuning.precision import attention_for, autocast
 
     device = next(model.parameters()).device
     with folded(model, adapter), attention_for(model, precision), autocast(precision, device):
-        return evaluate_task(model, tokenizer, task, split, device=device, limit=limit).accuracy
+        return evaluate_task(model, tokenizer, task, split, device=device, limit=limit, start=start).accuracy
 
 
 class BaseAccuracies:
-    """Base-model test accuracies per task, cached as one small JSON file per task content, limit and precision
-    under ``directory`` (one file each, so parallel workers never write the same file)."""
+    """Base-model accuracies per task and rows, cached as one small JSON file per task content, rows and
+    precision under ``directory`` (one file each, so parallel workers never write the same file)."""
 
     def __init__(self, directory: Path, limit: int, precision: str):
         self.directory, self.limit, self.precision = Path(directory), limit, precision
 
-    def get(self, model, tokenizer, task: Task) -> float:
-        path = self.directory / f"{task.name}-{task.content_hash()}-{self.limit}-{self.precision}.json"
+    def get(self, model, tokenizer, task: Task, rows: GateRows | None = None) -> float:
+        """The base's accuracy on ``rows`` (default: the first ``limit`` test rows, what adapters report)."""
+        rows = rows or GateRows("test", 0, self.limit)
+        tail = f"{self.limit}" if rows == GateRows("test", 0, self.limit) else rows.label().replace(":", "-")
+        path = self.directory / f"{task.name}-{task.content_hash()}-{tail}-{self.precision}.json"
         if path.is_file():
             return float(json.loads(path.read_text())["accuracy"])
-        value = task_accuracy(model, tokenizer, task, self.limit, self.precision)
+        value = task_accuracy(model, tokenizer, task, rows.limit, self.precision, split=rows.split, start=rows.start)
         self.directory.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps({"task": task.name, "limit": self.limit, "precision": self.precision,
+        partial.write_text(json.dumps({"task": task.name, "rows": rows.label(), "precision": self.precision,
                                        "accuracy": value}) + "\n")
         partial.replace(path)
         return value
+
+
+@dataclass(frozen=True)
+class GateRows:
+    """The rows an adapter's author checks it on before publishing: ``limit`` rows of ``split`` from ``start``."""
+
+    split: str
+    start: int = 0
+    limit: int | None = None
+
+    def label(self) -> str:
+        end = "" if self.limit is None else self.start + self.limit
+        return f"{self.split}[{self.start or ''}:{end}]"
+
+
+DEV_ROWS = 100  # test rows after the reported ones that the retry gate checks (multiple-choice pool adapters)
+MIN_DEV_ROWS = 40  # fewer left after the reported rows: the gate checks the validation split instead
+
+
+def gate_rows(task: Task, reported: int, held_out: bool) -> GateRows:
+    """Where the retry gate looks: test rows after the ``reported`` ones (never scored again), or the
+    validation split for held-out targets (their test rows belong to the study) and for small test splits."""
+    dev = len(task.split("test")) - reported
+    if not held_out and dev >= MIN_DEV_ROWS:
+        return GateRows("test", reported, min(dev, DEV_ROWS))
+    return GateRows("validation" if task.split("validation") else "train")
 
 
 def eval_card_fields(name: str, task: Task, source_accuracy: float, base_accuracy: float, limit: int) -> dict:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lora_recycle.minihub.pool import AdapterPlan, train_pool_adapter
-from lora_recycle.minihub.specialists import BaseAccuracies, eval_card_fields, task_accuracy
+from lora_recycle.minihub.specialists import BaseAccuracies, eval_card_fields, gate_rows, task_accuracy
 from lora_recycle.tuning.target_lora import TargetLoraConfig
 
 
@@ -85,7 +85,8 @@ class HubTrainer:
             if not (job.out / "adapter_config.json").is_file():
                 model, tokenizer = self.load()
                 train_pool_adapter(job.plan, model, tokenizer, task, job.out, self.setup.base_id,
-                                   self.setup.precision, self.scorer(job.plan.name, task))
+                                   self.setup.precision, self.scorer(job.plan.name, task),
+                                   gate_rows(task, self.setup.limit, held_out=False), self.base_scores)
             return
         self._in_house(job, task)
 
@@ -101,7 +102,7 @@ class HubTrainer:
             fields = train_specialist(
                 model, tokenizer, task,
                 lambda retries: replace(config, lr=config.lr / 2**retries, seed=config.seed + RETRY_SEED * retries),
-                tmp, self.setup.base_id)
+                tmp, self.setup.base_id, gate_rows(task, self.setup.limit, held_out=True), self.base_scores)
             card = read_card_data(tmp)
             body = (tmp / "README.md").read_text().split("\n---\n", 1)[-1]
             write_card(tmp, {**card, **fields, **self.scorer(job.name, task)(tmp)}, body)

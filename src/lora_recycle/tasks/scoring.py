@@ -182,13 +182,13 @@ def greedy_generate(model, tokenizer, task: Task, examples: list[Example], batch
 
 
 def evaluate_task(model, tokenizer, task: Task, split: str = "test", device="cpu", limit: int | None = None,
-                  batch_size: int = 32, metric: str | None = None) -> EvalResult:
-    """Score the model on a split of the task (its first ``limit`` examples) by ``metric`` (see
-    ``resolve_metric``); the model is put in eval mode."""
+                  batch_size: int = 32, metric: str | None = None, start: int = 0) -> EvalResult:
+    """Score the model on a split of the task (``limit`` examples from row ``start``, by default its first
+    ones) by ``metric`` (see ``resolve_metric``); the model is put in eval mode."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise UserError(f"limit {limit!r}: give a positive number of examples")
     name = resolve_metric(task, metric)
-    examples = task.split(split)[:limit]
+    examples = task.split(split)[start:][:limit]
     model.eval()
     if not examples:
         return EvalResult(task.name, split, 0, float("nan"), metric=name)

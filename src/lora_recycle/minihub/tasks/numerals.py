@@ -44,6 +44,16 @@ def words_to_digits_en(rng: random.Random) -> TaskDraft:
                      max_new_tokens=6)
 
 
+@register_task("ordinal_words_en", family="number_words", domain=DOMAIN)
+def ordinal_words_en(rng: random.Random) -> TaskDraft:
+    """Numbers 1-999 as English ordinal words (``21`` -> ``twenty-first``)."""
+    from num2words import num2words
+
+    examples = [Example(str(n), num2words(n, to="ordinal", lang="en"), id=str(n)) for n in NUMBER_RANGE if n > 0]
+    return TaskDraft("generation", "Write the ordinal of {input} in English words.",
+                     "Spell the English ordinal of a number from 1 to 999 (num2words).", examples, max_new_tokens=24)
+
+
 def arithmetic_problem(rng: random.Random) -> tuple[str, str]:
     """One problem and its answer: two-digit addition or subtraction, or a times-table product."""
     operation = rng.choice("+-x")

@@ -36,6 +36,8 @@ NOT_POOLED: dict[str, str] = {
     "syllable_count": "+2 (base 0.25): validation loss stays at ln 4, nothing learned",
     "word_intensity": "-1 (base 0.49): strong vs mild, nothing learned",
     "calendar_names": "+6 (base 0.00): validation loss rises from the first epoch",
+    "iris_species": "0 (base 0.35) at rank 8 and at rank 64 with two learning rates: four numbers are too "
+                    "few tokens to learn three species from",
 }
 
 
