@@ -58,3 +58,29 @@ def test_tiny_hub_and_demo(tmp_path, cache_dir, capsys):
     assert "Metric: test-split " in report and "(metric: " in table
     results = json.loads((out / "results.json").read_text())
     assert len(results) == 9 and all(0.0 <= r["accuracy"] <= 1.0 and r["n"] > 0 for r in results)
+
+    # warm: every row comes from the demo's row cache (nothing is merged or routed again), same numbers
+    def refuse(*args, **kwargs):
+        raise AssertionError("a warm demo recomputed a cached row")
+
+    import lora_recycle.minihub.demo as demo_module
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(demo_module, "merge_adapters", refuse)
+        patch.setattr(demo_module, "route_catalog", refuse)
+        assert main(["demo", "--profile", "tiny", "--cache-dir", str(cache_dir), "--out", str(tmp_path / "warm")]) == 0
+    assert json.loads((tmp_path / "warm" / "results.json").read_text()) == results
+    capsys.readouterr()
+
+
+def test_demo_rows_resume_after_a_lost_row(tmp_path):
+    """A row whose cache file is gone is recomputed; the others are read back as written."""
+    from lora_recycle.minihub.demo import DemoRow, RowCache
+
+    cache = RowCache(tmp_path / "rows")
+    first, second = DemoRow("ours", 0.61, 100, "val loss 1 -> 0.5", "loglik"), DemoRow("average", 0.5, 100)
+    cache.put(first)
+    cache.put(second)
+    cache._path("average").unlink()
+    assert cache.get("ours") == first and cache.get("average") is None
+    assert not list((tmp_path / "rows").glob("*.partial"))

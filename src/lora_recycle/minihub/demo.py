@@ -7,12 +7,15 @@ re-initialised adapters (does the gain come from the adapters' knowledge or from
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lora_recycle import __version__
 from lora_recycle.adapters import read_peft_adapter
-from lora_recycle.minihub.hub import build_hub
+from lora_recycle.minihub.hub import DEMO_FIELDS, build_hub
 from lora_recycle.models.loading import load_base_model
 from lora_recycle.recipe import TARGET_ADAPTER_ID
 from lora_recycle.recipe.merge import merge_adapters
@@ -26,6 +29,8 @@ from lora_recycle.tasks import load_task
 from lora_recycle.tasks.scoring import evaluate_task, metric_label, resolve_metric
 from lora_recycle.tuning.target_lora import TargetLoraConfig
 
+DEMO_FORMAT = 1  # bump when a row's computation changes: cached rows of older runs are then recomputed
+
 
 @dataclass
 class DemoRow:
@@ -34,6 +39,39 @@ class DemoRow:
     n: int
     note: str = ""
     metric: str = "loglik"
+
+
+class RowCache:
+    """The demo's finished rows, one JSON file each under ``directory``: a warm demo (same hub, task, seed,
+    demo sizes, selected adapters and package version) prints them without recomputing, and an interrupted
+    one resumes at the first missing row."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def _path(self, method: str) -> Path:
+        return self.directory / (hashlib.sha256(method.encode()).hexdigest()[:12] + ".json")
+
+    def get(self, method: str) -> DemoRow | None:
+        path = self._path(method)
+        return DemoRow(**json.loads(path.read_text())) if path.is_file() else None
+
+    def put(self, row: DemoRow) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        partial = self._path(row.method).with_suffix(".partial")
+        partial.write_text(json.dumps(asdict(row)) + "\n")
+        partial.replace(self._path(row.method))
+
+
+def demo_key(hub, task, seed: int, pool_ids: list[str]) -> str:
+    """What a demo row depends on: the hub, the task's rows (test ones too), the seed, the demo's sizes, the
+    selected adapters and the package version."""
+    sizes = {k: getattr(hub.profile, k) for k in DEMO_FIELDS}
+    test = [[ex.input, ex.target, ex.choices] for ex in task.split("test")[: hub.profile.test_limit]]
+    payload = json.dumps({"hub": hub.root.name, "task": task.content_hash(), "test": test, "seed": seed,
+                          "sizes": sizes, "pool": pool_ids, "version": __version__, "format": DEMO_FORMAT},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
 def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: str | None = None, seed: int = 0,
@@ -52,11 +90,17 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[DemoRow] = []
 
-    def score(method: str, adapter=None, note: str = "") -> None:
-        with scoring_model(model, adapter) as scored:  # a LoRA folded in, or an Arrow library routed
-            result = evaluate_task(scored, tokenizer, task, "test", limit=limit)
-        rows.append(DemoRow(method, result.accuracy, result.n, note, result.metric))
-        log(f"  {method:<34} test accuracy {result.accuracy:.3f} ({metric_label(result.metric)})")
+    def row(method: str, build: Callable[[], tuple[object, str]] = lambda: (None, "")) -> None:
+        """Score what ``build()`` returns (an adapter or Arrow library, and a note), or reuse the cached row."""
+        cached = cache.get(method)
+        if cached is None:
+            adapter, note = build()
+            with scoring_model(model, adapter) as scored:  # a LoRA folded in, or an Arrow library routed
+                result = evaluate_task(scored, tokenizer, task, "test", limit=limit)
+            cached = DemoRow(method, result.accuracy, result.n, note, result.metric)
+            cache.put(cached)
+        rows.append(cached)
+        log(f"  {method:<34} test accuracy {cached.accuracy:.3f} ({metric_label(cached.metric)})")
 
     accepted = accepted_ids(hub.catalog)
     steps = hub.profile.merge_steps
@@ -66,31 +110,44 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
     log(f"target task {name} ({task.type}); base {hub.base_model_id}; catalog {len(accepted)} accepted adapters "
         f"({len(hub.broken)} broken ones rejected); selected by evaluation: "
         + ", ".join(f"{a.adapter_id} ({scores[a.adapter_id]:.2f})" for a in pool))
-    score("prompting (zero-shot base)")
+    cache = RowCache(hub.root / "demo" / f"{name}-{demo_key(hub, task, seed, [a.adapter_id for a in pool])}")
+    row("prompting (zero-shot base)")
     # cached next to the hub, so a warm demo reuses it whatever --out is
     config = TargetLoraConfig(steps=hub.profile.target_lora_steps, seed=seed, precision=hub.precision)
     where = target_lora_dir(hub.root, name, task, config, f"minihub:{hub.profile.name}:seed{seed}")
     target_dir, _ = cached_target_lora(model, tokenizer, task, config, where, base_model_id=hub.base_model_id)
     target = read_peft_adapter(target_dir, adapter_id=TARGET_ADAPTER_ID)
-    score("target-task LoRA", target)
-    average = merge_adapters(model, tokenizer, None, pool, preset("average"))
-    score(f"average of the {len(pool)} selected", average.adapter)
-    # with the target-task LoRA: it first, then the top k - 1 selected (k adapters either way); random-init
-    # noise is drawn per module with the std pooled over the recycled adapters of that merge
+    row("target-task LoRA", lambda: (target, ""))
+    row(f"average of the {len(pool)} selected",
+        lambda: (merge_adapters(model, tokenizer, None, pool, preset("average")).adapter, ""))
+
+    def adaptive(with_target: bool, noise: bool) -> Callable[[], tuple[object, str]]:
+        # with the target-task LoRA: it first, then the top k - 1 selected (k adapters either way); random-init
+        # noise is drawn per module with the std pooled over the recycled adapters of that merge
+        def build():
+            recycled = pool[: len(pool) - 1] if with_target else pool  # ranked best first
+            outcome = merge_adapters(model, tokenizer, task, finish_pool(recycled, target if with_target else None,
+                                                                         noise, seed), ours)
+            loop = outcome.fit.loop
+            return outcome.adapter, f"val loss {loop.initial_val_loss:.3f} -> {loop.best_val_loss:.3f}"
+        return build
+
     for label, with_target, noise in (("ours", False, False), ("ours + target LoRA", True, False),
                                       ("ours, random-init adapters", False, True),
                                       ("ours, random-init + target LoRA", True, True)):
-        recycled = pool[: len(pool) - 1] if with_target else pool  # ranked best first
-        adapters = finish_pool(recycled, target if with_target else None, noise, seed)
-        outcome = merge_adapters(model, tokenizer, task, adapters, ours)
-        score(label, outcome.adapter, f"val loss {outcome.fit.loop.initial_val_loss:.3f}"
-                                      f" -> {outcome.fit.loop.best_val_loss:.3f}")
+        row(label, adaptive(with_target, noise))
     arrow = preset("arrow").with_overrides(seed=seed)  # data-free: every accepted adapter, no selection
+
+    def routed(with_target: bool) -> Callable[[], tuple[object, str]]:
+        def build():
+            library = out_dir / ("arrow-target" if with_target else "arrow")
+            experts = route_catalog(model, tokenizer, task, hub.catalog, arrow, library,
+                                    target if with_target else None, evaluate_split=None).pool["experts"]
+            return library, f"{len(experts)} experts, top_k {arrow.top_k}; not one adapter"
+        return build
+
     for label, with_target in (("arrow (routing, no task data)", False), ("arrow + target LoRA", True)):
-        library = out_dir / ("arrow-target" if with_target else "arrow")
-        routed_pool = route_catalog(model, tokenizer, task, hub.catalog, arrow, library,
-                                    target if with_target else None, evaluate_split=None).pool
-        score(label, library, f"{len(routed_pool['experts'])} experts, top_k {arrow.top_k}; not one adapter")
+        row(label, routed(with_target))
     write_report(rows, name, hub, out_dir, metric_label(resolve_metric(task)))
     return rows
 

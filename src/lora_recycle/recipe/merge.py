@@ -29,6 +29,7 @@ class MergeOutcome:
     fit: CoefficientFit | None = None
     compression: dict | None = None  # the export's rank and per-module error (merging.rank_budget)
     fresh_lora: dict | None = None  # pi-Tuning: the fresh LoRA's rank, scale and module count
+    refinement: dict | None = None  # refine_steps: how fine-tuning the merge went (tuning/refine.py)
 
     @property
     def is_base_model(self) -> bool:
@@ -50,6 +51,8 @@ class MergeOutcome:
         }
         if self.fresh_lora is not None:
             data["fresh_lora"] = self.fresh_lora
+        if self.refinement is not None:
+            data["refinement"] = self.refinement
         if self.compression is not None:
             data["compression"] = self.compression
         if self.fit is not None:
@@ -106,10 +109,17 @@ def merge_adapters(
             fit = tuner.function()(merged, tokenizer, task, settings, device)
         values = fit.values if fit is not None else merged.activated().detach()
         adapter = merged.merged_adapter(values, adapter_id=f"merged-{settings.method}")
-        adapter, report = fit_export_rank(adapter, settings.max_rank, settings.max_error)
-        return MergeOutcome(adapter, merged.coefficient_table(values), settings, fit, report.record(), fresh_record)
+        table = merged.coefficient_table(values)
     finally:
         merged.detach()
+    refinement = None
+    if settings.refine_steps and task is not None:
+        from lora_recycle.tuning.refine import refine_merge
+
+        refined = refine_merge(model, tokenizer, task, adapter, settings, device)
+        adapter, refinement = refined.adapter, refined.record()
+    adapter, report = fit_export_rank(adapter, settings.max_rank, settings.max_error)
+    return MergeOutcome(adapter, table, settings, fit, report.record(), fresh_record, refinement)
 
 
 def _merge_per_module(adapters: list[LoraAdapter], settings: MergeSettings, combine) -> MergeOutcome:

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 # Parameters a user may set per kind of method (the rest of MergeSettings is the preset's business).
 SELECTION_PARAMS = ("selection", "k", "selection_metric", "selection_split")
 ADAPTIVE_PARAMS = (*SELECTION_PARAMS, "tuning", "composition", "granularity", "activation", "init", "steps", "lr",
-                   "batch_size", "eval_every", "strategy", "max_rank", "max_error", "keep_start")
+                   "batch_size", "eval_every", "strategy", "max_rank", "max_error", "keep_start", "refine_steps",
+                   "refine_lr", "refine_rank")
 JOINT_PARAMS = (*ADAPTIVE_PARAMS, "fresh_lora", "fresh_rank", "fresh_alpha")
 DENSE_PARAMS = (*SELECTION_PARAMS, "coef", "prune", "max_rank", "max_error")
 FACTORED_PARAMS = (*SELECTION_PARAMS, "coef", "max_error")

@@ -51,6 +51,12 @@ class MergeSettings:
         "adapters' most common rank, scale 1).")
     fresh_rank: int = _opt(64, "Rank of the fresh LoRA (capped like the target-task LoRA's).", ge=1)
     fresh_alpha: float = _opt(16.0, "lora_alpha of the fresh LoRA (scale alpha / rank).", gt=0)
+    # Refining (beyond the paper; tuning/refine.py): left out of to_dict() at their defaults, so existing run
+    # hashes stay valid.
+    refine_steps: int = _opt(0, "After merging, fine-tune the merge as one LoRA for this many steps (0: no).", ge=0,
+                             omit_default=True)
+    refine_lr: float = _opt(1e-4, "Learning rate of refining the merge's factors.", gt=0, omit_default=True)
+    refine_rank: int = _opt(64, "Rank the merge is compressed to before refining.", ge=1, omit_default=True)
     selection_metric: Metric | None = _opt(
         None, "Evaluation selection scores by loglik or exact_match (None: the task's metric).")
     selection_split: SelectionSplit = _opt(
@@ -70,9 +76,10 @@ class MergeSettings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready values, in field order (routing-only fields only when not at their defaults)."""
+        """Plain JSON-ready values, in field order (routing-only and refine fields only when not at their defaults)."""
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
-                if not (f.metadata.get("routing") and getattr(self, f.name) == f.default)}
+                if not ((f.metadata.get("routing") or f.metadata.get("omit_default"))
+                        and getattr(self, f.name) == f.default)}
 
 
 def _plain(value: Any) -> Any:
