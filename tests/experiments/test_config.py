@@ -72,3 +72,17 @@ def test_shipped_configs_validate(name):
     config = load_config(REPO / "experiments" / name)
     assert config.hub is not None and config.methods
     assert config.hub.profile == ("tiny" if name == "smoke.yaml" else "full")
+
+
+def test_random_init_controls_one_per_method(tmp_path):
+    """``controls.random_init`` takes a list: each controlled method gets its own random-init runs."""
+    from lora_recycle.experiments.config import parse_config
+
+    config = parse_config({"model": "m", "db": "d.db", "tasks": {"t": "t"},
+                           "methods": ["ours", {"preset": "ours", "name": "ours_refine", "refine_steps": 5}],
+                           "controls": {"random_init": [{"method": "ours"}, {"method": "ours_refine", "k": [3]}]}},
+                          "study.yaml")
+    assert [(c.method, c.k) for c in config.controls.random_init] == [("ours", None), ("ours_refine", [3])]
+    with pytest.raises(UserError, match=r"study.yaml: .*controls.random_init\[1\].method 'nope' is neither"):
+        parse_config({"model": "m", "db": "d.db", "tasks": {"t": "t"},
+                      "controls": {"random_init": [{"method": "ours"}, {"method": "nope"}]}}, "study.yaml")

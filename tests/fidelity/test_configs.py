@@ -46,7 +46,7 @@ def test_paper_yaml_uses_the_papers_metric_and_both_pi_tuning_lrs():
                                                                                "labelled")
     pi = [m for m in config.methods if m.preset == "pi_tuning"]
     assert sorted(m.lr for m in pi) == [5e-5, 1e-4] and all(m.k == [20] for m in pi)
-    assert config.controls.random_init.noise_std == "pooled"
+    assert [c.noise_std for c in config.controls.random_init] == ["pooled"]
     sweep = load_config(ROOT / "experiments" / "ties_sweep.yaml")
     cells = {(method_settings(m, sweep).prune, method_settings(m, sweep).coef) for m in sweep.methods}
     assert cells == {(p, c) for p in (0.2, 0.4, 0.6) for c in (1.0, 0.3, None)}

@@ -154,7 +154,9 @@ class InHouseControl(_Strict):
 
 
 class Controls(_Strict):
-    random_init: RandomInitControl | None = None
+    """The random-init control (one mapping, or a list: one per method it controls) and the in-house pool."""
+
+    random_init: list[RandomInitControl] | None = None
     in_house: InHouseControl | None = None
 
     @field_validator("random_init", "in_house", mode="before")
@@ -163,6 +165,11 @@ class Controls(_Strict):
         if value is True:
             return {}
         return None if value is False else value
+
+    @field_validator("random_init", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
 
 
 class Budget(_Strict):
@@ -232,7 +239,10 @@ class ExperimentConfig(_Strict):
         duplicates = sorted({x for x in labels if labels.count(x) > 1})
         if duplicates:
             raise ValueError(f"method names must be unique; repeated: {', '.join(duplicates)} (set name:)")
-        for control, field in ((self.controls.random_init, "random_init"), (self.controls.in_house, "in_house")):
+        random_init = self.controls.random_init or []
+        named = [(control, f"random_init[{i}]" if len(random_init) > 1 else "random_init")
+                 for i, control in enumerate(random_init)] + [(self.controls.in_house, "in_house")]
+        for control, field in named:
             if control is not None and control.method not in labels and control.method not in METHODS:
                 raise ValueError(f"controls.{field}.method {control.method!r} is neither a method here nor a preset")
         return self
@@ -278,7 +288,12 @@ def parse_config(data: Any, source: str) -> ExperimentConfig:
         return ExperimentConfig(**data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise UserError(f"{source}: field {_field_path(first['loc'])}: {_message(first)}") from None
+        loc = tuple(first["loc"])
+        controls = data.get("controls")
+        if loc[:3] == ("controls", "random_init", 0) and isinstance(controls, dict) and isinstance(
+                controls.get("random_init"), dict):  # written as one mapping: name it as written
+            loc = loc[:2] + loc[3:]
+        raise UserError(f"{source}: field {_field_path(loc)}: {_message(first)}") from None
     except TypeError as exc:
         raise UserError(f"{source}: {exc}") from None
 
@@ -374,9 +389,9 @@ def _check_against_pool(config: ExperimentConfig, source: str, pool_size: int, o
     for i, spec in enumerate(config.methods):
         if spec.k is not None:
             too_large(f"methods[{i}].k", spec.k, pool_size)
-    random_init = config.controls.random_init
-    if random_init is not None and random_init.k is not None:
-        too_large("controls.random_init.k", random_init.k, pool_size)
+    for random_init in config.controls.random_init or []:
+        if random_init.k is not None:
+            too_large("controls.random_init.k", random_init.k, pool_size)
     in_house = config.controls.in_house
     if in_house is not None:
         for k in in_house.k:

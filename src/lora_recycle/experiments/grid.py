@@ -138,8 +138,7 @@ def expand_runs(resolved: ResolvedExperiment, task_hashes: dict[str, str] | None
                     for with_target in target_options(config.include_target_lora):
                         add("merge", task, seed, spec.label, settings=settings, k=k, with_target=with_target,
                             pool="recycled")
-            control = config.controls.random_init
-            if control is not None:
+            for control in config.controls.random_init or []:
                 spec = config.method(control.method)
                 settings = method_settings(spec, config)
                 for k in control.k or spec.k or config.k:
