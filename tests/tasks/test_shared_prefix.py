@@ -80,8 +80,17 @@ def test_active_dropout_disables_sharing(tiny_model):
     assert not has_active_dropout(peft_model)
 
 
-def test_prompt_once_choice_logliks_equal_prompt_plus_choice_rows(tiny_model, tmp_path):
+@pytest.mark.parametrize("batch_size", [5, 64])  # one prompt per pass (left-padded), or 12 sharing their prefix
+def test_prompt_once_choice_logliks_equal_prompt_plus_choice_rows(tiny_model, tmp_path, batch_size, monkeypatch):
     """Multi-token choices of uneven length and prompts of uneven length: the cached path gives the same sums."""
+    shared_passes = []
+    real_first_pass = shared_prefix._first_pass
+
+    def spy(decoder, **inputs):  # a one-row first pass is the shared prefix
+        shared_passes.append(inputs["input_ids"].shape[0] == 1 and "attention_mask" not in inputs)
+        return real_first_pass(decoder, **inputs)
+
+    monkeypatch.setattr(shared_prefix, "_first_pass", spy)
     from lora_recycle.tasks.format import Example, TaskSpec, write_task
     from lora_recycle.tasks.scoring import choice_logliks
     from lora_recycle.tasks.shared_prefix import prefix_sharing
@@ -94,7 +103,16 @@ def test_prompt_once_choice_logliks_equal_prompt_plus_choice_rows(tiny_model, tm
     examples = task.split("test")
     with prefix_sharing(False):
         reference = choice_logliks(model, tokenizer, task, examples, batch_size=5)
-    cached = choice_logliks(model, tokenizer, task, examples, batch_size=5)
+    cached = choice_logliks(model, tokenizer, task, examples, batch_size=batch_size)
     assert len(cached) == len(reference) == 12
+    assert any(shared_passes) == (batch_size == 64)
     for got, want in zip(cached, reference, strict=True):
         assert got == pytest.approx(want, rel=1e-4, abs=1e-4)
+
+
+def test_common_prefix_leaves_every_prompt_a_token():
+    from lora_recycle.tasks.shared_prefix import common_prefix_length
+
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # identical prompts: the last token runs per row
+    assert common_prefix_length([[7], [7, 8]]) == 0

@@ -94,40 +94,85 @@ def prefix_shared_hidden(decoder: nn.Module, input_ids: torch.Tensor, attention_
     return out.last_hidden_state
 
 
+def common_prefix_length(sequences: list[list[int]]) -> int:
+    """Leading tokens every sequence shares, leaving each at least one token of its own."""
+    shortest = min(map(len, sequences))
+    length = 0
+    while length < shortest - 1 and all(seq[length] == sequences[0][length] for seq in sequences):
+        length += 1
+    return length
+
+
+def _prompt_pass(decoder: nn.Module, prompts: list[list[int]], pad: int, device):
+    """Run every prompt: ``(last hidden state per prompt, cache, cache keyword, cache mask, prompt lengths)``,
+    or ``None`` if the decoder takes no cache.
+
+    With enough prompts sharing a long enough prefix, the prefix runs once (one row, its cache repeated)
+    and the right-padded rest on top; otherwise the prompts run left-padded in one pass.
+    """
+    lengths = torch.tensor([len(p) for p in prompts], device=device)
+    prefix = common_prefix_length(prompts)
+    if _enabled and len(prompts) >= MIN_SHARED_BATCH and prefix >= MIN_SHARED_PREFIX:
+        first = _first_pass(decoder, input_ids=torch.tensor([prompts[0][:prefix]], device=device))
+        if first is None:
+            return None
+        _, cache, argument = first
+        cache.batch_repeat_interleave(len(prompts))
+        width = max(len(p) for p in prompts) - prefix
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        suffix_mask = torch.zeros_like(ids)
+        for row, prompt in enumerate(prompts):
+            ids[row, : len(prompt) - prefix] = torch.tensor(prompt[prefix:])
+            suffix_mask[row, : len(prompt) - prefix] = 1
+        ids, suffix_mask = ids.to(device), suffix_mask.to(device)
+        mask = torch.cat([torch.ones(len(prompts), prefix, dtype=torch.long, device=device), suffix_mask], dim=1)
+        positions = (prefix + torch.arange(width, device=device)).unsqueeze(0).expand(len(prompts), -1)
+        hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **{argument: cache}).last_hidden_state
+        last = hidden[torch.arange(len(prompts), device=device), lengths - prefix - 1]
+        return last, cache, argument, mask, lengths
+    ids, mask = left_pad(prompts, pad)
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    first = _first_pass(decoder, input_ids=ids, attention_mask=mask, position_ids=positions)
+    if first is None:
+        return None
+    out, cache, argument = first
+    return out.last_hidden_state[:, -1], cache, argument, mask, lengths
+
+
 def choice_logprobs(model: nn.Module, prompts: list[list[int]], choices: list[list[list[int]]], pad: int,
                     device: torch.device | str = "cpu") -> list[list[float]] | None:
     """Sum of log-probabilities of each choice's tokens after its prompt, each prompt run once.
 
-    The prompts run left-padded in one pass; their key/value cache is repeated once per choice and the
-    choices' tokens run on top (single-token choices need no second pass: the prompt's last position
-    scores them all). ``None`` when the model takes no cache; the caller then runs prompt + choice rows.
+    The prompts run in one pass (their shared prefix once, see ``_prompt_pass``); their key/value cache is
+    repeated once per choice and the choices' tokens run on top (single-token choices need no second pass:
+    the prompt's last position scores them all). ``None`` when the model takes no cache; the caller then
+    runs prompt + choice rows.
     """
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     if not _enabled or any(not c for options in choices for c in options):
         return None
-    ids, mask = left_pad(prompts, pad)
-    ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    first_pass = _first_pass(decoder, input_ids=ids, attention_mask=mask, position_ids=positions)
-    if first_pass is None:
+    prompt_pass = _prompt_pass(decoder, prompts, pad, device)
+    if prompt_pass is None:
         return None
-    out, cache, argument = first_pass
-    first = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), dim=-1)  # [prompts, vocab]
+    last, cache, argument, mask, lengths = prompt_pass
+    first = torch.log_softmax(head(last).float(), dim=-1)  # [prompts, vocab]
     owner = [e for e, options in enumerate(choices) for _ in options]
     flat = [c for options in choices for c in options]
     scores = [float(first[e, c[0]]) for e, c in zip(owner, flat, strict=True)]
     longest = max(map(len, flat))
     if longest > 1:  # tokens 2.. of each choice: its tokens 1..n-1 run on the prompt's cache
-        cache.batch_select_indices(torch.tensor(owner, device=ids.device))
+        index = torch.tensor(owner, device=mask.device)
+        cache.batch_select_indices(index)
         tail = torch.full((len(flat), longest - 1), pad, dtype=torch.long)
         tail_mask = torch.zeros_like(tail)
         for row, c in enumerate(flat):
             tail[row, : len(c) - 1] = torch.tensor(c[:-1])
             tail_mask[row, : len(c) - 1] = 1
-        tail, tail_mask = tail.to(device), tail_mask.to(device)
-        lengths = mask.sum(-1)[owner]  # each row's prompt length: the first choice token's position
-        tail_positions = lengths[:, None] + torch.arange(longest - 1, device=ids.device)[None]
-        full_mask = torch.cat([mask[owner], tail_mask], dim=1)
+        tail, tail_mask = tail.to(mask.device), tail_mask.to(mask.device)
+        tail_positions = lengths[index][:, None] + torch.arange(longest - 1, device=mask.device)[None]
+        full_mask = torch.cat([mask[index], tail_mask], dim=1)
         hidden = decoder(input_ids=tail, attention_mask=full_mask, position_ids=tail_positions, use_cache=True,
                          **{argument: cache}).last_hidden_state
         logprobs = torch.log_softmax(head(hidden[tail_mask.bool()]).float(), dim=-1)

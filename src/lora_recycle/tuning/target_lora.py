@@ -20,7 +20,9 @@ from lora_recycle.tasks.scoring import evaluate_task
 from lora_recycle.tuning.loop import LoopConfig, LoopResult, run_training
 from lora_recycle.tuning.precision import attention_for, autocast, resolve_precision
 
-ACCURACY_TIEBREAK = 1e-3  # weight of the validation loss in the accuracy-based score (a tie-break only)
+# weight of the right choices' mean negative log-likelihood in the accuracy-based score (a tie-break only;
+# the same scoring pass gives both)
+ACCURACY_TIEBREAK = 1e-3
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,8 @@ class TargetLoraConfig:
     keep_initial: bool = True  # False for published pool adapters: never save the untrained (B = 0) state
     precision: str = "fp32"  # "fp32", "bf16" (autocast, fp32 LoRA factors) or "auto" (bf16 where native)
     patience: int | None = None  # early stopping: validations without a new best before stopping (None: off)
-    # "accuracy": on multiple-choice tasks keep the snapshot with the best validation accuracy (validation
-    # loss breaks ties); a low answer-token loss can still rank the wrong choice first on a few rows
+    # "accuracy": on multiple-choice tasks keep the snapshot with the best validation accuracy (the right
+    # choices' log-likelihood breaks ties); a low answer-token loss can still rank the wrong choice first
     select_by: str = "loss"
 
     def identity(self) -> dict:
@@ -95,11 +97,10 @@ def train_target_lora(
 
     def validate() -> float:
         with autocast(precision, device):
-            loss = dataset_loss(peft_model, tokenizer, val, device=device)
             if not by_accuracy:
-                return loss
-            accuracy = evaluate_task(peft_model, tokenizer, task, val_split, device=device).accuracy
-        return (1.0 - accuracy) + ACCURACY_TIEBREAK * loss
+                return dataset_loss(peft_model, tokenizer, val, device=device)
+            result = evaluate_task(peft_model, tokenizer, task, val_split, device=device)
+        return (1.0 - result.accuracy) + ACCURACY_TIEBREAK * result.gold_nll  # one pass scores both
 
     def snapshot():
         return [p.detach().clone() for p in params]
@@ -138,7 +139,7 @@ def train_target_lora(
 
 def _score_name(config: TargetLoraConfig, task: Task) -> str:
     if config.select_by == "accuracy" and task.type == "multiple_choice":
-        return f"score (1 - accuracy + {ACCURACY_TIEBREAK:g} x loss)"
+        return f"score (1 - accuracy + {ACCURACY_TIEBREAK:g} x right-choice NLL)"
     return "loss"
 
 

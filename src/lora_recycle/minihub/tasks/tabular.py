@@ -72,9 +72,12 @@ def wine_cultivar(rng: random.Random) -> TaskDraft:
 
 @register_task("breast_cancer_diagnosis", family=FAMILY, domain=DOMAIN)
 def breast_cancer_diagnosis(rng: random.Random) -> TaskDraft:
-    """Wisconsin diagnostic breast cancer (569 rows): malignant or benign from six nucleus features."""
-    columns = ["mean radius", "mean texture", "mean concave points", "worst area", "worst smoothness",
-               "worst concavity"]
+    """Wisconsin diagnostic breast cancer (569 rows): malignant or benign from three nucleus features.
+
+    Three of the most telling features keep prompts short: digits tokenise one by one, and six features made
+    this task's training steps 3x a short task's (``bench/adapter_cost.py``).
+    """
+    columns = ["worst area", "worst concave points", "mean texture"]
     examples = _classification("breast_cancer", columns, {}, ("malignant", "benign"))
     return TaskDraft("multiple_choice", "Cell nuclei measured in a breast mass biopsy: {input}.\n"
                      "Is the tumour malignant or benign?",
