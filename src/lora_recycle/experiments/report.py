@@ -228,8 +228,13 @@ def metrics_used(rows: Iterable[Row]) -> list[str]:
 
 def build_tables(rows: list[Row]) -> dict[str, Any]:
     """Every table of the report, as plain JSON-ready data."""
+    from lora_recycle.experiments.findings import findings, per_task_table, recipe_table
+
     points = share_points(rows)
     return {
+        "findings": findings(rows),
+        "recipes": recipe_table(rows),
+        "per_task": per_task_table(rows),
         "runs": len(rows),
         "metrics": metrics_used(rows),
         "tasks": sorted({r["task"] for r in rows}),
@@ -269,6 +274,7 @@ def render_markdown(tables: dict[str, Any], figures: dict[str, Path | None], not
     for entry in tables["improvement"]:
         lines.append(f"| {entry['method']} | {'yes' if entry['with_target'] else 'no'} | "
                      f"{_fmt(entry['vs_prompting'], 1)} | {_fmt(entry['vs_target_lora'], 1)} |")
+    lines += _findings_lines(tables) + _recipe_lines(tables) + _per_task_lines(tables)
     titles = {"fig2_improvement": "Figure 2: improvement over the baselines",
               "fig3_accuracy_vs_k": "Figure 3: accuracy against k (selection and random-init control)",
               "fig4_coefficient_shares": "Figure 4: coefficient shares",
@@ -284,6 +290,49 @@ def render_markdown(tables: dict[str, Any], figures: dict[str, Path | None], not
             for s in tables["coefficient_shares"]["summary"]:
                 lines.append(f"| {'yes' if s['with_target'] else 'no'} | {s['role']} | {s['mean_share']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def _interval(data: dict[str, Any] | None) -> str:
+    if not data:
+        return "–"
+    return f"{data['estimate']:+.3f} [{data['low']:+.3f}, {data['high']:+.3f}]"
+
+
+def _findings_lines(tables: dict[str, Any]) -> list[str]:
+    if not tables.get("findings"):
+        return []
+    lines = ["", "## The paper's findings on these runs", "",
+             "Paired bootstrap over seeds and test examples (95% interval of the accuracy difference).", "",
+             "| | paper's finding | comparison | difference [95% CI] | verdict |", "| --- | --- | --- | --- | --- |"]
+    for f in tables["findings"]:
+        lines.append(f"| {f['question']} | {f['claim']} | {f['comparison']} | {_interval(f['interval'])} | "
+                     f"{f['verdict']} |")
+    return lines
+
+
+def _recipe_lines(tables: dict[str, Any]) -> list[str]:
+    if not tables.get("recipes"):
+        return []
+    lines = ["", "## Recipes with the target-task LoRA against it, each with its random-init control", "",
+             "| recipe (k) | tasks won | vs target LoRA [95% CI] | its random-init control vs target LoRA | "
+             "recipe vs control | meets the goal |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in tables["recipes"]:
+        lines.append(f"| {r['method']} ({r['k']}) | {r['wins']}/{r['tasks']} | {_interval(r['vs_target_lora'])} | "
+                     f"{_interval(r['control_vs_target_lora'])} | {_interval(r['vs_control'])} | "
+                     f"{'yes' if r['goal'] else 'no'} |")
+    return lines
+
+
+def _per_task_lines(tables: dict[str, Any]) -> list[str]:
+    per_task = tables.get("per_task") or {}
+    if not per_task.get("rows"):
+        return []
+    tasks = per_task["tasks"]
+    lines = ["", "## Per task (mean accuracy over seeds)", "", "| method | " + " | ".join(tasks) + " |",
+             "| --- |" + " --- |" * len(tasks)]
+    for label, cells in per_task["rows"].items():
+        lines.append(f"| {label} | " + " | ".join(f"{cells[t]:.3f}" if t in cells else "–" for t in tasks) + " |")
+    return lines
 
 
 def write_report(results_path: str | Path, out_dir: str | Path) -> dict[str, Any]:

@@ -1,0 +1,153 @@
+"""The paper's four findings (Q1-Q4) and the beyond-the-paper recipes, each as a paired bootstrap interval.
+
+Every comparison pairs two conditions on the same test examples: per seed, the correctness marks of
+every task both conditions ran (tasks in name order) are concatenated, and ``bootstrap_difference``
+resamples seeds and examples together. A finding *holds* when its interval says what the paper found,
+*does not hold* when it says the opposite, and is *inconclusive* otherwise.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from lora_recycle.experiments.bootstrap import Interval, bootstrap_difference
+
+Row = dict[str, Any]
+RESAMPLES = 2000
+# Q2's margin: the paper's best method beat the target-task LoRA by 0.018 on average, "no meaningful gain"
+MEANINGFUL_GAIN = 0.02
+# the beyond-the-paper goal: beat the target-task LoRA on at least this share of tasks, by this much on average
+GOAL_TASK_SHARE = 4 / 6
+GOAL_MARGIN = 0.02
+
+
+def select(rows: Iterable[Row], **where: Any) -> list[Row]:
+    """Rows whose fields equal every ``where`` value."""
+    return [r for r in rows if all(r.get(key) == value for key, value in where.items())]
+
+
+def merges(rows: Iterable[Row], method: str, k: int | None, with_target: bool, random_init: bool = False,
+           pool: str = "recycled", exclude_top: int = 0) -> list[Row]:
+    return select(rows, kind="merge", method=method, k=k, with_target=with_target, random_init=random_init,
+                  pool=pool, exclude_top=exclude_top)
+
+
+def _by_seed_task(rows: Iterable[Row]) -> dict[int, dict[str, str]]:
+    out: dict[int, dict[str, str]] = {}
+    for r in rows:
+        out.setdefault(r["seed"], {})[r["task"]] = r["correct"]
+    return out
+
+
+def paired(a: list[Row], b: list[Row] | None, resamples: int = RESAMPLES, seed: int = 0) -> Interval | None:
+    """Accuracy of ``a`` minus ``b`` (or ``a`` alone) over the (seed, task) cells both have, or None."""
+    left, right = _by_seed_task(a), _by_seed_task(b) if b is not None else None
+    seeds = sorted(set(left) & set(right)) if right is not None else sorted(left)
+    if not seeds:
+        return None
+    tasks = sorted(set.intersection(*(set(left[s]) & (set(right[s]) if right is not None else set(left[s]))
+                                      for s in seeds)))
+    if not tasks:
+        return None
+    joined_a = {s: "".join(left[s][t] for t in tasks) for s in seeds}
+    joined_b = {s: "".join(right[s][t] for t in tasks) for s in seeds} if right is not None else None
+    return bootstrap_difference(joined_a, joined_b, resamples=resamples, seed=seed)
+
+
+def _verdict(interval: Interval | None, holds: Callable[[Interval], bool], fails: Callable[[Interval], bool]) -> str:
+    if interval is None:
+        return "not run"
+    return "holds" if holds(interval) else "does not hold" if fails(interval) else "inconclusive"
+
+
+def main_k(rows: list[Row], method: str = "ours") -> int | None:
+    """The largest k at which ``method`` ran without and with the target-task LoRA and as random-init control."""
+    ks = [k for k in {r["k"] for r in select(rows, kind="merge", method=method, pool="recycled")} if k is not None]
+    full = [k for k in ks if merges(rows, method, k, False) and merges(rows, method, k, True)
+            and merges(rows, method, k, True, random_init=True)]
+    return max(full or ks, default=None)
+
+
+def findings(rows: list[Row], method: str = "ours") -> list[dict[str, Any]]:
+    """The paper's Q1-Q4 findings on these runs: the comparison, its interval and the verdict."""
+    k = main_k(rows, method)
+    prompting, target = select(rows, kind="prompting"), select(rows, kind="target_lora")
+    plain, with_target = merges(rows, method, k, False), merges(rows, method, k, True)
+    noise = merges(rows, method, k, True, random_init=True)
+    in_house_ks = sorted({r["k"] for r in select(rows, kind="merge", pool="in_house", exclude_top=0)})
+    k4 = in_house_ks[-1] if in_house_ks else None
+    in_house = merges(rows, method, k4, True, pool="in_house") if k4 is not None else []
+    recycled4 = merges(rows, method, k4, True) if k4 is not None else []
+    out = []
+
+    def add(key: str, claim: str, comparison: str, interval: Interval | None, holds, fails) -> None:
+        out.append({"question": key, "claim": claim, "comparison": comparison,
+                    "interval": interval.to_dict() if interval else None,
+                    "verdict": _verdict(interval, holds, fails)})
+
+    add("Q1", "adaptive merging of recycled LoRAs improves the base model",
+        f"{method} (k={k}, no target LoRA) - prompting", paired(plain, prompting),
+        lambda i: i.low > 0, lambda i: i.high < 0)
+    add("Q2", f"it does not beat the target-task LoRA meaningfully (by {MEANINGFUL_GAIN} or more)",
+        f"{method} + target LoRA (k={k}) - target LoRA", paired(with_target, target),
+        lambda i: i.high < MEANINGFUL_GAIN, lambda i: i.low >= MEANINGFUL_GAIN)
+    add("Q3", "with the target-task LoRA in the pool, random-init adapters do about as well as recycled ones",
+        f"{method} + target LoRA - random-init + target LoRA (k={k})", paired(with_target, noise),
+        lambda i: i.high < MEANINGFUL_GAIN, lambda i: i.low >= MEANINGFUL_GAIN)
+    add("Q4", "a controlled in-house pool overstates the gains of recycling",
+        f"in-house pool - recycled pool, both with the target LoRA (k={k4})", paired(in_house, recycled4),
+        lambda i: i.low > 0, lambda i: i.high <= 0)
+    return out
+
+
+def recipe_table(rows: list[Row], baseline_method: str = "ours") -> list[dict[str, Any]]:
+    """Every merge method run with the target-task LoRA and its own random-init control: against the target
+    LoRA per task, on average (with interval), and against its control. ``goal`` is the issue's bar."""
+    target = select(rows, kind="target_lora")
+    controlled = sorted({(r["method"], r["k"]) for r in rows if r["kind"] == "merge" and r["random_init"]
+                         and r["with_target"] and r["pool"] == "recycled"})
+    out = []
+    for method, k in controlled:
+        recipe, control = merges(rows, method, k, True), merges(rows, method, k, True, random_init=True)
+        if not recipe:
+            continue
+        per_task = {}
+        for task in sorted({r["task"] for r in recipe}):
+            mine = [r["accuracy"] for r in recipe if r["task"] == task]
+            base = [r["accuracy"] for r in target if r["task"] == task]
+            if base:
+                per_task[task] = statistics.fmean(mine) - statistics.fmean(base)
+        margin, over_control = paired(recipe, target), paired(recipe, control)
+        wins = sum(d > 0 for d in per_task.values())
+        goal = (bool(per_task) and wins >= GOAL_TASK_SHARE * len(per_task) and margin is not None
+                and margin.estimate >= GOAL_MARGIN and over_control is not None and over_control.low > 0)
+        out.append({"method": method, "k": k, "wins": wins, "tasks": len(per_task), "per_task": per_task,
+                    "vs_target_lora": margin.to_dict() if margin else None,
+                    "control_vs_target_lora": (paired(control, target).to_dict() if control else None),
+                    "vs_control": over_control.to_dict() if over_control else None, "goal": goal,
+                    "is_paper": method == baseline_method})
+    return out
+
+
+def per_task_table(rows: list[Row]) -> dict[str, Any]:
+    """Mean accuracy over seeds per task: the baselines and every main merge (recycled pool, no control)."""
+    tasks = sorted({r["task"] for r in rows})
+    lines: dict[str, dict[str, float]] = {}
+
+    def put(label: str, group: list[Row]) -> None:
+        cells = {t: statistics.fmean([r["accuracy"] for r in group if r["task"] == t]) for t in tasks
+                 if any(r["task"] == t for r in group)}
+        if cells:
+            lines[label] = cells
+
+    put("prompting", select(rows, kind="prompting"))
+    put("target_lora", select(rows, kind="target_lora"))
+    keys = sorted({(r["method"], r["k"], r["with_target"]) for r in rows if r["kind"] == "merge"
+                   and r["pool"] == "recycled" and not r["random_init"] and not r["exclude_top"]},
+                  key=lambda key: (key[0], key[1] or 10**9, key[2]))
+    for method, k, with_target in keys:
+        label = f"{method} ({k if k is not None else 'all'})" + (" + target" if with_target else "")
+        put(label, merges(rows, method, k, with_target))
+    return {"tasks": tasks, "rows": lines}
