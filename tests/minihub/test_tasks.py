@@ -41,6 +41,14 @@ def smollm2_tokenizer(cache_dir):
     return load_tokenizer(ensure_tokenizer(cache_dir))
 
 
+def test_suite_fingerprint_names_the_built_suite(suite_dirs):
+    """Hub keys hold SUITE_FINGERPRINT: a changed task builder must change it (and so rebuild the hubs)."""
+    from lora_recycle.minihub.tasks.suite import SUITE_FINGERPRINT, suite_fingerprint
+
+    built = suite_fingerprint([first for first, _ in suite_dirs.values()])
+    assert built == SUITE_FINGERPRINT, f"the task suite changed: set SUITE_FINGERPRINT = {built!r} in suite.py"
+
+
 def test_suite_size_domains_and_split():
     assert len(TASK_NAMES) >= 20 and set(TASK_NAMES) == set(TASK_BUILDERS)
     assert len({TASK_BUILDERS[n].domain for n in TASK_NAMES}) >= 5

@@ -100,11 +100,13 @@ def ensure_base(profile: Profile, cache_dir: Path) -> tuple[Path, str]:
 
 
 def hub_key(profile: Profile, seed: int, plans: list[AdapterPlan], targets: list[str]) -> str:
-    """What names a built hub: the profile's hub sizes, the seed, every adapter's plan and the held-out targets
-    (the demo's own sizes are left out, so tuning the demo reuses the hub)."""
+    """What names a built hub: the profile's hub sizes, the seed, every adapter's plan, the held-out targets and
+    the task suite's fingerprint (the demo's own sizes are left out, so tuning the demo reuses the hub)."""
+    from lora_recycle.minihub.tasks.suite import SUITE_FINGERPRINT
+
     sizes = {k: v for k, v in asdict(profile).items() if k not in DEMO_FIELDS}
     payload = json.dumps({"profile": sizes, "seed": seed, "plans": [asdict(p) for p in plans], "targets": targets,
-                          "format": HUB_FORMAT_VERSION}, sort_keys=True)
+                          "suite": SUITE_FINGERPRINT, "format": HUB_FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 

@@ -73,6 +73,23 @@ TASK_FAMILIES: dict[str, list[str]] = task_families()
 SOURCE_TASKS: list[str] = interleave_families([n for n in TASK_NAMES if n not in TARGET_TASKS and n not in NOT_POOLED])
 
 
+# The suite's content at seed 0 (``suite_fingerprint``): part of every hub's key, so a changed task builder
+# rebuilds the hubs trained on the old tasks. A test checks it against the built suite; update it with it.
+SUITE_FINGERPRINT = "87e7c8f8c21b499a"
+
+
+def suite_fingerprint(task_dirs: list[Path]) -> str:
+    """A hash of every task's files (definition, training and test rows), tasks in name order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for directory in sorted(task_dirs, key=lambda d: Path(d).name):
+        for name in sorted(p.name for p in Path(directory).iterdir() if p.is_file()):
+            digest.update(f"{Path(directory).name}/{name}\n".encode())
+            digest.update((Path(directory) / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def unambiguous(examples: list[Example]) -> list[Example]:
     """First occurrence of each input; inputs seen with two different targets are dropped altogether."""
     targets: dict[str, set[str]] = {}
