@@ -255,13 +255,14 @@ def safe_execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
 
 
 def warm_evaluation_scores(env: WorkerEnv, task_name: str, metric: str | None = None,
-                           split: str = "train") -> dict[str, Any]:
-    """Fill the catalog's evaluation-score cache for a task once, before merges that select by evaluation."""
+                           split: str = "train", strategy: str = "evaluation") -> dict[str, Any]:
+    """Fill the catalog's score cache of a model-scored selection (evaluation or loss) for a task once, before
+    the merges that select by it."""
     from lora_recycle.selection.from_catalog import select_from_catalog
 
     try:
         model, tokenizer, device = _load_model(env)
-        select_from_catalog(env.db, "evaluation", 1, 0, model, tokenizer, _load_task(env, task_name), device,
+        select_from_catalog(env.db, strategy, 1, 0, model, tokenizer, _load_task(env, task_name), device,
                             metric=metric, split=split)
         return {"ok": True}
     except Exception as exc:  # the merges will hit (and record) the same problem
@@ -308,10 +309,10 @@ def run_experiment(resolved: ResolvedExperiment, results_path: str | Path, execu
         clean_stale_artifacts(Path(env.artifacts))
         baselines = [r for r in todo if r.kind != "merge"]
         merges = [r for r in todo if r.kind == "merge"]
-        warm = sorted({(r.task, r.settings.selection_metric or "", r.settings.selection_split) for r in merges
-                       if r.pool == "recycled" and r.settings.selection == "evaluation"})
+        warm = sorted({(r.task, r.settings.selection, r.settings.selection_metric or "", r.settings.selection_split)
+                       for r in merges if r.pool == "recycled" and r.settings.selection in ("evaluation", "loss")})
         finished = failed = 0
-        for _, outcome in executor.map(warm_evaluation_scores, [(env, t, m or None, s) for t, m, s in warm]):
+        for _, outcome in executor.map(warm_evaluation_scores, [(env, t, m or None, s, n) for t, n, m, s in warm]):
             if "error" in outcome:
                 log(f"  warning: scoring the pool failed: {outcome['error']}")
         counter = already

@@ -41,3 +41,27 @@ def strategy_scores(name: str, inputs, ids: list[str]) -> dict[str, float]:
     """The ``evaluation`` selection strategy's scores (see ``selection/strategies.py``)."""
     return evaluation_scores(inputs.model, inputs.tokenizer, inputs.task, ids, inputs.load, split=inputs.split,
                              device=inputs.device, metric=inputs.metric)
+
+
+def loss_scores(model, tokenizer, task: Task, adapter_ids: Iterable[str], load: Callable[[str], LoraAdapter],
+                split: str = "train", device: torch.device | str = "cpu") -> dict[str, float]:
+    """``{adapter id: minus the answer-token loss on the split}`` (higher is better, like every score).
+
+    Beyond the paper: where no adapter answers a held-out task in its expected form, accuracies tie at
+    zero and say nothing, while the loss still ranks the adapters whose knowledge comes closest.
+    """
+    from lora_recycle.tasks.encoded import encode_task
+    from lora_recycle.tasks.loss import dataset_loss
+
+    sequences = [encode_task(tokenizer, task).training(ex) for ex in task.split(split)]
+    scores: dict[str, float] = {}
+    for adapter_id in tqdm(list(adapter_ids), desc=f"pool loss on {task.name}", unit="adapter", disable=None):
+        with folded(model, load(adapter_id)):
+            scores[adapter_id] = -dataset_loss(model, tokenizer, sequences, device=device)
+    return scores
+
+
+def loss_strategy_scores(name: str, inputs, ids: list[str]) -> dict[str, float]:
+    """The ``loss`` selection strategy's scores (see ``selection/strategies.py``)."""
+    return loss_scores(inputs.model, inputs.tokenizer, inputs.task, ids, inputs.load, split=inputs.split,
+                       device=inputs.device)

@@ -72,7 +72,9 @@ def select_from_catalog(
 
         task.split(split)  # an unknown split name is a user error before any scoring
         key = task.content_hash()
-        if metric is not None or split != "train":  # the default keeps its cache key
+        if strategy == "loss":  # no metric: the loss is the score
+            kind = f"loss:{split}"
+        elif metric is not None or split != "train":  # the default keeps its cache key
             kind = f"{strategy}:{resolve_metric(task, metric)}:{split}"
     elif chosen.needs == "target":
         if target is None:

@@ -84,6 +84,9 @@ register_strategy("random", "k adapters uniformly at random (seeded)",
 register_strategy("evaluation", "top k by accuracy on the task's training examples (or all labelled ones, by "
                   "exact match: --selection-split labelled --selection-metric exact_match)", "model",
                   score="lora_recycle.selection.evaluation:strategy_scores")
+register_strategy("loss", "top k by lowest answer-token loss on the task's training examples (or all labelled ones: "
+                  "--selection-split labelled); ranks adapters even where every accuracy is zero", "model",
+                  score="lora_recycle.selection.evaluation:loss_strategy_scores")
 for _name, _help in (("cosine", "cosine similarity"), ("clamp", "cosine (negative products clamped to 0)"),
                      ("abs", "cosine of absolute values"), ("quasi_fim", "cosine of elementwise squares")):
     register_strategy(_name, f"top k by {_help} to the target-task LoRA", "target",

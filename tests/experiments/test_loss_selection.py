@@ -1,0 +1,29 @@
+"""Loss-based selection (beyond the paper): scores are minus each adapter's answer-token loss, cached per task."""
+
+from __future__ import annotations
+
+import pytest
+
+from lora_recycle.models.fold import folded
+from lora_recycle.models.loading import load_base_model
+from lora_recycle.pool import load_pool_adapters
+from lora_recycle.selection import from_catalog
+from lora_recycle.selection.from_catalog import accepted_ids, select_from_catalog
+from lora_recycle.tasks import load_task
+from lora_recycle.tasks.encoded import encode_task
+from lora_recycle.tasks.loss import dataset_loss
+
+
+def test_loss_selection_ranks_by_the_loss_and_caches(world, monkeypatch):
+    model, tokenizer = load_base_model(world["model"])
+    task = load_task(world["tasks"]["echo"])  # a generation task: accuracies of random adapters tie at zero
+    chosen, scores = select_from_catalog(world["db"], "loss", 2, 0, model, tokenizer, task)
+    ids = accepted_ids(world["db"])
+    assert set(scores) == set(ids) and len(chosen) == 2
+    sequences = [encode_task(tokenizer, task).training(ex) for ex in task.split("train")]
+    for adapter_id in ids:
+        with folded(model, load_pool_adapters(world["db"], [adapter_id])[0]):
+            assert scores[adapter_id] == pytest.approx(-dataset_loss(model, tokenizer, sequences), rel=1e-5)
+    assert chosen == sorted(ids, key=lambda i: -scores[i])[:2]
+    monkeypatch.setattr(from_catalog, "score", lambda *a, **k: pytest.fail("scored again instead of the cache"))
+    assert select_from_catalog(world["db"], "loss", 2, 0, model, tokenizer, task) == (chosen, scores)
