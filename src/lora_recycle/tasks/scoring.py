@@ -19,8 +19,8 @@ from lora_recycle.errors import UserError
 from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.format import Example, Task
 from lora_recycle.tasks.loss import selected_logits, supports_selective_head
-from lora_recycle.tasks.prompting import left_pad, pad_token_id
-from lora_recycle.tasks.shared_prefix import choice_logprobs
+from lora_recycle.tasks.prompting import pad_token_id
+from lora_recycle.tasks.shared_prefix import cache_keyword, choice_logprobs, prefix_cached_prompts
 
 
 @dataclass
@@ -157,9 +157,35 @@ def _prompt_once_logliks(model, encoded, examples: list[Example], batch_size: in
     return scores
 
 
+ARTICLE_SLACK = 4  # appending text can shrink a normalised prediction by at most one article and a space
+
+
+class PastMatching:
+    """A ``generate`` stopping criterion: a row stops once its text, normalised, is too long to ever equal its
+    target. Appending can only shrink a normalised text by ``ARTICLE_SLACK`` characters (a trailing partial
+    word becoming an article), so a stopped row is certainly wrong and its exact match is unchanged."""
+
+    def __init__(self, tokenizer, targets: list[str], width: int):
+        self.tokenizer, self.width = tokenizer, width
+        self.limits = [len(normalize_answer(t)) + ARTICLE_SLACK for t in targets]
+
+    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
+        done = [len(normalize_answer(self.tokenizer.decode(row[self.width:], skip_special_tokens=True))) > limit
+                for row, limit in zip(input_ids, self.limits, strict=True)]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 @torch.no_grad()
-def greedy_generate(model, tokenizer, task: Task, examples: list[Example], batch_size: int = 16, device="cpu"):
-    """Greedy continuations (decoded, special tokens dropped) of each example's prompt, left-padded batches."""
+def greedy_generate(model, tokenizer, task: Task, examples: list[Example], batch_size: int = 16, device="cpu",
+                    stop_past_targets: bool = False):
+    """Greedy continuations (decoded, special tokens dropped) of each example's prompt, left-padded batches
+    whose shared prompt prefix runs once (``prefix_cached_prompts``).
+
+    ``stop_past_targets``: a row stops as soon as it can no longer match its target (``PastMatching``); its
+    text is then cut short, but whether it matches is not changed (what exact-match scoring needs).
+    """
+    from transformers import StoppingCriteriaList
+
     spec = task.spec
     pad = pad_token_id(tokenizer)
     prompts = [encode_task(tokenizer, task).prompt(ex) for ex in examples]
@@ -168,16 +194,14 @@ def greedy_generate(model, tokenizer, task: Task, examples: list[Example], batch
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     for start in tqdm(range(0, len(order), batch_size), desc=f"generating {task.name}", disable=None, leave=False):
         index = order[start : start + batch_size]
-        ids, mask = left_pad([prompts[i] for i in index], pad)
+        ids, mask, cache = prefix_cached_prompts(model, [prompts[i] for i in index], pad, device)
         width = ids.shape[1]
-        generated = model.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            max_new_tokens=spec.max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
-            eos_token_id=stop_ids,
-        )
+        extra = {} if cache is None else {cache_keyword(model): cache}
+        if stop_past_targets:
+            extra["stopping_criteria"] = StoppingCriteriaList(
+                [PastMatching(tokenizer, [examples[i].target for i in index], width)])
+        generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=spec.max_new_tokens,
+                                   do_sample=False, pad_token_id=pad, eos_token_id=stop_ids, **extra)
         for row, i in enumerate(index):
             outputs[i] = tokenizer.decode(generated[row, width:], skip_special_tokens=True).strip()
     return outputs
@@ -223,15 +247,17 @@ def teacher_forced_hits(model, tokenizer, task: Task, examples: list[Example], b
 def greedy_exact_match(model, tokenizer, task: Task, examples: list[Example], batch_size: int = 64,
                        device="cpu") -> tuple[list[str], list[bool]]:
     """Greedy predictions and their exact match: rows the teacher-forced check proves correct take their target
-    as prediction; only the others are decoded (the same results at a fraction of the decoding)."""
+    as prediction; only the others are decoded, each until it ends or can no longer match (the same exact
+    match at a fraction of the decoding; a wrong row's recorded prediction may be cut short)."""
     hits = teacher_forced_hits(model, tokenizer, task, examples, batch_size, device)
     encoded = encode_task(tokenizer, task)
     predictions = [tokenizer.decode(encoded.answer(ex.target), skip_special_tokens=True).strip() if hit else ""
                    for ex, hit in zip(examples, hits, strict=True)]
     rest = [i for i, hit in enumerate(hits) if not hit]
     if rest:
-        for i, text in zip(rest, greedy_generate(model, tokenizer, task, [examples[i] for i in rest], batch_size,
-                                                 device), strict=True):
+        decoded = greedy_generate(model, tokenizer, task, [examples[i] for i in rest], batch_size, device,
+                                  stop_past_targets=True)
+        for i, text in zip(rest, decoded, strict=True):
             predictions[i] = text
     return predictions, exact_match(predictions, [ex.target for ex in examples])
 

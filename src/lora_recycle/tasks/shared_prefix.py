@@ -65,6 +65,12 @@ def _cache_argument(decoder_type: type) -> str | None:
     return next((name for name in ("cache", "past_key_values") if name in parameters), None)
 
 
+def cache_keyword(model: nn.Module) -> str:
+    """The keyword ``model``'s forward and ``generate`` take a key/value cache by (``cache`` or ``past_key_values``)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _cache_argument(type(inner)) or "past_key_values"
+
+
 def _first_pass(decoder: nn.Module, **inputs):
     """Run ``decoder`` with a fresh key/value cache: ``(output, cache, keyword)``, or ``None`` if it takes none."""
     from transformers import DynamicCache
@@ -101,6 +107,32 @@ def common_prefix_length(sequences: list[list[int]]) -> int:
     while length < shortest - 1 and all(seq[length] == sequences[0][length] for seq in sequences):
         length += 1
     return length
+
+
+def prefix_cached_prompts(model: nn.Module, prompts: list[list[int]], pad: int, device
+                          ) -> tuple[torch.Tensor, torch.Tensor, object | None]:
+    """``(input_ids, attention_mask, cache)`` for ``generate``: the prompts' shared prefix already run once.
+
+    Rows are ``prefix, padding, rest of the prompt`` (every row's last prompt token in the last column, as
+    left padding gives); ``cache`` holds the prefix's keys and values repeated per row, so ``generate`` runs
+    only the columns after it, and takes positions from the mask. ``cache`` is None (plain left padding)
+    when sharing does not apply.
+    """
+    prefix = common_prefix_length(prompts) if len(prompts) >= 2 else 0
+    config = getattr(model, "config", None)
+    if not _enabled or prefix < MIN_SHARED_PREFIX or config is None:
+        ids, mask = left_pad(prompts, pad)
+        return ids.to(device), mask.to(device), None
+    from transformers import DynamicCache
+
+    rest, rest_mask = left_pad([p[prefix:] for p in prompts], pad)
+    head = torch.tensor([prompts[0][:prefix]], dtype=torch.long)
+    cache = DynamicCache(config=config)
+    model(input_ids=head.to(device), use_cache=True, **{cache_keyword(model): cache})
+    cache.batch_repeat_interleave(len(prompts))
+    ids = torch.cat([head.expand(len(prompts), -1), rest], dim=1)
+    mask = torch.cat([torch.ones(len(prompts), prefix, dtype=torch.long), rest_mask], dim=1)
+    return ids.to(device), mask.to(device), cache
 
 
 def _prompt_pass(decoder: nn.Module, prompts: list[list[int]], pad: int, device):
