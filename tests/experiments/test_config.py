@@ -67,7 +67,7 @@ def test_hub_and_paths_are_exclusive(tmp_path):
         load_config(path)
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["smoke.yaml", "paper.yaml", "study.yaml"])
 def test_shipped_configs_validate(name):
     config = load_config(REPO / "experiments" / name)
     assert config.hub is not None and config.methods
