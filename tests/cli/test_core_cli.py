@@ -41,6 +41,20 @@ def test_merge_and_reload(capsys, tmp_path, tiny_model_dir, colour_task_dir, ada
     assert code == 0
 
 
+def test_merge_refine_steps(capsys, tmp_path, tiny_model_dir, colour_task_dir, adapter_dirs):
+    """--refine-steps fine-tunes the merge; the result records it, and the exported adapter is the refined one."""
+    code, out, _ = run(capsys, "merge", "--model", tiny_model_dir, "--task", colour_task_dir,
+                       "--adapters", adapter_dirs["all_r4"], "--adapters", adapter_dirs["qv_r8"], "--method", "ours",
+                       "--steps", "3", "--refine-steps", "4", "--refine-lr", "0.005", "--out", tmp_path / "r", "--json")
+    assert code == 0
+    refinement = json.loads((tmp_path / "r" / "merge_result.json").read_text())["refinement"]
+    assert refinement["best_validation_loss"] <= refinement["initial_validation_loss"]
+    assert json.loads((tmp_path / "r" / "merge_result.json").read_text())["settings"]["refine_steps"] == 4
+    code, _, err = run(capsys, "merge", "--model", tiny_model_dir, "--adapters", adapter_dirs["all_r4"],
+                       "--method", "ties", "--refine-steps", "4", "--out", tmp_path / "t")
+    assert code == 2 and "--refine-steps does not apply to method ties" in err
+
+
 def test_average_needs_no_task(capsys, tmp_path, tiny_model_dir, adapter_dirs):
     code, out, _ = run(capsys, "merge", "--model", tiny_model_dir, "--adapters", adapter_dirs["all_r4"],
                        "--adapters", adapter_dirs["patterns"], "--method", "average", "--out", tmp_path / "avg",

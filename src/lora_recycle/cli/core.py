@@ -118,6 +118,13 @@ def merge(
     )] = "pooled",
     keep_start: Annotated[bool, typer.Option(
         "--keep-start", help="Let the untrained start win the best-validation snapshot (default: never).")] = False,
+    refine_steps: Annotated[int | None, typer.Option(
+        "--refine-steps", min=1, help="After merging, fine-tune the merge as one LoRA for N steps (beyond the paper).")
+    ] = None,
+    refine_lr: Annotated[float | None, typer.Option(
+        "--refine-lr", callback=positive, help="Learning rate of --refine-steps (default 1e-4).")] = None,
+    refine_rank: Annotated[int | None, typer.Option(
+        "--refine-rank", min=1, help="Rank the merge is compressed to before refining (default 64).")] = None,
     selection_metric: Annotated[str | None, typer.Option(
         "--selection-metric", help="Evaluation selection scores by loglik (default) or exact_match.")] = None,
     selection_split: Annotated[str, typer.Option(
@@ -207,7 +214,8 @@ def merge(
     settings = choices.settings_from_flags(
         method, {"--granularity": granularity, "--activation": activation, "--steps": steps, "--lr": lr,
                  "--strategy": strategy, "--tuning": tuning, "--init": init_value, "--prune": prune, "--coef": coef,
-                 "--max-rank": max_rank, "--max-error": max_error, "--keep-start": keep_start or None}, seed=seed,
+                 "--max-rank": max_rank, "--max-error": max_error, "--keep-start": keep_start or None,
+                 "--refine-steps": refine_steps, "--refine-lr": refine_lr, "--refine-rank": refine_rank}, seed=seed,
         selection=selection, k=k)
     from typing import get_args
 
