@@ -60,6 +60,7 @@ bench: install
 	$(BIN)/python bench/pool_scan.py
 	$(BIN)/python bench/hostile_scan.py
 	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/adapter_cost.py
 	$(BIN)/python bench/arrow_inference.py
 	$(BIN)/python bench/ties_export_error.py
 
