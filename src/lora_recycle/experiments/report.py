@@ -260,7 +260,7 @@ def render_markdown(tables: dict[str, Any], figures: dict[str, Path | None], not
                     source: str) -> str:
     """The report text: Table 2, Figure 2's numbers, and every figure (or why it was skipped)."""
     metric_line = f"Metric: {', '.join(tables.get('metrics') or ['unrecorded'])}."
-    lines = [f"# lora-recycle report: `{source}`", "",
+    lines = [f"# lora-recycle report: `{Path(source).name}`", "",
              f"{tables['runs']} runs over {len(tables['tasks'])} task(s) ({', '.join(tables['tasks'])}) and "
              f"{len(tables['seeds'])} seed(s). Accuracy on the test split, averaged over tasks per seed; "
              "± is the standard deviation over seeds. With the target LoRA, a merge of k adapters holds it and "
