@@ -18,7 +18,7 @@ from lora_recycle.errors import UserError
 from lora_recycle.minihub.base_model import TINY_ID, build_tiny_model, default_cache_dir
 from lora_recycle.minihub.pool import BATCH_SIZE, AdapterPlan, make_broken_adapters, plan_pool
 from lora_recycle.minihub.specialists import SpecialistScore, summary
-from lora_recycle.minihub.trainer import Job, TrainerSetup, default_workers, run_jobs
+from lora_recycle.minihub.trainer import TrainerSetup, default_workers, job_groups, run_jobs
 
 HUB_FORMAT_VERSION = 2  # 2: the key leaves out the demo's own sizes; retry gate on held-out test rows
 DEMO_FIELDS = ("target_lora_steps", "merge_steps", "test_limit", "demo_k")  # sizes of the demo, not of the hub
@@ -136,11 +136,7 @@ def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: 
     workers = (1 if profile.base == "tiny" else default_workers(device)) if workers is None else workers
     outs = [root / "pool" / p.contributor / p.name for p in plans]
     in_house = {name: root / "in-house" / name for name in TARGET_TASKS} if profile.in_house else {}
-    groups = [[Job(out, tasks[p.task], plan=p) for p, out in zip(plans, outs, strict=True) if p.task == name]
-              for name in dict.fromkeys(p.task for p in plans)]
-    if in_house:
-        config = in_house_config(profile, seed, precision)
-        groups += [[Job(out, tasks[name], config=config, name=f"in-house/{name}")] for name, out in in_house.items()]
+    groups = job_groups(plans, outs, tasks, in_house, in_house_config(profile, seed, precision) if in_house else None)
     todo = sum(not _is_built(job.out) for group in groups for job in group)
     total = sum(map(len, groups))
     with tqdm(total=total, initial=total - todo, desc=f"mini-hub {profile.name}: adapters ({workers} workers)",

@@ -47,6 +47,16 @@ class Job:
     name: str = ""
 
 
+def job_groups(plans: list[AdapterPlan], outs: list[Path], tasks: dict[str, Path], in_house: dict[str, Path],
+               in_house_config: TargetLoraConfig | None) -> list[list[Job]]:
+    """The build's jobs: one group per source task (its pool adapters, in plan order), then one per in-house
+    adapter; a group runs in one worker, so a task's base accuracy is computed once."""
+    groups = [[Job(out, tasks[p.task], plan=p) for p, out in zip(plans, outs, strict=True) if p.task == name]
+              for name in dict.fromkeys(p.task for p in plans)]
+    return groups + [[Job(out, tasks[name], config=in_house_config, name=f"in-house/{name}")]
+                     for name, out in in_house.items()]
+
+
 class HubTrainer:
     """Loads the base model once, on first need; trains and scores adapters on their own task."""
 
