@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -9,6 +10,7 @@ from typing import Annotated
 import typer
 
 from lora_recycle.cli.output import emit_json, info
+from lora_recycle.errors import UserError
 
 experiment_app = typer.Typer(help="Run a study (methods x tasks x k x seeds) resumably, locally or on Ray.",
                              no_args_is_help=True)
@@ -26,16 +28,35 @@ def run(
     results: Annotated[Path, typer.Option("--results", help="Results SQLite file (created or resumed).")],
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
+    only_task: Annotated[list[str] | None, typer.Option(
+        "--task", help="Run only this target task's runs (repeat for several): a slice of the same grid.")] = None,
+    only_seed: Annotated[list[int] | None, typer.Option(
+        "--seed", help="Run only this seed's runs (repeat for several).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run every run of CONFIG not yet recorded in --results; safe to kill and restart at any moment."""
+    """Run every run of CONFIG not yet recorded in --results; safe to kill and restart at any moment.
+
+    ``--task`` / ``--seed`` run a slice: the same runs (and run hashes) as the whole grid's, so a slice
+    measures the cost and its results count when the whole grid runs later.
+    """
     from lora_recycle.experiments.config import load_config, resolve_experiment
     from lora_recycle.experiments.executors import make_executor
     from lora_recycle.experiments.runner import run_experiment
 
     loaded = load_config(config)
+    if only_seed:
+        unknown = sorted(set(only_seed) - set(loaded.seeds))
+        if unknown:
+            raise UserError(f"--seed {unknown[0]}: {config} runs seeds {', '.join(map(str, loaded.seeds))}")
+        loaded = loaded.model_copy(update={"seeds": list(only_seed)})
     chosen = make_executor(executor, ray_address)
     resolved = resolve_experiment(loaded, str(config))
+    if only_task:  # after resolving: the in-house pool stays the whole grid's
+        unknown = [t for t in only_task if t not in resolved.target_tasks]
+        if unknown:
+            raise UserError(f"--task {unknown[0]}: not a target task of {config} "
+                            f"({', '.join(resolved.target_tasks)})")
+        resolved = dataclasses.replace(resolved, target_tasks=list(only_task))
     try:
         summary = run_experiment(resolved, results, chosen, log=info)
     finally:
