@@ -27,3 +27,20 @@ def test_a_slice_runs_first_and_the_whole_grid_resumes_it(tmp_path, world, capsy
     assert "--task nope: not a target task" in capsys.readouterr().err
     assert main(["experiment", "run", str(config), "--results", str(results), "--seed", "7"]) == 2
     assert "--seed 7:" in capsys.readouterr().err
+
+
+def test_precision_bf16_runs_merges_and_scoring_under_autocast(tmp_path, world, capsys):
+    """``precision: bf16`` is recorded per run and in the target LoRA; fp32 runs keep their old hashes."""
+    from lora_recycle.experiments import expand_runs, load_config, resolve_experiment
+
+    config = write_config(tmp_path / "bf16.yaml", world, precision="bf16", methods=["ours"], seeds=[0])
+    results = tmp_path / "bf16.db"
+    assert main(["experiment", "run", str(config), "--results", str(results)]) == 0
+    capsys.readouterr()
+    metrics = [json.loads(m) for (m,) in sqlite3.connect(results).execute("SELECT metrics FROM runs")]
+    assert {m.get("precision") for m in metrics if "target_lora" not in m or m.get("precision")} == {"bf16"}
+    assert any(m.get("target_lora", {}).get("config", {}).get("precision") == "bf16" for m in metrics)
+    fp32 = expand_runs(resolve_experiment(load_config(write_config(tmp_path / "fp32.yaml", world))))
+    assert all("precision" not in run.to_dict() for run in fp32)
+    bf16 = expand_runs(resolve_experiment(load_config(config)))
+    assert {r.run_hash for r in bf16}.isdisjoint({r.run_hash for r in fp32})

@@ -200,6 +200,9 @@ class ExperimentConfig(_Strict):
     controls: Controls = Field(default_factory=Controls)
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # compute precision of training, merging and scoring: bf16 autocast with fp32 master weights (auto: where
+    # the hardware has bf16 natively), as the mini-hub's adapters were trained; fp32 keeps existing run hashes
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     threads: int | None = Field(default=None, ge=1)  # torch CPU threads per run (1 is fastest on busy small CPUs)
     budget: Budget = Field(default_factory=Budget)
     # test scoring: loglik (multiple choice by choice log-likelihood) or exact_match (greedy generation,

@@ -49,6 +49,7 @@ class RunSpec:
     exclude_top: int = 0
     noise_std: str = "pooled"
     metric: str | None = None
+    precision: str = "fp32"  # left out of the hash at fp32, so runs recorded before it keep theirs
 
     @property
     def run_hash(self) -> str:
@@ -79,6 +80,8 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data of every field (what the run hash and the results row hold)."""
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        if data["precision"] == "fp32":
+            del data["precision"]
         data["target_lora"] = self.target_lora.identity() if self.target_lora is not None else {}
         data["settings"] = self.settings.to_dict() if self.settings is not None else None
         return data
@@ -115,7 +118,7 @@ def expand_runs(resolved: ResolvedExperiment, task_hashes: dict[str, str] | None
 
     def add(kind: RunKind, task: str, seed: int, method: str, **extra: Any) -> None:
         target = TargetLoraConfig(rank=budget.target_lora_rank, alpha=16.0, steps=budget.target_lora_steps,
-                                  lr=budget.target_lora_lr, seed=seed)
+                                  lr=budget.target_lora_lr, seed=seed, precision=config.precision)
         settings = extra.pop("settings", None)
         similarity = settings is not None and needs_target(settings.selection)  # compared with the target LoRA
         uses_target = (kind == "target_lora" or extra.get("with_target") or extra.get("pool") == "in_house"
@@ -124,7 +127,8 @@ def expand_runs(resolved: ResolvedExperiment, task_hashes: dict[str, str] | None
             settings = settings.with_overrides(seed=seed, k=extra.get("k"))
         runs.append(RunSpec(kind, task, seed, method, hashes[task], resolved.model_ref,
                             resolved.pool_ref if kind == "merge" else "", config.dtype, budget.test_limit,
-                            target if uses_target else None, settings, metric=config.metric, **extra))
+                            target if uses_target else None, settings, metric=config.metric,
+                            precision=config.precision, **extra))
 
     for task in resolved.target_tasks:
         for seed in config.seeds:

@@ -218,22 +218,27 @@ def execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
 
     from lora_recycle.routing.arrow import scoring_model
     from lora_recycle.tasks.scoring import evaluate_task
+    from lora_recycle.tuning.precision import attention_for, autocast, resolve_precision
 
     clock = _Clock()
     model, tokenizer, device = _load_model(env)
     task = _load_task(env, spec.task)
     clock.lap("load")
     torch.manual_seed(spec.seed)
+    precision = resolve_precision(spec.precision, device)  # target LoRAs take theirs from their config
     cell: dict[str, Any] = {"adapter": None, "selected": [], "scores": {}, "coefficients": None, "metrics": {}}
     if spec.kind == "target_lora":
         adapter, record = _target_adapter(env, spec, model, tokenizer, device)
         cell.update(adapter=adapter, selected=[TARGET_ADAPTER_ID], metrics={"target_lora": record})
         clock.lap("target_lora")
     elif spec.kind == "merge":
-        cell = _merge_cell(env, spec, model, tokenizer, task, device, clock)
-    with scoring_model(model, cell["adapter"]) as scored:  # a LoRA folded in, or an Arrow library routed
+        with attention_for(model, precision), autocast(precision, device):
+            cell = _merge_cell(env, spec, model, tokenizer, task, device, clock)
+    with scoring_model(model, cell["adapter"]) as scored, attention_for(model, precision), autocast(precision,
+                                                                                                      device):
         result = evaluate_task(scored, tokenizer, task, "test", device, spec.test_limit, metric=spec.metric)
     cell["metrics"]["metric"] = result.metric
+    cell["metrics"]["precision"] = precision
     clock.lap("evaluate")
     return {
         "run_hash": spec.run_hash, "kind": spec.kind, "task": spec.task, "seed": spec.seed, "method": spec.method,
