@@ -27,9 +27,11 @@ from lora_recycle.routing.recipe import route_catalog
 from lora_recycle.selection.from_catalog import accepted_ids
 from lora_recycle.tasks import load_task
 from lora_recycle.tasks.scoring import evaluate_task, metric_label, resolve_metric
+from lora_recycle.tuning.precision import attention_for, autocast
 from lora_recycle.tuning.target_lora import TargetLoraConfig
 
-DEMO_FORMAT = 1  # bump when a row's computation changes: cached rows of older runs are then recomputed
+DEMO_FORMAT = 2  # bump when a row's computation changes: cached rows of older runs are then recomputed
+# 2: merges and scoring in the hub's precision (bf16 autocast where native)
 
 
 @dataclass
@@ -94,9 +96,10 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
         """Score what ``build()`` returns (an adapter or Arrow library, and a note), or reuse the cached row."""
         cached = cache.get(method)
         if cached is None:
-            adapter, note = build()
-            with scoring_model(model, adapter) as scored:  # a LoRA folded in, or an Arrow library routed
-                result = evaluate_task(scored, tokenizer, task, "test", limit=limit)
+            with attention_for(model, hub.precision), autocast(hub.precision):  # as the hub was trained
+                adapter, note = build()
+                with scoring_model(model, adapter) as scored:  # a LoRA folded in, or an Arrow library routed
+                    result = evaluate_task(scored, tokenizer, task, "test", limit=limit)
             cached = DemoRow(method, result.accuracy, result.n, note, result.metric)
             cache.put(cached)
         rows.append(cached)
