@@ -66,3 +66,21 @@ def test_a_worker_exits_when_its_build_is_killed(tmp_path):
             return
         time.sleep(0.1)
     raise AssertionError(f"worker {child} still running after its parent was killed")
+
+
+def test_progress_advances_once_per_adapter(cache_dir):
+    """Workers report each finished adapter (not each source task), so a long build's bar moves steadily."""
+    from lora_recycle.minihub.hub import PROFILES
+    from lora_recycle.minihub.pool import plan_pool
+    from lora_recycle.minihub.tasks import SOURCE_TASKS
+    from lora_recycle.minihub.trainer import TrainerSetup, job_groups, run_jobs
+
+    hub = build_hub("tiny", cache_dir, seed=0, workers=1)
+    profile = PROFILES["tiny"]
+    plans = plan_pool(list(SOURCE_TASKS), profile.pool_size, profile.adapter_steps, 0, profile.adapter_lr,
+                      profile.adapter_batch_size)
+    groups = job_groups(plans, hub.adapters, hub.tasks, {}, None)  # every adapter is built: each job is a check
+    setup = TrainerSetup(hub.base_model, hub.base_model_id, "cpu", hub.precision, profile.source_eval_limit, hub.root)
+    seen: list[int] = []
+    run_jobs(groups, setup, 2, seen.append)
+    assert seen == [1] * len(plans) and len(groups) > 1

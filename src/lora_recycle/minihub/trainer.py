@@ -129,14 +129,15 @@ def default_workers(device: str) -> int:
 
 
 _worker: HubTrainer | None = None
+_finished = None  # the build's queue of finished-adapter notices (one per job), set in each worker
 
 
-def _start_worker(setup: TrainerSetup, threads: int) -> None:
+def _start_worker(setup: TrainerSetup, threads: int, finished) -> None:
     import torch
 
-    global _worker
+    global _worker, _finished
     torch.set_num_threads(threads)
-    _worker = HubTrainer(setup)
+    _worker, _finished = HubTrainer(setup), finished
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
 
@@ -150,33 +151,49 @@ def _exit_with_parent(parent: int) -> None:
 def _run_group(jobs: list[Job]) -> int:
     for job in jobs:
         _worker.run(job)
+        _finished.put(1)
     return len(jobs)
 
 
 def run_jobs(groups: list[list[Job]], setup: TrainerSetup, workers: int, progress: Callable[[int], None],
              trainer: HubTrainer | None = None) -> None:
-    """Build every job, group by group (a group's jobs run in order in one process); ``progress(n)`` after
-    each finished group. ``workers`` <= 1 runs them here, with ``trainer`` (or a new one)."""
+    """Build every job, group by group (a group's jobs run in order in one process); ``progress(1)`` after
+    each finished job. ``workers`` <= 1 runs them here, with ``trainer`` (or a new one)."""
     groups = [g for g in groups if g]
     if workers <= 1 or len(groups) <= 1:
         trainer = trainer or HubTrainer(setup)
         for group in groups:
             for job in group:
                 trainer.run(job)
-            progress(len(group))
+                progress(1)
         return
+    import queue
+
     import torch
 
     threads = max(1, torch.get_num_threads() // workers)
     context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(setup, threads)) as pool:
-        pending = {pool.submit(_run_group, group) for group in groups}
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    progress(future.result())  # a worker's exception is raised here; finished adapters stay
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)  # let running groups finish their adapter, start no more
-            raise
+    with context.Manager() as manager:
+        finished = manager.Queue()
+
+        def drain() -> None:
+            while True:
+                try:
+                    progress(finished.get_nowait())
+                except queue.Empty:
+                    return
+
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                 initargs=(setup, threads, finished)) as pool:
+            pending = {pool.submit(_run_group, group) for group in groups}
+            try:
+                while pending:
+                    done, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
+                    drain()
+                    for future in done:
+                        future.result()  # a worker's exception is raised here; finished adapters stay
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # let running groups finish their adapter
+                raise
+            finally:
+                drain()
