@@ -216,6 +216,7 @@ def execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
     """Run one cell and return its results row (without the experiment's config hash and name)."""
     import torch
 
+    from lora_recycle.recipe.presets import is_routed
     from lora_recycle.routing.arrow import scoring_model
     from lora_recycle.tasks.scoring import evaluate_task
     from lora_recycle.tuning.precision import attention_for, autocast, resolve_precision
@@ -226,6 +227,8 @@ def execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
     clock.lap("load")
     torch.manual_seed(spec.seed)
     precision = resolve_precision(spec.precision, device)  # target LoRAs take theirs from their config
+    if spec.settings is not None and is_routed(spec.settings.method):
+        precision = "fp32"  # PEFT's Arrow router does not run under autocast
     cell: dict[str, Any] = {"adapter": None, "selected": [], "scores": {}, "coefficients": None, "metrics": {}}
     if spec.kind == "target_lora":
         adapter, record = _target_adapter(env, spec, model, tokenizer, device)

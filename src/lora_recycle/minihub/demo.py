@@ -92,11 +92,12 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[DemoRow] = []
 
-    def row(method: str, build: Callable[[], tuple[object, str]] = lambda: (None, "")) -> None:
+    def row(method: str, build: Callable[[], tuple[object, str]] = lambda: (None, ""), routed: bool = False) -> None:
         """Score what ``build()`` returns (an adapter or Arrow library, and a note), or reuse the cached row."""
         cached = cache.get(method)
         if cached is None:
-            with attention_for(model, hub.precision), autocast(hub.precision):  # as the hub was trained
+            precision = "fp32" if routed else hub.precision  # PEFT's Arrow router does not run under autocast
+            with attention_for(model, precision), autocast(precision):  # as the hub was trained
                 adapter, note = build()
                 with scoring_model(model, adapter) as scored:  # a LoRA folded in, or an Arrow library routed
                     result = evaluate_task(scored, tokenizer, task, "test", limit=limit)
@@ -150,7 +151,7 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
         return build
 
     for label, with_target in (("arrow (routing, no task data)", False), ("arrow + target LoRA", True)):
-        row(label, routed(with_target))
+        row(label, routed(with_target), routed=True)
     write_report(rows, name, hub, out_dir, metric_label(resolve_metric(task)))
     return rows
 
