@@ -52,6 +52,8 @@ class _MethodEntry(_Strict):
     preset: str
     name: str | None = None
     k: list[int] | None = None
+    seeds: list[int] | None = None  # a subset of the experiment's seeds (a study's budget cut), default all
+    include_target_lora: TargetLoraChoice | None = None  # default: the experiment's
 
     @model_validator(mode="before")
     @classmethod
@@ -65,7 +67,7 @@ class _MethodEntry(_Strict):
             raise ValueError(f"unknown preset {value!r}; choose one of: {', '.join(sorted(METHODS))}")
         return value
 
-    @field_validator("k", mode="before")
+    @field_validator("k", "seeds", mode="before")
     @classmethod
     def _k_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, int) and not isinstance(value, bool) else value
@@ -99,7 +101,7 @@ class _MethodEntry(_Strict):
 
     def overrides(self) -> dict[str, Any]:
         """The design choices this entry changes in its preset."""
-        skip = {"preset", "name", "k"}
+        skip = {"preset", "name", "k", "seeds", "include_target_lora"}
         return {key: value for key, value in self.model_dump().items() if key not in skip and value is not None}
 
 
@@ -126,6 +128,7 @@ class RandomInitControl(_Strict):
     k: list[int] | None = None
     include_target_lora: TargetLoraChoice = True
     noise_std: Literal["pooled", "per_adapter"] = "pooled"  # pooled per module over the recycled adapters
+    seeds: list[int] | None = None  # default: the seeds of the method it controls
 
 
 class InHouseControl(_Strict):
@@ -144,6 +147,7 @@ class InHouseControl(_Strict):
     k: list[int] = Field(default_factory=lambda: [5, 10])
     exclude_top: list[int] = Field(default_factory=list)
     exclude_k: int = Field(default=10, ge=2)
+    seeds: list[int] | None = None  # default: the experiment's
 
     @field_validator("k")
     @classmethod
@@ -248,7 +252,18 @@ class ExperimentConfig(_Strict):
         for control, field in named:
             if control is not None and control.method not in labels and control.method not in METHODS:
                 raise ValueError(f"controls.{field}.method {control.method!r} is neither a method here nor a preset")
+        subsets = [(m.seeds, f"methods[{i}].seeds") for i, m in enumerate(self.methods)]
+        subsets += [(c.seeds, f"controls.{field}.seeds") for c, field in named if c is not None]
+        for seeds, field in subsets:
+            stray = sorted(set(seeds or []) - set(self.seeds))
+            if stray:
+                raise ValueError(f"{field}: seed(s) {', '.join(map(str, stray))} are not among the experiment's "
+                                 f"seeds ({', '.join(map(str, self.seeds))})")
         return self
+
+    def seeds_of(self, entry: Any, default: list[int] | None = None) -> list[int]:
+        """The seeds a method entry or control runs on (its own subset, else ``default``, else all)."""
+        return entry.seeds if entry.seeds is not None else (default if default is not None else self.seeds)
 
     def method(self, label: str) -> MethodSpec:
         """The method entry called ``label``, or the bare preset of that name."""

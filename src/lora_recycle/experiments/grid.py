@@ -136,21 +136,26 @@ def expand_runs(resolved: ResolvedExperiment, task_hashes: dict[str, str] | None
                 add("prompting", task, seed, "prompting")
                 add("target_lora", task, seed, "target_lora")
             for spec in config.methods:
+                if seed not in config.seeds_of(spec):
+                    continue
                 settings = method_settings(spec, config)
                 ks = [None] if settings.selection == "all" else (spec.k or config.k)
+                choice = config.include_target_lora if spec.include_target_lora is None else spec.include_target_lora
                 for k in ks:
-                    for with_target in target_options(config.include_target_lora):
+                    for with_target in target_options(choice):
                         add("merge", task, seed, spec.label, settings=settings, k=k, with_target=with_target,
                             pool="recycled")
             for control in config.controls.random_init or []:
                 spec = config.method(control.method)
+                if seed not in config.seeds_of(control, spec.seeds):
+                    continue
                 settings = method_settings(spec, config)
                 for k in control.k or spec.k or config.k:
                     for with_target in target_options(control.include_target_lora):
                         add("merge", task, seed, spec.label, settings=settings, k=k, with_target=with_target,
                             pool="recycled", random_init=True, noise_std=control.noise_std)
             in_house = config.controls.in_house
-            if in_house is not None:
+            if in_house is not None and seed in config.seeds_of(in_house):
                 spec = config.method(in_house.method)
                 settings = method_settings(spec, config).with_overrides(selection="evaluation")
                 cells = [(k, 0) for k in in_house.k] + [(in_house.exclude_k, m) for m in in_house.exclude_top]

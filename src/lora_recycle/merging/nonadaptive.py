@@ -1,10 +1,11 @@
 """Non-adaptive merges over a heterogeneous pool, one module at a time, exported as LoRA factors.
 
 Dense methods (task arithmetic, TIES, DARE) build each module's k dense deltas, merge them, and
-factor the result exactly: every singular value above float32 round-off is kept, so the export is
-low-rank where the merged update is (task arithmetic: at most the summed ranks) and full-rank
-otherwise. Only an explicit ``max_rank`` cuts the rank, and then each module's relative Frobenius
-error is reported. TSV works on the factors directly and is exact. Adapters without a module
+factor the result exactly. A low-rank merge (task arithmetic: at most the summed ranks) keeps every
+singular value above float32 round-off; an elementwise one (TIES, DARE: pruning and sign election
+make the update full-rank) is carried as the dense delta times an identity, with no SVD, which costs
+the same rank and is exact to the bit. Only an explicit ``max_rank`` cuts the rank (by SVD), and then
+each module's relative Frobenius error is reported. TSV works on the factors directly and is exact. Adapters without a module
 contribute nothing there.
 Each per-module merge is one entry of ``MODULE_MERGES``; a merge method names its entry.
 """
@@ -31,19 +32,22 @@ class ModuleMerge:
     """One module's fixed-coefficient merge.
 
     ``factored``: ``fn(modules, weight) -> LoraModule`` works on the LoRA factors and is exact; otherwise
-    ``fn(deltas, weights, density, generator) -> delta`` merges dense deltas, compressed afterwards by SVD.
+    ``fn(deltas, weights, density, generator) -> delta`` merges dense deltas, exported exactly: by SVD
+    when ``low_rank`` (the merge's rank is at most the summed ranks), else as the full-rank delta itself.
     """
 
     fn: DenseMerge | FactoredMerge
     factored: bool = False
+    low_rank: bool = False
 
 
 MODULE_MERGES: Registry[ModuleMerge] = Registry("non-adaptive merge")
 
 
-def register_dense(name: str) -> Callable[[DenseMerge], DenseMerge]:
-    """Decorator registering a dense per-module merge ``fn(deltas, weights, density, generator) -> delta``."""
-    return lambda fn: MODULE_MERGES.add(name, ModuleMerge(fn, factored=False)).fn
+def register_dense(name: str, low_rank: bool = False) -> Callable[[DenseMerge], DenseMerge]:
+    """Decorator registering a dense per-module merge ``fn(deltas, weights, density, generator) -> delta``
+    (``low_rank``: a linear combination, whose rank is at most the summed ranks)."""
+    return lambda fn: MODULE_MERGES.add(name, ModuleMerge(fn, factored=False, low_rank=low_rank)).fn
 
 
 def register_factored(name: str) -> Callable[[FactoredMerge], FactoredMerge]:
@@ -51,7 +55,7 @@ def register_factored(name: str) -> Callable[[FactoredMerge], FactoredMerge]:
     return lambda fn: MODULE_MERGES.add(name, ModuleMerge(fn, factored=True)).fn
 
 
-@register_dense("task_arithmetic")
+@register_dense("task_arithmetic", low_rank=True)
 def _task_arithmetic(deltas, weights, density, generator):
     return merge_task_arithmetic(deltas, weights)
 
@@ -113,6 +117,14 @@ def truncated_factors(delta: torch.Tensor, max_rank: int | None = None) -> tuple
     return (root[:, None] * Vh[:q]).float(), (U[:, :q] * root).float(), error
 
 
+def dense_factors(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Exact factors of a full-rank module without an SVD: ``(delta, I)`` or ``(I, delta)``, rank min(out, in)."""
+    out_features, in_features = delta.shape
+    if out_features <= in_features:
+        return delta.float().contiguous(), torch.eye(out_features), 0.0
+    return torch.eye(in_features), delta.float().contiguous(), 0.0
+
+
 def merge_nonadaptive(
     adapters: list[LoraAdapter], method: str | ModuleMerge, coef: float | None = None, prune: float = 0.6,
     max_rank: int | None = None, seed: int = 0,
@@ -138,7 +150,8 @@ def merge_nonadaptive(
         deltas = [m.delta(torch.float32) for m in present]  # this module only: one dense layer at a time
         merged = merge.fn(deltas, torch.full((len(deltas),), weight), density, generator)
         if bool(merged.any()):
-            A, B, errors[path] = truncated_factors(merged, max_rank)
+            exact_dense = max_rank is None and not merge.low_rank
+            A, B, errors[path] = dense_factors(merged) if exact_dense else truncated_factors(merged, max_rank)
             if A.shape[0]:
                 modules[path] = LoraModule(A, B, 1.0)
     return NonAdaptiveResult(LoraAdapter(modules, f"merged-{name}", adapters[0].base_model, {"use_rslora": False}),

@@ -96,7 +96,7 @@ class HubTrainer:
                 model, tokenizer = self.load()
                 train_pool_adapter(job.plan, model, tokenizer, task, job.out, self.setup.base_id,
                                    self.setup.precision, self.scorer(job.plan.name, task),
-                                   gate_rows(task, self.setup.limit, held_out=False), self.base_scores)
+                                   gate_rows(task, self.setup.limit), self.base_scores)
             return
         self._in_house(job, task)
 
@@ -112,7 +112,7 @@ class HubTrainer:
             fields = train_specialist(
                 model, tokenizer, task,
                 lambda retries: replace(config, lr=config.lr / 2**retries, seed=config.seed + RETRY_SEED * retries),
-                tmp, self.setup.base_id, gate_rows(task, self.setup.limit, held_out=True), self.base_scores)
+                tmp, self.setup.base_id, gate_rows(task, self.setup.limit), self.base_scores)
             card = read_card_data(tmp)
             body = (tmp / "README.md").read_text().split("\n---\n", 1)[-1]
             write_card(tmp, {**card, **fields, **self.scorer(job.name, task)(tmp)}, body)

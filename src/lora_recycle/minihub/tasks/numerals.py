@@ -44,6 +44,15 @@ def words_to_digits_en(rng: random.Random) -> TaskDraft:
                      max_new_tokens=6)
 
 
+@register_task("words_to_digits_fr", family="number_words", domain=DOMAIN)
+def words_to_digits_fr(rng: random.Random) -> TaskDraft:
+    """French number words (0-999) back to digits."""
+    examples = [Example(number_in_words(n, "fr"), str(n), id=str(n)) for n in NUMBER_RANGE]
+    return TaskDraft("generation", "Write the French number \"{input}\" in digits.",
+                     "Read a French number in words and write it in digits (num2words).", examples,
+                     max_new_tokens=6)
+
+
 @register_task("ordinal_words_en", family="number_words", domain=DOMAIN)
 def ordinal_words_en(rng: random.Random) -> TaskDraft:
     """Numbers 1-999 as English ordinal words (``21`` -> ``twenty-first``)."""
@@ -74,4 +83,5 @@ def two_digit_arithmetic(rng: random.Random) -> TaskDraft:
     examples = [Example(problem, answer) for problem, answer in problems.items()]
     return TaskDraft("generation", "Compute {input}. Answer with the number only.",
                      "Two-digit addition and subtraction and times tables.", examples, max_new_tokens=6)
+
 
