@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from lora_recycle.models.fold import folded
 from lora_recycle.models.loading import load_base_model
@@ -27,3 +28,28 @@ def test_loss_selection_ranks_by_the_loss_and_caches(world, monkeypatch):
     assert chosen == sorted(ids, key=lambda i: -scores[i])[:2]
     monkeypatch.setattr(from_catalog, "score", lambda *a, **k: pytest.fail("scored again instead of the cache"))
     assert select_from_catalog(world["db"], "loss", 2, 0, model, tokenizer, task) == (chosen, scores)
+
+
+def test_bf16_selection_scores_are_cached_apart_from_fp32(world, monkeypatch):
+    """A bf16 study scores the pool under autocast and caches those scores under their own kind."""
+    from lora_recycle.pool import Catalog
+
+    model, tokenizer = load_base_model(world["model"])
+    task = load_task(world["tasks"]["colour"])
+    _, fp32 = select_from_catalog(world["db"], "evaluation", 2, 0, model, tokenizer, task)
+    calls = []
+    real = from_catalog.score
+
+    def spy(*args, **kwargs):
+        calls.append(torch.is_autocast_enabled("cpu"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(from_catalog, "score", spy)
+    _, bf16 = select_from_catalog(world["db"], "evaluation", 2, 0, model, tokenizer, task, precision="bf16")
+    assert calls == [True] and set(bf16) == set(fp32)
+    with Catalog(world["db"]) as catalog:
+        ids = accepted_ids(world["db"])
+        assert catalog.get_scores(task.content_hash(), "evaluation@bf16", ids) == bf16
+        assert catalog.get_scores(task.content_hash(), "evaluation", ids) == fp32
+    assert select_from_catalog(world["db"], "evaluation", 2, 0, model, tokenizer, task, precision="bf16")[1] == bf16
+    assert calls == [True]  # the second bf16 call read the cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
 from experiment_configs import write_config
 
 from lora_recycle.cli import main
@@ -44,3 +45,30 @@ def test_precision_bf16_runs_merges_and_scoring_under_autocast(tmp_path, world, 
     assert all("precision" not in run.to_dict() for run in fp32)
     bf16 = expand_runs(resolve_experiment(load_config(config)))
     assert {r.run_hash for r in bf16}.isdisjoint({r.run_hash for r in fp32})
+
+
+def test_method_entries_take_their_own_seeds_and_target_choice(tmp_path, world):
+    """A study's budget cuts: an entry (or control) on a subset of seeds, a repeated name for more k."""
+    from lora_recycle.experiments import expand_runs, load_config, resolve_experiment
+
+    config = write_config(tmp_path / "subsets.yaml", world, seeds=[0, 1], methods=[
+        "ours", {"preset": "ours", "k": [3], "seeds": [0], "include_target_lora": True},
+        {"preset": "adamerging", "seeds": [1], "include_target_lora": False}],
+        controls={"random_init": [{"method": "ours", "k": [3], "seeds": [0]}]})
+    runs = expand_runs(resolve_experiment(load_config(config)))
+    merges = {(r.method, r.k, r.seed, r.with_target, r.random_init) for r in runs if r.kind == "merge"}
+    assert merges == {("ours", 2, s, t, False) for s in (0, 1) for t in (False, True)} | {
+        ("ours", 3, 0, True, False), ("adamerging", 2, 1, False, False), ("ours", 3, 0, True, True)}
+    assert len(runs) == len({r.run_hash for r in runs})
+
+
+def test_seed_subsets_and_repeated_names_are_checked(tmp_path, world):
+    from lora_recycle.errors import UserError
+    from lora_recycle.experiments import load_config
+
+    stray = write_config(tmp_path / "stray.yaml", world, seeds=[0, 1], methods=[{"preset": "ours", "seeds": [2]}])
+    with pytest.raises(UserError, match=r"stray.yaml: field .*methods\[0\].seeds: seed\(s\) 2 are not among"):
+        load_config(stray)
+    clash = write_config(tmp_path / "clash.yaml", world, methods=["ours", {"preset": "ours", "lr": 0.1}])
+    with pytest.raises(UserError, match="method name 'ours' is used for different settings"):
+        load_config(clash)

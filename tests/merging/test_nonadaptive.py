@@ -57,3 +57,33 @@ def test_adaptive_export_compression(tiny_model, pool, colour_task_dir):
     outcome = merge_adapters(model, tokenizer, load_task(colour_task_dir), pool, settings)
     assert max(m.rank for m in outcome.adapter.modules.values()) <= 3
     assert "max_relative_error" in outcome.compression
+
+
+def _full_rank_pool(size: int = 600, k: int = 3) -> list:
+    """Adapters on one module wider than vLLM's rank 512, so an exact TIES merge needs rank 600."""
+    from lora_recycle.adapters.lora import LoraAdapter, LoraModule
+
+    generator = torch.Generator().manual_seed(0)
+    path = "model.layers.0.mlp.down_proj"
+    return [LoraAdapter({path: LoraModule(torch.randn(8, size, generator=generator),
+                                          torch.randn(size, 8, generator=generator), 0.5)}, f"a{i}", "base", {})
+            for i in range(k)]
+
+
+def test_full_rank_ties_exports_exactly_without_svd_and_compresses_only_for_serving(monkeypatch):
+    """TIES's update is full-rank: carried exactly as (delta, I); above rank 512 it is compressed unless
+    ``exact_export`` (what a study scores), and the exact export takes no SVD at all."""
+    from lora_recycle.merging import nonadaptive
+
+    pool = _full_rank_pool()
+    path = next(iter(pool[0].modules))
+    expected = merge_utils.ties([a.modules[path].delta() for a in pool], torch.full((3,), 0.3), density=0.4)
+    with monkeypatch.context() as patch:
+        patch.setattr(nonadaptive.torch.linalg, "svd", lambda *a, **k: pytest.fail("an SVD was taken"))
+        exact = merge_adapters(None, None, None, pool, preset("ties").with_overrides(exact_export=True))
+    module = exact.adapter.modules[path]
+    assert module.rank == 600 and not exact.compression.get("compressed")
+    torch.testing.assert_close(module.delta(), expected, atol=1e-6, rtol=1e-5)
+    served = merge_adapters(None, None, None, pool, preset("ties"))
+    assert served.adapter.modules[path].rank <= 512 and served.compression["compressed"]
+    assert "above 512" in served.compression["note"]

@@ -118,6 +118,9 @@ def merge(
     )] = "pooled",
     keep_start: Annotated[bool, typer.Option(
         "--keep-start", help="Let the untrained start win the best-validation snapshot (default: never).")] = False,
+    exact_export: Annotated[bool, typer.Option(
+        "--exact-export", help="Keep the exact merge even above rank 512 (default: compress it to --max-error "
+        "0.05, so vLLM serves it).")] = False,
     refine_steps: Annotated[int | None, typer.Option(
         "--refine-steps", min=1, help="After merging, fine-tune the merge as one LoRA for N steps (beyond the paper).")
     ] = None,
@@ -215,6 +218,7 @@ def merge(
         method, {"--granularity": granularity, "--activation": activation, "--steps": steps, "--lr": lr,
                  "--strategy": strategy, "--tuning": tuning, "--init": init_value, "--prune": prune, "--coef": coef,
                  "--max-rank": max_rank, "--max-error": max_error, "--keep-start": keep_start or None,
+                 "--exact-export": exact_export or None,
                  "--refine-steps": refine_steps, "--refine-lr": refine_lr, "--refine-rank": refine_rank}, seed=seed,
         selection=selection, k=k)
     from typing import get_args

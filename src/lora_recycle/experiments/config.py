@@ -243,9 +243,10 @@ class ExperimentConfig(_Strict):
         if self.hub is not None and any(v is not None for v in explicit):
             raise ValueError("give either hub or model/db/tasks, not both")
         labels = [m.label for m in self.methods]
-        duplicates = sorted({x for x in labels if labels.count(x) > 1})
-        if duplicates:
-            raise ValueError(f"method names must be unique; repeated: {', '.join(duplicates)} (set name:)")
+        settings: dict[str, tuple] = {}
+        for m in self.methods:  # a name may repeat to run more k or seeds of the same settings
+            if settings.setdefault(m.label, (m.preset, m.overrides())) != (m.preset, m.overrides()):
+                raise ValueError(f"method name {m.label!r} is used for different settings (set name:)")
         random_init = self.controls.random_init or []
         named = [(control, f"random_init[{i}]" if len(random_init) > 1 else "random_init")
                  for i, control in enumerate(random_init)] + [(self.controls.in_house, "in_house")]
@@ -266,7 +267,7 @@ class ExperimentConfig(_Strict):
         return entry.seeds if entry.seeds is not None else (default if default is not None else self.seeds)
 
     def method(self, label: str) -> MethodSpec:
-        """The method entry called ``label``, or the bare preset of that name."""
+        """The (first) method entry called ``label``, or the bare preset of that name."""
         for spec in self.methods:
             if spec.label == label:
                 return spec

@@ -123,6 +123,8 @@ def in_house_pool(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device)
     ranking = {"task": task.content_hash(), "pool": sorted(p.name for p in dirs.values())}
     if settings.selection_metric is not None or settings.selection_split != "train":  # default keeps its key
         ranking.update(metric=settings.selection_metric, split=settings.selection_split)
+    if spec.precision != "fp32":  # scored under the run's autocast (fp32 keeps its key)
+        ranking["precision"] = spec.precision
     cache = Path(env.artifacts) / "in-house-scores" / f"{spec.task}-{short_hash(ranking)}.json"
     if cache.is_file():
         scores = json.loads(cache.read_text())
@@ -165,6 +167,7 @@ def _merge_cell(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device, c
     from lora_recycle.recipe.pool import PoolRequest, assemble_pool
     from lora_recycle.recipe.presets import is_routed
     from lora_recycle.selection.strategies import needs_target
+    from lora_recycle.tuning.precision import resolve_precision
 
     settings = spec.merge_settings()
     metrics: dict[str, Any] = {}
@@ -182,7 +185,8 @@ def _merge_cell(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device, c
                               noise_std=spec.noise_std)
     else:  # with the target LoRA: it first, then the top k - 1 selected (k in total)
         request = PoolRequest(db=env.db, target=target, include_target=spec.with_target,
-                              random_init=spec.random_init, default_k=1, noise_std=spec.noise_std)
+                              random_init=spec.random_init, default_k=1, noise_std=spec.noise_std,
+                              precision=resolve_precision(spec.precision, device))
     pool = assemble_pool(request, settings, model, tokenizer, task, device)
     if spec.pool != "in_house":
         scores = {i: pool.scores[i] for i in pool.ids if i in pool.scores}
@@ -262,16 +266,17 @@ def safe_execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}", "trace": detail[-6:]}
 
 
-def warm_evaluation_scores(env: WorkerEnv, task_name: str, metric: str | None = None,
-                           split: str = "train", strategy: str = "evaluation") -> dict[str, Any]:
+def warm_evaluation_scores(env: WorkerEnv, task_name: str, metric: str | None = None, split: str = "train",
+                           strategy: str = "evaluation", precision: str = "fp32") -> dict[str, Any]:
     """Fill the catalog's score cache of a model-scored selection (evaluation or loss) for a task once, before
-    the merges that select by it."""
+    the merges that select by it, in the runs' ``precision``."""
     from lora_recycle.selection.from_catalog import select_from_catalog
+    from lora_recycle.tuning.precision import resolve_precision
 
     try:
         model, tokenizer, device = _load_model(env)
         select_from_catalog(env.db, strategy, 1, 0, model, tokenizer, _load_task(env, task_name), device,
-                            metric=metric, split=split)
+                            metric=metric, split=split, precision=resolve_precision(precision, device))
         return {"ok": True}
     except Exception as exc:  # the merges will hit (and record) the same problem
         return {"error": f"{type(exc).__name__}: {exc}"}
@@ -317,10 +322,12 @@ def run_experiment(resolved: ResolvedExperiment, results_path: str | Path, execu
         clean_stale_artifacts(Path(env.artifacts))
         baselines = [r for r in todo if r.kind != "merge"]
         merges = [r for r in todo if r.kind == "merge"]
-        warm = sorted({(r.task, r.settings.selection, r.settings.selection_metric or "", r.settings.selection_split)
-                       for r in merges if r.pool == "recycled" and r.settings.selection in ("evaluation", "loss")})
+        warm = sorted({(r.task, r.settings.selection, r.settings.selection_metric or "", r.settings.selection_split,
+                        r.precision) for r in merges
+                       if r.pool == "recycled" and r.settings.selection in ("evaluation", "loss")})
         finished = failed = 0
-        for _, outcome in executor.map(warm_evaluation_scores, [(env, t, m or None, s, n) for t, n, m, s in warm]):
+        for _, outcome in executor.map(warm_evaluation_scores,
+                                       [(env, t, m or None, s, n, p) for t, n, m, s, p in warm]):
             if "error" in outcome:
                 log(f"  warning: scoring the pool failed: {outcome['error']}")
         counter = already

@@ -3,11 +3,10 @@
 Dense methods (task arithmetic, TIES, DARE) build each module's k dense deltas, merge them, and
 factor the result exactly. A low-rank merge (task arithmetic: at most the summed ranks) keeps every
 singular value above float32 round-off; an elementwise one (TIES, DARE: pruning and sign election
-make the update full-rank) is carried as the dense delta times an identity, with no SVD, which costs
-the same rank and is exact to the bit. Only an explicit ``max_rank`` cuts the rank (by SVD), and then
-each module's relative Frobenius error is reported. TSV works on the factors directly and is exact. Adapters without a module
-contribute nothing there.
-Each per-module merge is one entry of ``MODULE_MERGES``; a merge method names its entry.
+make the update full-rank) is carried as the dense delta times an identity, with no SVD: the same
+rank, exact to the bit. Only an explicit ``max_rank`` cuts the rank (by SVD), and then each module's
+relative Frobenius error is reported. TSV works on the factors directly and is exact. Adapters without
+a module contribute nothing there. Each per-module merge is one entry of ``MODULE_MERGES``; a merge method names its entry.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from lora_recycle.minihub.pool import BATCH_SIZE, AdapterPlan, make_broken_adapt
 from lora_recycle.minihub.specialists import SpecialistScore, summary
 from lora_recycle.minihub.trainer import TrainerSetup, default_workers, job_groups, run_jobs
 
-HUB_FORMAT_VERSION = 3  # 2: the key leaves out the demo's own sizes; 3: in-house adapters train 2x and gate on test rows
+# 2: the key leaves out the demo's own sizes; 3: in-house adapters train 2x and gate on test rows
+HUB_FORMAT_VERSION = 3
 IN_HOUSE_STEPS_FACTOR = 2  # in-house adapters train up to this many times the pool's steps (see in_house_config)
 DEMO_FIELDS = ("target_lora_steps", "merge_steps", "test_limit", "demo_k")  # sizes of the demo, not of the hub
 

@@ -9,7 +9,7 @@ import torch
 
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.merging.nonadaptive import merge_nonadaptive
-from lora_recycle.merging.rank_budget import fit_export_rank
+from lora_recycle.merging.rank_budget import VLLM_MAX_RANK, fit_export_rank
 from lora_recycle.models.fresh_lora import FRESH_LORA_ID, fresh_lora, modal_fresh_lora
 from lora_recycle.models.inject import MergedModel
 from lora_recycle.recipe.presets import METHODS
@@ -118,8 +118,13 @@ def merge_adapters(
 
         refined = refine_merge(model, tokenizer, task, adapter, settings, device)
         adapter, refinement = refined.adapter, refined.record()
-    adapter, report = fit_export_rank(adapter, settings.max_rank, settings.max_error)
+    adapter, report = fit_export_rank(adapter, settings.max_rank, settings.max_error, export_ceiling(settings))
     return MergeOutcome(adapter, table, settings, fit, report.record(), fresh_record, refinement)
+
+
+def export_ceiling(settings: MergeSettings) -> int:
+    """The largest rank an export may keep: vLLM's unless the settings ask for the exact update at any rank."""
+    return sys.maxsize if settings.exact_export else VLLM_MAX_RANK
 
 
 def _merge_per_module(adapters: list[LoraAdapter], settings: MergeSettings, combine) -> MergeOutcome:
@@ -128,7 +133,7 @@ def _merge_per_module(adapters: list[LoraAdapter], settings: MergeSettings, comb
     # caps it; fit_export_rank then applies an error budget or vLLM's rank ceiling, with its note
     rank = sys.maxsize if settings.max_error is not None else settings.max_rank
     result = merge_nonadaptive(adapters, combine, settings.coef, settings.prune, rank, seed=settings.seed)
-    adapter, report = fit_export_rank(result.adapter, settings.max_rank, settings.max_error)
+    adapter, report = fit_export_rank(result.adapter, settings.max_rank, settings.max_error, export_ceiling(settings))
     compression = report.record()
     if report.max_error is None and settings.max_rank is not None:  # the rank cut is the only approximation
         summary = result.error_summary()

@@ -42,6 +42,7 @@ class PoolRequest:
     random_init: bool = False
     default_k: int = DEFAULT_K
     noise_std: str = "pooled"
+    precision: str = "fp32"  # model-scored selection (evaluation, loss) runs and caches its scores in this
 
     @property
     def with_target(self) -> bool:
@@ -99,7 +100,7 @@ def selected_adapters(request: PoolRequest, settings: MergeSettings, model=None,
         strategy = "random" if settings.selection == "all" else settings.selection
         ids, scores = select_from_catalog(request.db, strategy, count, settings.seed, model, tokenizer, task, device,
                                           request.target, metric=settings.selection_metric,
-                                          split=settings.selection_split)
+                                          split=settings.selection_split, precision=request.precision)
     return Pool(load_pool_adapters(request.db, ids), scores)
 
 

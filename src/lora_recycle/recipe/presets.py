@@ -19,12 +19,13 @@ if TYPE_CHECKING:
 
 # Parameters a user may set per kind of method (the rest of MergeSettings is the preset's business).
 SELECTION_PARAMS = ("selection", "k", "selection_metric", "selection_split")
+EXPORT_PARAMS = ("max_rank", "max_error", "exact_export")
 ADAPTIVE_PARAMS = (*SELECTION_PARAMS, "tuning", "composition", "granularity", "activation", "init", "steps", "lr",
-                   "batch_size", "eval_every", "strategy", "max_rank", "max_error", "keep_start", "refine_steps",
+                   "batch_size", "eval_every", "strategy", *EXPORT_PARAMS, "keep_start", "refine_steps",
                    "refine_lr", "refine_rank")
 JOINT_PARAMS = (*ADAPTIVE_PARAMS, "fresh_lora", "fresh_rank", "fresh_alpha")
-DENSE_PARAMS = (*SELECTION_PARAMS, "coef", "prune", "max_rank", "max_error")
-FACTORED_PARAMS = (*SELECTION_PARAMS, "coef", "max_error")
+DENSE_PARAMS = (*SELECTION_PARAMS, "coef", "prune", *EXPORT_PARAMS)
+FACTORED_PARAMS = (*SELECTION_PARAMS, "coef", "max_error", "exact_export")
 ROUTING_PARAMS = ("selection", "k", "top_k", "router_temperature", "rng_seed", "arrow_modules")
 
 
@@ -76,7 +77,7 @@ register_method("lorahub", "Huang et al. 2024, LoraHub (COLM 2024)", ADAPTIVE_PA
                 adaptive=True, selection="random", tuning="gradient_free", granularity="model", activation="linear",
                 init="zero", steps=100, composition="lorahub")
 register_method("average", "simple averaging (Wortsman et al. 2022, model soups)",
-                (*SELECTION_PARAMS, "max_rank", "max_error"), True, adaptive=False, selection="all", tuning="none",
+                (*SELECTION_PARAMS, *EXPORT_PARAMS), True, adaptive=False, selection="all", tuning="none",
                 granularity="model", activation="linear", init="uniform")
 # Non-adaptive methods on per-module dense deltas (paper appendix D); C = 0.3 and p = 0.6 were
 # among the stable TIES settings of the paper's Table 4.

@@ -45,6 +45,8 @@ class MergeSettings:
                                 ge=1)
     max_error: float | None = _opt(None, "Per module the smallest rank within this relative Frobenius error, then "
                                    "one vLLM-servable rank for the file (merging/rank_budget.py).", ge=0, lt=1)
+    exact_export: bool = _opt(False, "Keep the exact merge even above rank 512 (default: compress it to max_error "
+                              "0.05, so vLLM serves it); still a PEFT adapter, e.g. for evaluation.", omit_default=True)
     keep_start: bool = _opt(False, "Let the untrained start win the best-validation snapshot (paper: never).")
     fresh_lora: Literal["target", "modal"] = _opt(
         "target", "pi-Tuning's fresh LoRA: target (the target-task LoRA's shape and scaling) or modal (the selected "

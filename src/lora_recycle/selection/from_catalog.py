@@ -39,14 +39,15 @@ def accepted_ids(db_path: str | Path) -> list[str]:
 def select_from_catalog(
     db_path: str | Path, strategy: str, k: int, seed: int = 0, model=None, tokenizer=None, task: Task | None = None,
     device: torch.device | str = "cpu", target: LoraAdapter | None = None, metric: str | None = None,
-    split: str = "train",
+    split: str = "train", precision: str = "fp32",
 ) -> tuple[list[str], dict[str, float]]:
     """``(selected ids, scores)``; scores are computed once per task (and target LoRA) and cached in the catalog.
 
     ``strategy`` is a name in ``selection/strategies.py``. Similarity strategies (cosine, clamp, abs,
     quasi_fim) compare each adapter with ``target``, the target-task LoRA; evaluation scores each
     adapter's accuracy by ``metric`` on ``split`` (default: log-likelihood on the training examples;
-    the paper: ``exact_match`` on ``labelled``, train + validation).
+    the paper: ``exact_match`` on ``labelled``, train + validation). Model-scored strategies run in
+    ``precision`` (bf16: autocast, ~1.5x faster on CPUs with native bf16), cached apart from fp32 scores.
     """
     from lora_recycle.pool import Catalog, load_pool_adapters
 
@@ -76,6 +77,8 @@ def select_from_catalog(
             kind = f"loss:{split}"
         elif metric is not None or split != "train":  # the default keeps its cache key
             kind = f"{strategy}:{resolve_metric(task, metric)}:{split}"
+        if precision != "fp32":  # fp32 keeps its cache key
+            kind = f"{kind}@{precision}"
     elif chosen.needs == "target":
         if target is None:
             raise UserError(f"{strategy} selection compares adapters with a target-task LoRA: give --target-lora DIR")
@@ -86,7 +89,14 @@ def select_from_catalog(
         cached = catalog.get_scores(key, kind, ids)
     missing = [i for i in ids if i not in cached]
     if missing:
-        fresh = score(chosen, ScoringInputs(model, tokenizer, task, device, target, load, metric, split), missing)
+        from lora_recycle.tuning.precision import attention_for, autocast
+
+        inputs = ScoringInputs(model, tokenizer, task, device, target, load, metric, split)
+        if chosen.needs == "model":
+            with attention_for(model, precision), autocast(precision, device):
+                fresh = score(chosen, inputs, missing)
+        else:
+            fresh = score(chosen, inputs, missing)
         with Catalog(db_path) as catalog:
             catalog.put_scores(key, kind, fresh)
         cached.update(fresh)
