@@ -221,7 +221,7 @@ def execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
     import torch
 
     from lora_recycle.recipe.presets import is_routed
-    from lora_recycle.routing.arrow import scoring_model
+    from lora_recycle.routing.arrow import routed_precision, scoring_model
     from lora_recycle.tasks.scoring import evaluate_task
     from lora_recycle.tuning.precision import attention_for, autocast, resolve_precision
 
@@ -230,9 +230,9 @@ def execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
     task = _load_task(env, spec.task)
     clock.lap("load")
     torch.manual_seed(spec.seed)
-    precision = resolve_precision(spec.precision, device)  # target LoRAs take theirs from their config
-    if spec.settings is not None and is_routed(spec.settings.method):
-        precision = "fp32"  # PEFT's Arrow router does not run under autocast
+    # target LoRAs take theirs from their config
+    precision = routed_precision(resolve_precision(spec.precision, device),
+                                 spec.settings is not None and is_routed(spec.settings.method))
     cell: dict[str, Any] = {"adapter": None, "selected": [], "scores": {}, "coefficients": None, "metrics": {}}
     if spec.kind == "target_lora":
         adapter, record = _target_adapter(env, spec, model, tokenizer, device)

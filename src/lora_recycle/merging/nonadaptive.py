@@ -6,7 +6,8 @@ singular value above float32 round-off; an elementwise one (TIES, DARE: pruning 
 make the update full-rank) is carried as the dense delta times an identity, with no SVD: the same
 rank, exact to the bit. Only an explicit ``max_rank`` cuts the rank (by SVD), and then each module's
 relative Frobenius error is reported. TSV works on the factors directly and is exact. Adapters without
-a module contribute nothing there. Each per-module merge is one entry of ``MODULE_MERGES``; a merge method names its entry.
+a module contribute nothing there. Each per-module merge is one entry of ``MODULE_MERGES``; a merge
+method names its entry.
 """
 
 from __future__ import annotations

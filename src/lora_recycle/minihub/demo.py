@@ -22,7 +22,7 @@ from lora_recycle.recipe.merge import merge_adapters
 from lora_recycle.recipe.pool import PoolRequest, finish_pool, selected_adapters
 from lora_recycle.recipe.presets import preset
 from lora_recycle.recipe.target import cached_target_lora, target_lora_dir
-from lora_recycle.routing.arrow import scoring_model
+from lora_recycle.routing.arrow import routed_precision, scoring_model
 from lora_recycle.routing.recipe import route_catalog
 from lora_recycle.selection.from_catalog import accepted_ids
 from lora_recycle.tasks import load_task
@@ -96,8 +96,8 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
         """Score what ``build()`` returns (an adapter or Arrow library, and a note), or reuse the cached row."""
         cached = cache.get(method)
         if cached is None:
-            precision = "fp32" if routed else hub.precision  # PEFT's Arrow router does not run under autocast
-            with attention_for(model, precision), autocast(precision):  # as the hub was trained
+            precision = routed_precision(hub.precision, routed)  # merges as the hub was trained
+            with attention_for(model, precision), autocast(precision):
                 adapter, note = build()
                 with scoring_model(model, adapter) as scored:  # a LoRA folded in, or an Arrow library routed
                     result = evaluate_task(scored, tokenizer, task, "test", limit=limit)

@@ -199,6 +199,12 @@ def routed(model, arrow_dir: str | Path) -> Iterator:
             del model.peft_config
 
 
+def routed_precision(precision: str, is_routed: bool) -> str:
+    """The precision a merge-or-route cell runs in: fp32 when routed (PEFT's Arrow router fails under
+    autocast), else ``precision``."""
+    return "fp32" if is_routed else precision
+
+
 @contextmanager
 def scoring_model(model, adapter: LoraAdapter | str | Path | None) -> Iterator:
     """``model`` ready to score: routed for an Arrow directory, else the LoRA (object or directory) folded in."""

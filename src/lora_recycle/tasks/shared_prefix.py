@@ -71,11 +71,12 @@ def cache_keyword(model: nn.Module) -> str:
     return _cache_argument(type(inner)) or "past_key_values"
 
 
-def _first_pass(decoder: nn.Module, **inputs):
-    """Run ``decoder`` with a fresh key/value cache: ``(output, cache, keyword)``, or ``None`` if it takes none."""
+def _first_pass(decoder: nn.Module, argument: str | None = None, **inputs):
+    """Run ``decoder`` with a fresh key/value cache (passed as ``argument``, default: the keyword its forward
+    takes): ``(output, cache, keyword)``, or ``None`` if it takes none."""
     from transformers import DynamicCache
 
-    argument = _cache_argument(type(decoder))
+    argument = argument or _cache_argument(type(decoder))
     config = getattr(decoder, "config", None)
     if argument is None or config is None:
         return None
@@ -84,16 +85,27 @@ def _first_pass(decoder: nn.Module, **inputs):
     return out, getattr(out, argument, None) or getattr(out, "past_key_values", None) or cache, argument
 
 
+def _repeated_prefix(module: nn.Module, prefix_ids: torch.Tensor, rows: int, argument: str | None = None,
+                     **inputs) -> tuple[object, str] | None:
+    """The shared prefix (``prefix_ids``, one row) run once, its cache repeated for ``rows`` rows:
+    ``(cache, keyword)``, or ``None`` if ``module`` takes no cache."""
+    first = _first_pass(module, argument=argument, input_ids=prefix_ids, **inputs)
+    if first is None:
+        return None
+    _, cache, argument = first
+    cache.batch_repeat_interleave(rows)
+    return cache, argument
+
+
 def prefix_shared_hidden(decoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                          prefix: int) -> torch.Tensor | None:
     """Last hidden states ``[batch, seq - prefix, hidden]`` of the suffix tokens, the first ``prefix`` tokens
     run once; ``None`` if the decoder takes no cache (the caller runs the full forward)."""
-    first = _first_pass(decoder, input_ids=input_ids[:1, :prefix], attention_mask=attention_mask[:1, :prefix])
-    if first is None:
-        return None
-    _, cache, argument = first
     batch, width = input_ids.shape
-    cache.batch_repeat_interleave(batch)
+    repeated = _repeated_prefix(decoder, input_ids[:1, :prefix], batch, attention_mask=attention_mask[:1, :prefix])
+    if repeated is None:
+        return None
+    cache, argument = repeated
     positions = torch.arange(prefix, width, device=input_ids.device).unsqueeze(0).expand(batch, -1)
     out = decoder(input_ids=input_ids[:, prefix:], attention_mask=attention_mask, position_ids=positions,
                   use_cache=True, **{argument: cache})
@@ -123,13 +135,9 @@ def prefix_cached_prompts(model: nn.Module, prompts: list[list[int]], pad: int, 
     if not _enabled or prefix < MIN_SHARED_PREFIX or config is None:
         ids, mask = left_pad(prompts, pad)
         return ids.to(device), mask.to(device), None
-    from transformers import DynamicCache
-
     rest, rest_mask = left_pad([p[prefix:] for p in prompts], pad)
     head = torch.tensor([prompts[0][:prefix]], dtype=torch.long)
-    cache = DynamicCache(config=config)
-    model(input_ids=head.to(device), use_cache=True, **{cache_keyword(model): cache})
-    cache.batch_repeat_interleave(len(prompts))
+    cache, _ = _repeated_prefix(model, head.to(device), len(prompts), cache_keyword(model))
     ids = torch.cat([head.expand(len(prompts), -1), rest], dim=1)
     mask = torch.cat([torch.ones(len(prompts), prefix, dtype=torch.long), rest_mask], dim=1)
     return ids.to(device), mask.to(device), cache
@@ -145,11 +153,10 @@ def _prompt_pass(decoder: nn.Module, prompts: list[list[int]], pad: int, device)
     lengths = torch.tensor([len(p) for p in prompts], device=device)
     prefix = common_prefix_length(prompts)
     if _enabled and len(prompts) >= MIN_SHARED_BATCH and prefix >= MIN_SHARED_PREFIX:
-        first = _first_pass(decoder, input_ids=torch.tensor([prompts[0][:prefix]], device=device))
-        if first is None:
+        repeated = _repeated_prefix(decoder, torch.tensor([prompts[0][:prefix]], device=device), len(prompts))
+        if repeated is None:
             return None
-        _, cache, argument = first
-        cache.batch_repeat_interleave(len(prompts))
+        cache, argument = repeated
         width = max(len(p) for p in prompts) - prefix
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)
         suffix_mask = torch.zeros_like(ids)
