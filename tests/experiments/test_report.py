@@ -124,3 +124,15 @@ def test_missing_figures_are_skipped_with_a_note(capsys, tmp_path, smoke_results
 def test_report_on_a_missing_file_is_a_user_error(capsys, tmp_path):
     assert main(["report", str(tmp_path / "none.db"), "--out", str(tmp_path / "o")]) == 2
     assert "results database not found" in capsys.readouterr().err
+
+
+def test_a_k_curve_compares_its_ks_on_the_seeds_every_k_ran():
+    """A study sweeps k on seed 0 only: the k = 10 point (run on seeds 0-2) is then its seed-0 value."""
+    from lora_recycle.experiments.report import k_curve
+
+    def run(k, seed, accuracy):
+        return {"kind": "merge", "pool": "recycled", "method": "ours", "random_init": False, "with_target": True,
+                "k": k, "seed": seed, "task": "t", "accuracy": accuracy}
+
+    rows = [run(5, 0, 0.5), run(10, 0, 0.6), run(10, 1, 0.9), run(10, 2, 0.9)]
+    assert [(p["k"], p["mean"], p["seeds"]) for p in k_curve(rows)] == [(5, 0.5, 1), (10, 0.6, 1)]

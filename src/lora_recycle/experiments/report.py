@@ -121,12 +121,16 @@ def improvement(rows: list[Row]) -> list[dict[str, Any]]:
 
 def k_curve(rows: list[Row]) -> list[dict[str, Any]]:
     """Figure 3's points: accuracy per (method, random-init, with target, k) on the recycled pool."""
-    cells = _group((r for r in rows if r["kind"] == "merge" and r["pool"] == "recycled" and r["k"] is not None),
-                   lambda r: (r["method"], r["random_init"], r["with_target"], r["k"]))
+    recycled = [r for r in rows if r["kind"] == "merge" and r["pool"] == "recycled" and r["k"] is not None]
+    series = _group(recycled, lambda r: (r["method"], r["random_init"], r["with_target"]))
     out = []
-    for (method, random_init, with_target, k), group in sorted(cells.items()):
-        out.append({"series": method + (" random-init" if random_init else ""), "with_target": with_target, "k": k,
-                    **(seed_stat(task_means(group)) or {})})
+    for (method, random_init, with_target), runs in sorted(series.items()):
+        by_k = _group(runs, lambda r: r["k"])
+        # a curve compares its ks on the seeds every k ran (a study may sweep k on fewer seeds than k = 10)
+        seeds = set.intersection(*({r["seed"] for r in group} for group in by_k.values()))
+        for k, group in sorted(by_k.items()):
+            out.append({"series": method + (" random-init" if random_init else ""), "with_target": with_target,
+                        "k": k, **(seed_stat(task_means(r for r in group if r["seed"] in seeds)) or {})})
     return out
 
 
@@ -266,9 +270,10 @@ def render_markdown(tables: dict[str, Any], figures: dict[str, Path | None], not
              "± is the standard deviation over seeds. With the target LoRA, a merge of k adapters holds it and "
              "the top k-1 selected.", "",
              "## Table 2: average accuracy", "", metric_line, "",
-             "| method | w/o target LoRA | w/ target LoRA |", "| --- | --- | --- |"]
+             "| method | w/o target LoRA | w/ target LoRA | seeds x tasks |", "| --- | --- | --- | --- |"]
     for entry in tables["table2"]:
-        lines.append(f"| {entry['method']} | {_fmt(entry['without_target'])} | {_fmt(entry['with_target'])} |")
+        lines.append(f"| {entry['method']} | {_fmt(entry['without_target'])} | {_fmt(entry['with_target'])} | "
+                     f"{_coverage(entry)} |")
     lines += ["", "## Figure 2: % improvement", "", metric_line, "",
               "| method | target LoRA in pool | vs prompting (%) | vs target LoRA (%) |", "| --- | --- | --- | --- |"]
     for entry in tables["improvement"]:
@@ -290,6 +295,12 @@ def render_markdown(tables: dict[str, Any], figures: dict[str, Path | None], not
             for s in tables["coefficient_shares"]["summary"]:
                 lines.append(f"| {'yes' if s['with_target'] else 'no'} | {s['role']} | {s['mean_share']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def _coverage(entry: dict[str, Any]) -> str:
+    """``seeds x tasks`` of a Table 2 row (both columns, when they differ)."""
+    cells = [f"{c['seeds']} x {c['tasks']}" for c in (entry["without_target"], entry["with_target"]) if c]
+    return " / ".join(dict.fromkeys(cells)) or "–"
 
 
 def _interval(data: dict[str, Any] | None) -> str:
