@@ -63,11 +63,11 @@ def test_tiny_hub_and_demo(tmp_path, cache_dir, capsys):
     def refuse(*args, **kwargs):
         raise AssertionError("a warm demo recomputed a cached row")
 
-    import lora_recycle.minihub.demo as demo_module
+    import lora_recycle.minihub.demo_rows as demo_rows
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(demo_module, "merge_adapters", refuse)
-        patch.setattr(demo_module, "route_catalog", refuse)
+        patch.setattr(demo_rows, "_build", refuse)
+        patch.setattr(demo_rows, "ensure_target", refuse)
         assert main(["demo", "--profile", "tiny", "--cache-dir", str(cache_dir), "--out", str(tmp_path / "warm")]) == 0
     assert json.loads((tmp_path / "warm" / "results.json").read_text()) == results
     capsys.readouterr()
@@ -84,3 +84,42 @@ def test_demo_rows_resume_after_a_lost_row(tmp_path):
     cache._path("average").unlink()
     assert cache.get("ours") == first and cache.get("average") is None
     assert not list((tmp_path / "rows").glob("*.partial"))
+
+
+def test_demo_rows_in_two_workers_equal_rows_run_here(tmp_path, cache_dir):
+    """Rows run side by side in worker processes (the target-task LoRA trained once, in one of them) give
+    the numbers the same rows give in this process, at the workers' one thread."""
+    import torch
+
+    from lora_recycle.minihub import demo_rows
+    from lora_recycle.minihub.demo_rows import DemoPlan, RowJob, run_rows
+    from lora_recycle.minihub.hub import build_hub
+    from lora_recycle.recipe.presets import preset
+    from lora_recycle.tuning.target_lora import TargetLoraConfig
+
+    hub = build_hub("tiny", cache_dir)
+    name = hub.target_tasks[0]
+    ours = preset("ours").with_overrides(steps=4, eval_every=2, seed=0, k=3)
+    pool = tuple(a.name for a in hub.adapters[:3])
+    ids = tuple(next(p.relative_to(hub.pool_dir).as_posix() for p in hub.adapters if p.name == n) for n in pool)
+    jobs = [RowJob("prompting", "prompting"), RowJob("target", "target"), RowJob("ours", "ours"),
+            RowJob("ours + target", "ours", with_target=True)]
+
+    def plan(where: str) -> DemoPlan:
+        config = TargetLoraConfig(rank=4, steps=4, seed=0, precision="fp32")
+        return DemoPlan(hub.base_model, hub.base_model_id, hub.catalog, hub.tasks[name], "fp32", 20, 0, ids, ours,
+                        config, tmp_path / where / "target", tmp_path / where / "rows", tmp_path / where / "out")
+
+    finished = []
+    parallel = run_rows(plan("parallel"), jobs, 2, finished.append)
+    assert sorted(r.method for r in finished) == sorted(j.label for j in jobs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        demo_rows._loaded.clear()
+        here = run_rows(plan("here"), jobs, 1, lambda row: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert {k: (r.accuracy, r.n, r.note) for k, r in parallel.items()} == {
+        k: (r.accuracy, r.n, r.note) for k, r in here.items()}
+    assert (tmp_path / "parallel" / "target" / "adapter_config.json").is_file()

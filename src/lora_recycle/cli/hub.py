@@ -47,11 +47,14 @@ def build(profile: ProfileOpt = "small", cache_dir: CacheOpt = None, seed: int =
 
 def demo(profile: ProfileOpt = "small", cache_dir: CacheOpt = None,
          task: Annotated[str | None, typer.Option("--task", help="Target task name (default: the first).")] = None,
-         seed: int = 0, out: Annotated[Path, typer.Option("--out")] = Path("demo-output")) -> None:
+         seed: int = 0, out: Annotated[Path, typer.Option("--out")] = Path("demo-output"),
+         workers: Annotated[int | None, typer.Option(
+             "--workers", min=1, help="Processes running the rows side by side (default: 2 on a CPU, 1 for tiny).")
+         ] = None) -> None:
     """Recycle the mini-hub's adapters for a held-out task and print the verdict table."""
     from lora_recycle.minihub.demo import render_table, run_demo, verdict
 
-    rows = run_demo(profile, cache_dir, task, seed, out, log=info)
+    rows = run_demo(profile, cache_dir, task, seed, out, log=info, workers=workers)
     print("\n".join(render_table(rows)))
     print()
     print(verdict(rows))

@@ -9,60 +9,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lora_recycle import __version__
-from lora_recycle.adapters import read_peft_adapter
+from lora_recycle.minihub.demo_rows import DemoPlan, DemoRow, RowCache, RowJob, run_rows
 from lora_recycle.minihub.hub import DEMO_FIELDS, build_hub
 from lora_recycle.models.loading import load_base_model
-from lora_recycle.recipe import TARGET_ADAPTER_ID
-from lora_recycle.recipe.merge import merge_adapters
-from lora_recycle.recipe.pool import PoolRequest, finish_pool, selected_adapters
+from lora_recycle.recipe.pool import PoolRequest, selected_adapters
 from lora_recycle.recipe.presets import preset
-from lora_recycle.recipe.target import cached_target_lora, target_lora_dir
-from lora_recycle.routing.arrow import routed_precision, scoring_model
-from lora_recycle.routing.recipe import route_catalog
+from lora_recycle.recipe.target import target_lora_dir
 from lora_recycle.selection.from_catalog import accepted_ids
 from lora_recycle.tasks import load_task
-from lora_recycle.tasks.scoring import evaluate_task, metric_label, resolve_metric
-from lora_recycle.tuning.precision import attention_for, autocast
+from lora_recycle.tasks.scoring import metric_label, resolve_metric
 from lora_recycle.tuning.target_lora import TargetLoraConfig
+
+__all__ = ["DemoRow", "RowCache", "demo_key", "render_table", "run_demo", "verdict", "write_report"]
 
 DEMO_FORMAT = 2  # bump when a row's computation changes: cached rows of older runs are then recomputed
 # 2: merges and scoring in the hub's precision (bf16 autocast where native)
-
-
-@dataclass
-class DemoRow:
-    method: str
-    accuracy: float
-    n: int
-    note: str = ""
-    metric: str = "loglik"
-
-
-class RowCache:
-    """The demo's finished rows, one JSON file each under ``directory``: a warm demo (same hub, task, seed,
-    demo sizes, selected adapters and package version) prints them without recomputing, and an interrupted
-    one resumes at the first missing row."""
-
-    def __init__(self, directory: Path):
-        self.directory = Path(directory)
-
-    def _path(self, method: str) -> Path:
-        return self.directory / (hashlib.sha256(method.encode()).hexdigest()[:12] + ".json")
-
-    def get(self, method: str) -> DemoRow | None:
-        path = self._path(method)
-        return DemoRow(**json.loads(path.read_text())) if path.is_file() else None
-
-    def put(self, row: DemoRow) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        partial = self._path(row.method).with_suffix(".partial")
-        partial.write_text(json.dumps(asdict(row)) + "\n")
-        partial.replace(self._path(row.method))
 
 
 def demo_key(hub, task, seed: int, pool_ids: list[str]) -> str:
@@ -77,9 +41,15 @@ def demo_key(hub, task, seed: int, pool_ids: list[str]) -> str:
 
 
 def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: str | None = None, seed: int = 0,
-             out_dir: Path = Path("demo-output"), log=print) -> list[DemoRow]:
-    """Build or reuse the mini-hub, run every row of the demo on one target task, write a report."""
+             out_dir: Path = Path("demo-output"), log=print, workers: int | None = None) -> list[DemoRow]:
+    """Build or reuse the mini-hub, run every row of the demo on one target task, write a report.
+
+    ``workers`` processes run the rows side by side (default: as the hub build, one per core and at most 2 on
+    a CPU, 1 for the tiny profile).
+    """
     from lora_recycle.errors import UserError
+    from lora_recycle.minihub import demo_rows
+    from lora_recycle.minihub.trainer import default_workers
 
     hub = build_hub(profile, cache_dir, seed)
     name = task_name or hub.target_tasks[0]
@@ -87,25 +57,8 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
         raise UserError(f"unknown task {name!r}; targets of this hub: {', '.join(hub.target_tasks)}")
     task = load_task(hub.tasks[name])
     model, tokenizer = load_base_model(hub.base_model)
-    limit = hub.profile.test_limit
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[DemoRow] = []
-
-    def row(method: str, build: Callable[[], tuple[object, str]] = lambda: (None, ""), routed: bool = False) -> None:
-        """Score what ``build()`` returns (an adapter or Arrow library, and a note), or reuse the cached row."""
-        cached = cache.get(method)
-        if cached is None:
-            precision = routed_precision(hub.precision, routed)  # merges as the hub was trained
-            with attention_for(model, precision), autocast(precision):
-                adapter, note = build()
-                with scoring_model(model, adapter) as scored:  # a LoRA folded in, or an Arrow library routed
-                    result = evaluate_task(scored, tokenizer, task, "test", limit=limit)
-            cached = DemoRow(method, result.accuracy, result.n, note, result.metric)
-            cache.put(cached)
-        rows.append(cached)
-        log(f"  {method:<34} test accuracy {cached.accuracy:.3f} ({metric_label(cached.metric)})")
-
     accepted = accepted_ids(hub.catalog)
     steps = hub.profile.merge_steps
     ours = preset("ours").with_overrides(steps=steps, eval_every=max(1, steps // 5), seed=seed, k=hub.profile.demo_k)
@@ -114,44 +67,24 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
     log(f"target task {name} ({task.type}); base {hub.base_model_id}; catalog {len(accepted)} accepted adapters "
         f"({len(hub.broken)} broken ones rejected); selected by evaluation: "
         + ", ".join(f"{a.adapter_id} ({scores[a.adapter_id]:.2f})" for a in pool))
-    cache = RowCache(hub.root / "demo" / f"{name}-{demo_key(hub, task, seed, [a.adapter_id for a in pool])}")
-    row("prompting (zero-shot base)")
-    # cached next to the hub, so a warm demo reuses it whatever --out is
+    # the target-task LoRA is cached next to the hub, so a warm demo reuses it whatever --out is
     config = TargetLoraConfig(steps=hub.profile.target_lora_steps, seed=seed, precision=hub.precision)
-    where = target_lora_dir(hub.root, name, task, config, f"minihub:{hub.profile.name}:seed{seed}")
-    target_dir, _ = cached_target_lora(model, tokenizer, task, config, where, base_model_id=hub.base_model_id)
-    target = read_peft_adapter(target_dir, adapter_id=TARGET_ADAPTER_ID)
-    row("target-task LoRA", lambda: (target, ""))
-    row(f"average of the {len(pool)} selected",
-        lambda: (merge_adapters(model, tokenizer, None, pool, preset("average")).adapter, ""))
-
-    def adaptive(with_target: bool, noise: bool) -> Callable[[], tuple[object, str]]:
-        # with the target-task LoRA: it first, then the top k - 1 selected (k adapters either way); random-init
-        # noise is drawn per module with the std pooled over the recycled adapters of that merge
-        def build():
-            recycled = pool[: len(pool) - 1] if with_target else pool  # ranked best first
-            outcome = merge_adapters(model, tokenizer, task, finish_pool(recycled, target if with_target else None,
-                                                                         noise, seed), ours)
-            loop = outcome.fit.loop
-            return outcome.adapter, f"val loss {loop.initial_val_loss:.3f} -> {loop.best_val_loss:.3f}"
-        return build
-
-    for label, with_target, noise in (("ours", False, False), ("ours + target LoRA", True, False),
-                                      ("ours, random-init adapters", False, True),
-                                      ("ours, random-init + target LoRA", True, True)):
-        row(label, adaptive(with_target, noise))
-    arrow = preset("arrow").with_overrides(seed=seed)  # data-free: every accepted adapter, no selection
-
-    def routed(with_target: bool) -> Callable[[], tuple[object, str]]:
-        def build():
-            library = out_dir / ("arrow-target" if with_target else "arrow")
-            experts = route_catalog(model, tokenizer, task, hub.catalog, arrow, library,
-                                    target if with_target else None, evaluate_split=None).pool["experts"]
-            return library, f"{len(experts)} experts, top_k {arrow.top_k}; not one adapter"
-        return build
-
-    for label, with_target in (("arrow (routing, no task data)", False), ("arrow + target LoRA", True)):
-        row(label, routed(with_target), routed=True)
+    plan = DemoPlan(hub.base_model, hub.base_model_id, hub.catalog, hub.tasks[name], hub.precision,
+                    hub.profile.test_limit, seed, tuple(a.adapter_id for a in pool), ours, config,
+                    target_lora_dir(hub.root, name, task, config, f"minihub:{hub.profile.name}:seed{seed}"),
+                    hub.root / "demo" / f"{name}-{demo_key(hub, task, seed, [a.adapter_id for a in pool])}", out_dir)
+    jobs = [RowJob("prompting (zero-shot base)", "prompting"), RowJob("target-task LoRA", "target"),
+            RowJob(f"average of the {len(pool)} selected", "average"), RowJob("ours", "ours"),
+            RowJob("ours + target LoRA", "ours", with_target=True),
+            RowJob("ours, random-init adapters", "ours", noise=True),
+            RowJob("ours, random-init + target LoRA", "ours", with_target=True, noise=True),
+            RowJob("arrow (routing, no task data)", "arrow"), RowJob("arrow + target LoRA", "arrow", with_target=True)]
+    if workers is None:
+        workers = 1 if hub.profile.base == "tiny" else default_workers("cpu")
+    demo_rows.share_model(hub.base_model, model, tokenizer)  # rows run here reuse the loaded model
+    done = run_rows(plan, jobs, workers, lambda row: log(
+        f"  {row.method:<34} test accuracy {row.accuracy:.3f} ({metric_label(row.metric)})"))
+    rows = [done[job.label] for job in jobs]
     write_report(rows, name, hub, out_dir, metric_label(resolve_metric(task)))
     return rows
 
