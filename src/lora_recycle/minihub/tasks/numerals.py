@@ -35,22 +35,23 @@ for _lang in ("en", "fr", "de", "es"):
     register_task(f"number_words_{_lang}", family="number_words", domain=DOMAIN)(_number_words_builder(_lang))
 
 
-@register_task("words_to_digits_en", family="number_words", domain=DOMAIN)
-def words_to_digits_en(rng: random.Random) -> TaskDraft:
-    """English number words (0-999) back to digits."""
-    examples = [Example(number_in_words(n, "en"), str(n), id=str(n)) for n in NUMBER_RANGE]
-    return TaskDraft("generation", "Write \"{input}\" as a number in digits.",
-                     "Read an English number in words and write it in digits (num2words).", examples,
-                     max_new_tokens=6)
+def _words_to_digits_builder(lang: str, template: str):
+    language = LANGUAGES[lang]
+
+    def build(rng: random.Random) -> TaskDraft:
+        examples = [Example(number_in_words(n, lang), str(n), id=str(n)) for n in NUMBER_RANGE]
+        return TaskDraft("generation", template,
+                         f"Read {'an' if language[0] in 'AEIOU' else 'a'} {language} number in words and write it in "
+                         "digits (num2words).", examples, max_new_tokens=6)
+
+    build.__doc__ = f"{language} number words (0-999) back to digits."
+    return build
 
 
-@register_task("words_to_digits_fr", family="number_words", domain=DOMAIN)
-def words_to_digits_fr(rng: random.Random) -> TaskDraft:
-    """French number words (0-999) back to digits."""
-    examples = [Example(number_in_words(n, "fr"), str(n), id=str(n)) for n in NUMBER_RANGE]
-    return TaskDraft("generation", "Write the French number \"{input}\" in digits.",
-                     "Read a French number in words and write it in digits (num2words).", examples,
-                     max_new_tokens=6)
+register_task("words_to_digits_en", family="number_words", domain=DOMAIN)(
+    _words_to_digits_builder("en", "Write \"{input}\" as a number in digits."))
+register_task("words_to_digits_fr", family="number_words", domain=DOMAIN)(
+    _words_to_digits_builder("fr", "Write the French number \"{input}\" in digits."))
 
 
 @register_task("ordinal_words_en", family="number_words", domain=DOMAIN)
