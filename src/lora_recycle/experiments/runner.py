@@ -273,11 +273,12 @@ def warm_evaluation_scores(env: WorkerEnv, task_name: str, metric: str | None = 
     from lora_recycle.selection.from_catalog import select_from_catalog
     from lora_recycle.tuning.precision import resolve_precision
 
+    started = time.perf_counter()
     try:
         model, tokenizer, device = _load_model(env)
         select_from_catalog(env.db, strategy, 1, 0, model, tokenizer, _load_task(env, task_name), device,
                             metric=metric, split=split, precision=resolve_precision(precision, device))
-        return {"ok": True}
+        return {"ok": True, "seconds": time.perf_counter() - started}
     except Exception as exc:  # the merges will hit (and record) the same problem
         return {"error": f"{type(exc).__name__}: {exc}"}
 
@@ -326,10 +327,15 @@ def run_experiment(resolved: ResolvedExperiment, results_path: str | Path, execu
                         r.precision) for r in merges
                        if r.pool == "recycled" and r.settings.selection in ("evaluation", "loss")})
         finished = failed = 0
-        for _, outcome in executor.map(warm_evaluation_scores,
-                                       [(env, t, m or None, s, n, p) for t, n, m, s, p in warm]):
+        if warm:
+            log(f"scoring the pool for selection first: {len(warm)} (task, strategy) pairs (cached scores are read back)")
+        for index, outcome in executor.map(warm_evaluation_scores,
+                                           [(env, t, m or None, s, n, p) for t, n, m, s, p in warm]):
+            task, strategy = warm[index][:2]
             if "error" in outcome:
-                log(f"  warning: scoring the pool failed: {outcome['error']}")
+                log(f"  warning: scoring the pool on {task} by {strategy} failed: {outcome['error']}")
+            else:
+                log(f"  scored the pool on {task} by {strategy} ({outcome['seconds']:.0f} s)")
         counter = already
         for phase in (baselines, merges):
             for index, outcome in executor.map(safe_execute_run, [(env, r) for r in phase]):
