@@ -328,7 +328,8 @@ def run_experiment(resolved: ResolvedExperiment, results_path: str | Path, execu
                        if r.pool == "recycled" and r.settings.selection in ("evaluation", "loss")})
         finished = failed = 0
         if warm:
-            log(f"scoring the pool for selection first: {len(warm)} (task, strategy) pairs (cached scores are read back)")
+            log(f"scoring the pool for selection first: {len(warm)} (task, strategy) pairs "
+                "(cached scores are read back)")
         for index, outcome in executor.map(warm_evaluation_scores,
                                            [(env, t, m or None, s, n, p) for t, n, m, s, p in warm]):
             task, strategy = warm[index][:2]
