@@ -151,3 +151,15 @@ def test_an_empty_merge_is_one_line_not_a_traceback(capsys, tmp_path, tiny_model
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: the ties merge is empty")
     assert "Traceback" not in err and not (tmp_path / "e").exists()
+
+
+def test_merge_exact_export_is_recorded_and_checked(capsys, tmp_path, tiny_model_dir, adapter_dirs):
+    """--exact-export reaches the settings (and the record); a routed method refuses it by name."""
+    code, _, _ = run(capsys, "merge", "--model", tiny_model_dir, "--adapters", adapter_dirs["all_r4"],
+                     "--adapters", adapter_dirs["qv_r8"], "--method", "ties", "--exact-export", "--out", tmp_path / "x")
+    assert code == 0
+    record = json.loads((tmp_path / "x" / "merge_result.json").read_text())
+    assert record["settings"]["exact_export"] is True and not record["compression"].get("compressed")
+    code, _, err = run(capsys, "merge", "--model", tiny_model_dir, "--adapters", adapter_dirs["all_r4"],
+                       "--method", "arrow", "--exact-export", "--out", tmp_path / "a")
+    assert code == 2 and "--exact-export does not apply to arrow" in err

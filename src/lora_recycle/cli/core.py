@@ -195,7 +195,9 @@ def merge(
         unused = {"--merge-into-base": merge_into_base, "--tuning": tuning, "--init": init, "--prune": prune,
                   "--coef": coef, "--max-rank": max_rank, "--granularity": granularity, "--activation": activation,
                   "--steps": steps, "--lr": lr, "--max-error": max_error, "--save-dtype": save_dtype,
-                  "--base-model-id": base_model_id}
+                  "--base-model-id": base_model_id, "--exact-export": exact_export or None,
+                  "--keep-start": keep_start or None, "--refine-steps": refine_steps, "--refine-lr": refine_lr,
+                  "--refine-rank": refine_rank}
         return merge_routed(model=model, out=out, method=method, task=task, adapters=adapters,
                             target_lora=target_lora, random_init=random_init, db=db, ids=ids, selection=selection,
                             k=k, seed=seed, general_adapters=general_adapters, top_k=top_k,
