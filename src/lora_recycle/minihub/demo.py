@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lora_recycle import __version__
 from lora_recycle.minihub.demo_rows import DemoPlan, DemoRow, RowCache, RowJob, run_rows
-from lora_recycle.minihub.hub import DEMO_FIELDS, build_hub
+from lora_recycle.minihub.hub import DEMO_FIELDS, build_hub, profile_workers
 from lora_recycle.models.loading import load_base_model
 from lora_recycle.recipe.pool import PoolRequest, selected_adapters
 from lora_recycle.recipe.presets import preset
@@ -49,7 +49,6 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
     """
     from lora_recycle.errors import UserError
     from lora_recycle.minihub import demo_rows
-    from lora_recycle.minihub.trainer import default_workers
 
     hub = build_hub(profile, cache_dir, seed)
     name = task_name or hub.target_tasks[0]
@@ -80,7 +79,7 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
             RowJob("ours, random-init + target LoRA", "ours", with_target=True, noise=True),
             RowJob("arrow (routing, no task data)", "arrow"), RowJob("arrow + target LoRA", "arrow", with_target=True)]
     if workers is None:
-        workers = 1 if hub.profile.base == "tiny" else default_workers("cpu")
+        workers = profile_workers(hub.profile)
     demo_rows.share_model(hub.base_model, model, tokenizer)  # rows run here reuse the loaded model
     done = run_rows(plan, jobs, workers, lambda row: log(
         f"  {row.method:<34} test accuracy {row.accuracy:.3f} ({metric_label(row.metric)})"))

@@ -13,7 +13,7 @@ import hashlib
 import json
 import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -171,12 +171,6 @@ def compute_row(plan: DemoPlan, job: RowJob) -> DemoRow:
     return row
 
 
-def _start_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def _train_target(plan: DemoPlan) -> str:
     ensure_target(plan)
     return "target"
@@ -192,8 +186,9 @@ def run_rows(plan: DemoPlan, jobs: list[RowJob], workers: int, done: Callable[[D
             rows[job.label] = compute_row(plan, job)
             done(rows[job.label])
         return rows
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(1,)) as pool:
+    from lora_recycle.minihub.trainer import worker_pool
+
+    with worker_pool(workers, threads=1) as pool:
         later = [job for job in todo if job.needs_target]
         target: Future | None = pool.submit(_train_target, plan) if later else None
         pending = {pool.submit(compute_row, plan, job) for job in todo if not job.needs_target}

@@ -86,6 +86,12 @@ class Hub:
         return self.root / "pool.db"
 
 
+def profile_workers(profile: Profile, device: str = "cpu") -> int:
+    """Default worker processes for a profile's build and demo: 1 for tiny (too small to repay them), else one
+    per core, at most 2, on a CPU."""
+    return 1 if profile.base == "tiny" else default_workers(device)
+
+
 def get_profile(name: str) -> Profile:
     if name not in PROFILES:
         raise UserError(f"unknown profile {name!r}; choose one of: {', '.join(PROFILES)}")
@@ -135,7 +141,7 @@ def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: 
     tasks = {p.name: p for p in sorted(tasks_dir.iterdir()) if (p / "task.yaml").is_file()}
     precision = resolve_precision(profile.precision, device)
     setup = TrainerSetup(base_dir, base_id, device, precision, profile.source_eval_limit, root)
-    workers = (1 if profile.base == "tiny" else default_workers(device)) if workers is None else workers
+    workers = profile_workers(profile, device) if workers is None else workers
     outs = [root / "pool" / p.contributor / p.name for p in plans]
     in_house = {name: root / "in-house" / name for name in TARGET_TASKS} if profile.in_house else {}
     groups = job_groups(plans, outs, tasks, in_house, in_house_config(profile, seed, precision) if in_house else None)

@@ -132,13 +132,30 @@ _worker: HubTrainer | None = None
 _finished = None  # the build's queue of finished-adapter notices (one per job), set in each worker
 
 
-def _start_worker(setup: TrainerSetup, threads: int, finished) -> None:
+def worker_pool(workers: int, threads: int | None = None, initializer: Callable | None = None,
+                initargs: tuple = ()) -> ProcessPoolExecutor:
+    """Spawned worker processes (no fork of a process holding torch threads), each with ``threads`` torch threads
+    (default: an equal share of this process's) and ending when this process is gone; the hub build and the demo
+    run their jobs in one."""
     import torch
 
-    global _worker, _finished
+    threads = threads or max(1, torch.get_num_threads() // workers)
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                               initargs=(threads, os.getpid(), initializer, initargs))
+
+
+def _init_worker(threads: int, parent: int, initializer: Callable | None, initargs: tuple) -> None:
+    import torch
+
     torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def _start_trainer(setup: TrainerSetup, finished) -> None:
+    global _worker, _finished
     _worker, _finished = HubTrainer(setup), finished
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -169,11 +186,7 @@ def run_jobs(groups: list[list[Job]], setup: TrainerSetup, workers: int, progres
         return
     import queue
 
-    import torch
-
-    threads = max(1, torch.get_num_threads() // workers)
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
-    with context.Manager() as manager:
+    with multiprocessing.get_context("spawn").Manager() as manager:
         finished = manager.Queue()
 
         def drain() -> None:
@@ -183,8 +196,7 @@ def run_jobs(groups: list[list[Job]], setup: TrainerSetup, workers: int, progres
                 except queue.Empty:
                     return
 
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                 initargs=(setup, threads, finished)) as pool:
+        with worker_pool(workers, initializer=_start_trainer, initargs=(setup, finished)) as pool:
             pending = {pool.submit(_run_group, group) for group in groups}
             try:
                 while pending:
