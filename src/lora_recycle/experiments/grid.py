@@ -170,3 +170,23 @@ def _task_hashes(resolved: ResolvedExperiment) -> dict[str, str]:
     from lora_recycle.tasks import load_task
 
     return {name: load_task(resolved.tasks[name]).content_hash() for name in resolved.target_tasks}
+
+
+def inputs_fingerprint(resolved: ResolvedExperiment) -> str:
+    """sha256 (16 hex digits) of what run hashes name only by reference: the base model's config and weight
+    files, every accepted pool adapter's weights, and the in-house tasks' data (their target LoRAs are Q4's pool).
+
+    A results file records it, so resuming on a rebuilt or re-scanned pool is refused instead of mixing runs.
+    """
+    from lora_recycle.pool import Catalog
+    from lora_recycle.tasks import load_task
+
+    model = resolved.model
+    weights = sorted((p.name, p.stat().st_size) for p in model.iterdir()
+                     if p.suffix in (".safetensors", ".bin", ".gguf") and p.is_file())
+    with Catalog(resolved.db, create=False) as catalog:
+        pool = sorted((row["id"], row["sha256"]) for row in catalog.rows(status="accepted"))
+    in_house = {name: load_task(resolved.tasks[name]).content_hash() for name in resolved.in_house_tasks}
+    payload = json.dumps({"model_config": (model / "config.json").read_text(encoding="utf-8"), "weights": weights,
+                          "pool": pool, "in_house": in_house}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -21,15 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from lora_recycle.adapters.lora import LoraAdapter
+from lora_recycle.errors import UserError
 from lora_recycle.experiments.config import ResolvedExperiment
 from lora_recycle.experiments.executors import Executor, LocalExecutor
-from lora_recycle.experiments.grid import RunSpec, expand_runs
+from lora_recycle.experiments.grid import RunSpec, expand_runs, inputs_fingerprint
 from lora_recycle.experiments.results import ResultsStore, library_versions
 from lora_recycle.recipe import TARGET_ADAPTER_ID
 from lora_recycle.recipe.target import cached_target_lora, clean_stale, short_hash, target_lora_dir
 from lora_recycle.tuning.target_lora import TargetLoraConfig
 
 IN_HOUSE_PREFIX = "in-house:"
+INPUTS_KEY = "inputs"  # results meta: the inputs_fingerprint its runs were recorded on
 
 
 @dataclass(frozen=True)
@@ -313,10 +315,17 @@ def run_experiment(resolved: ResolvedExperiment, results_path: str | Path, execu
     executor = executor or LocalExecutor()
     env = worker_env(resolved, results_path)
     runs = expand_runs(resolved)
+    inputs = inputs_fingerprint(resolved)
     with ResultsStore(results_path) as store:
         done = store.finished_hashes()
-        store.set_meta(f"config:{config.content_hash()}", config.model_dump_json())
         todo = [r for r in runs if r.run_hash not in done]
+        recorded = store.meta().get(INPUTS_KEY)
+        if todo and done and recorded not in (None, inputs):  # finished runs alone are only read back
+            raise UserError(f"{results_path}: its {len(done)} runs were recorded on another base model, pool or "
+                            f"in-house task set (inputs {recorded}, now {inputs}); give a new --results file")
+        if todo or recorded is None:
+            store.set_meta(INPUTS_KEY, inputs)
+        store.set_meta(f"config:{config.content_hash()}", config.model_dump_json())
         already = len(runs) - len(todo)
         log(f"experiment {config.name}: {len(runs)} runs, {already} already recorded, {len(todo)} to run "
             f"({type(executor).__name__})")
