@@ -136,3 +136,21 @@ def test_a_k_curve_compares_its_ks_on_the_seeds_every_k_ran():
 
     rows = [run(5, 0, 0.5), run(10, 0, 0.6), run(10, 1, 0.9), run(10, 2, 0.9)]
     assert [(p["k"], p["mean"], p["seeds"]) for p in k_curve(rows)] == [(5, 0.5, 1), (10, 0.6, 1)]
+
+
+def test_table2_averages_only_the_seeds_that_ran_every_task():
+    """Seed 1 under way (one of two tasks): its lone task must not stand for a seed's average."""
+    from lora_recycle.experiments.report import table2
+
+    def run(task, seed, accuracy, kind="merge"):
+        return {"kind": kind, "pool": "recycled" if kind == "merge" else "none", "method": "ours",
+                "random_init": False, "exclude_top": 0, "with_target": False, "k": 10, "seed": seed, "task": task,
+                "accuracy": accuracy}
+
+    rows = [run("a", 0, 0.2), run("b", 0, 0.6), run("a", 1, 0.9), run("a", 2, 0.4), run("b", 2, 0.8),
+            run("a", 0, 0.1, "prompting"), run("b", 0, 0.3, "prompting"), run("a", 1, 0.5, "prompting")]
+    ours, prompting = table2(rows)
+    assert ours["without_target"]["per_seed"] == {"0": pytest.approx(0.4), "2": pytest.approx(0.6)}
+    assert (ours["without_target"]["seeds"], ours["without_target"]["tasks"]) == (2, 2)
+    assert ours["with_target"] is None
+    assert prompting["without_target"]["per_seed"] == {"0": pytest.approx(0.2)}

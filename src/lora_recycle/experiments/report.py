@@ -54,6 +54,13 @@ def _n_tasks(rows: list[Row]) -> int:
     return len({r["task"] for r in rows})
 
 
+def complete_seeds(rows: list[Row]) -> list[Row]:
+    """The rows of the seeds that ran every task of ``rows``: a seed still under way would average other tasks."""
+    tasks = {r["task"] for r in rows}
+    by_seed = _group(rows, lambda r: r["seed"])
+    return [r for group in by_seed.values() if {g["task"] for g in group} == tasks for r in group]
+
+
 def is_main_merge(row: Row) -> bool:
     """A merge on the recycled pool, no control applied (what Table 2 and Figure 2 compare)."""
     return row["kind"] == "merge" and row["pool"] == "recycled" and not row["random_init"] and not row["exclude_top"]
@@ -77,12 +84,12 @@ def table2(rows: list[Row]) -> list[dict[str, Any]]:
     for (method, k), group in sorted(merges.items(), key=lambda item: (item[0][0], item[0][1] or 10**9)):
         entry: dict[str, Any] = {"method": method_label(group[0]), "name": method, "k": k}
         for flag, column in ((False, "without_target"), (True, "with_target")):
-            cell = [r for r in group if r["with_target"] == flag]
+            cell = complete_seeds([r for r in group if r["with_target"] == flag])
             stat = seed_stat(task_means(cell))
             entry[column] = None if stat is None else {**stat, "tasks": _n_tasks(cell)}
         out.append(entry)
     for kind in ("prompting", "target_lora"):
-        cell = [r for r in rows if r["kind"] == kind]
+        cell = complete_seeds([r for r in rows if r["kind"] == kind])
         stat = seed_stat(task_means(cell))
         if stat is not None:
             out.append({"method": kind, "name": kind, "k": None, "without_target": {**stat, "tasks": _n_tasks(cell)},
@@ -266,8 +273,9 @@ def render_markdown(tables: dict[str, Any], figures: dict[str, Path | None], not
     metric_line = f"Metric: {', '.join(tables.get('metrics') or ['unrecorded'])}."
     lines = [f"# lora-recycle report: `{Path(source).name}`", "",
              f"{tables['runs']} runs over {len(tables['tasks'])} task(s) ({', '.join(tables['tasks'])}) and "
-             f"{len(tables['seeds'])} seed(s). Accuracy on the test split, averaged over tasks per seed; "
-             "± is the standard deviation over seeds. With the target LoRA, a merge of k adapters holds it and "
+             f"{len(tables['seeds'])} seed(s). Accuracy on the test split, averaged over tasks per seed "
+             "(a cell averages the seeds that ran all of its tasks); ± is the standard deviation over seeds. "
+             "With the target LoRA, a merge of k adapters holds it and "
              "the top k-1 selected.", "",
              "## Table 2: average accuracy", "", metric_line, "",
              "| method | w/o target LoRA | w/ target LoRA | seeds x tasks |", "| --- | --- | --- | --- |"]
