@@ -21,6 +21,10 @@ RayAddressOpt = Annotated[
     str | None, typer.Option("--ray-address", help="Ray cluster address (e.g. auto); default: start Ray locally.")
 ]
 
+TaskOpt = Annotated[list[str] | None, typer.Option(
+    "--task", help="Only this target task's runs (repeat for several): a slice of the same grid.")]
+SeedOpt = Annotated[list[int] | None, typer.Option("--seed", help="Only this seed's runs (repeat for several).")]
+
 
 @experiment_app.command("run")
 def run(
@@ -28,10 +32,8 @@ def run(
     results: Annotated[Path, typer.Option("--results", help="Results SQLite file (created or resumed).")],
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
-    only_task: Annotated[list[str] | None, typer.Option(
-        "--task", help="Run only this target task's runs (repeat for several): a slice of the same grid.")] = None,
-    only_seed: Annotated[list[int] | None, typer.Option(
-        "--seed", help="Run only this seed's runs (repeat for several).")] = None,
+    only_task: TaskOpt = None,
+    only_seed: SeedOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every run of CONFIG not yet recorded in --results; safe to kill and restart at any moment.
@@ -39,24 +41,11 @@ def run(
     ``--task`` / ``--seed`` run a slice: the same runs (and run hashes) as the whole grid's, so a slice
     measures the cost and its results count when the whole grid runs later.
     """
-    from lora_recycle.experiments.config import load_config, resolve_experiment
     from lora_recycle.experiments.executors import make_executor
     from lora_recycle.experiments.runner import run_experiment
 
-    loaded = load_config(config)
-    if only_seed:
-        unknown = sorted(set(only_seed) - set(loaded.seeds))
-        if unknown:
-            raise UserError(f"--seed {unknown[0]}: {config} runs seeds {', '.join(map(str, loaded.seeds))}")
-        loaded = loaded.model_copy(update={"seeds": list(only_seed)})
     chosen = make_executor(executor, ray_address)
-    resolved = resolve_experiment(loaded, str(config))
-    if only_task:  # after resolving: the in-house pool stays the whole grid's
-        unknown = [t for t in only_task if t not in resolved.target_tasks]
-        if unknown:
-            raise UserError(f"--task {unknown[0]}: not a target task of {config} "
-                            f"({', '.join(resolved.target_tasks)})")
-        resolved = dataclasses.replace(resolved, target_tasks=list(only_task))
+    resolved = _sliced(config, only_task, only_seed)
     try:
         summary = run_experiment(resolved, results, chosen, log=info)
     finally:
@@ -70,6 +59,50 @@ def run(
              f"results in {summary.results}")
     if summary.failed:
         raise typer.Exit(1)
+
+
+@experiment_app.command("status")
+def status(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    results: Annotated[Path, typer.Option("--results", help="Results SQLite file (need not exist yet).")],
+    only_task: TaskOpt = None,
+    only_seed: SeedOpt = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Runs side by side for the wall-time estimate (default: cores / threads).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """What of CONFIG's grid --results holds, and what the rest costs at its recorded runs' median times."""
+    import os
+
+    from lora_recycle.experiments.status import grid_status, status_lines
+
+    resolved = _sliced(config, only_task, only_seed)
+    workers = workers or max(1, (os.cpu_count() or 1) // resolved.config.threads)
+    summary = grid_status(resolved, results)
+    if as_json:
+        emit_json({**summary.to_dict(), "workers": workers, "wall_minutes": summary.wall_minutes(workers)})
+    else:
+        print("\n".join(status_lines(summary, workers)))
+
+
+def _sliced(config: Path, only_task: list[str] | None, only_seed: list[int] | None):
+    """CONFIG resolved, cut to ``--task`` / ``--seed`` (the same runs and hashes as the whole grid's)."""
+    from lora_recycle.experiments.config import load_config, resolve_experiment
+
+    loaded = load_config(config)
+    if only_seed:
+        unknown = sorted(set(only_seed) - set(loaded.seeds))
+        if unknown:
+            raise UserError(f"--seed {unknown[0]}: {config} runs seeds {', '.join(map(str, loaded.seeds))}")
+        loaded = loaded.model_copy(update={"seeds": list(only_seed)})
+    resolved = resolve_experiment(loaded, str(config))
+    if only_task:  # after resolving: the in-house pool stays the whole grid's
+        unknown = [t for t in only_task if t not in resolved.target_tasks]
+        if unknown:
+            raise UserError(f"--task {unknown[0]}: not a target task of {config} "
+                            f"({', '.join(resolved.target_tasks)})")
+        resolved = dataclasses.replace(resolved, target_tasks=list(only_task))
+    return resolved
 
 
 def report(
