@@ -46,6 +46,7 @@ def assert_usage_error(result: subprocess.CompletedProcess, *needles: str) -> st
     (["merge", "--model", "m", "--out", "o", "--steps", "0"], ["--steps"]),
     (["merge", "--model", "m", "--out", "o", "--prune", "1"], ["--prune", "[0, 1)"]),
     (["merge", "--model", "m", "--out", "o", "--prune", "-0.1"], ["--prune", "[0, 1)"]),
+    (["merge", "--model", "m", "--out", "o", "--method", "pi_tuning", "--init", "first"], ["init first", "softmax"]),
     (["train-lora", "--model", "m", "--task", "t", "--out", "o", "--lr", "0"], ["--lr"]),
     (["train-lora", "--model", "m", "--task", "t", "--out", "o", "--alpha", "-2"], ["--alpha"]),
     (["train-lora", "--model", "m", "--task", "t", "--out", "o", "--steps", "0"], ["--steps"]),

@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
     ({"include_target_lora": "sometimes"}, "include_target_lora", "both"),
     ({"methods": ["ours", {"preset": "ourz"}]}, "methods[1].preset", "unknown preset 'ourz'"),
     ({"methods": [{"preset": "ours", "granularity": "atom"}]}, "methods[0].granularity", "module"),
+    ({"methods": [{"preset": "pi_tuning", "init": "first"}]}, "methods[0]", "init first"),
+    ({"methods": [{"preset": "ours", "init": "first", "activation": "softmax"}]}, "methods[0]", "not softmax"),
     ({"controls": {"random_init": {"k": [2], "colour": 1}}}, "controls.random_init.colour", "unknown key"),
 ])
 def test_schema_errors_are_one_line_with_file_and_field(capsys, tmp_path, world, fields, field, words):

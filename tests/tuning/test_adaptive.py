@@ -62,3 +62,30 @@ def test_same_seed_same_numbers(tiny_model, trained_adapters, colour_task_dir):
     a = merge_adapters(model, tokenizer, task, pool, settings)
     b = merge_adapters(model, tokenizer, task, pool, settings)
     assert torch.equal(a.fit.values, b.fit.values)
+
+
+def test_init_first_starts_the_merge_as_the_first_adapter(tiny_model, trained_adapters, colour_task_dir):
+    """``init: first`` (target LoRA first): the start is that LoRA, so with keep_start the merge is never worse
+    on validation than it, and its coefficients start one-hot."""
+    from lora_recycle.merging.coefficients import coefficient_groups, initial_coefficients
+
+    groups = coefficient_groups({"model.layers.0.self_attn.q_proj": [True, True, False],
+                                 "model.layers.1.mlp.up_proj": [True, False, True]}, "module")
+    assert initial_coefficients(groups, "first").tolist() == [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]
+    model, tokenizer = tiny_model
+    task = load_task(colour_task_dir)
+    first, other = (read_peft_adapter(p) for p in trained_adapters)
+    val = [encode_for_training(tokenizer, task.spec, ex) for ex in task.split("validation")]
+    with folded(model, first):
+        first_loss = dataset_loss(model, tokenizer, val)
+    settings = preset("ours").with_overrides(init="first", keep_start=True, steps=10, eval_every=5)
+    loop = merge_adapters(model, tokenizer, task, [first, other], settings).fit.loop
+    assert loop.initial_val_loss == pytest.approx(first_loss, rel=1e-4)
+    assert loop.best_val_loss <= loop.initial_val_loss
+
+
+def test_init_first_with_softmax_is_a_user_error():
+    from lora_recycle.errors import UserError
+
+    with pytest.raises(UserError, match="init first .* not softmax"):
+        preset("pi_tuning").with_overrides(init="first")

@@ -9,6 +9,7 @@ import typer
 
 from lora_recycle.cli.checks import fraction, positive
 from lora_recycle.cli.output import emit_json, info
+from lora_recycle.merging.options import INIT_NAMES
 from lora_recycle.recipe import choices
 
 ModelOpt = Annotated[Path, typer.Option("--model", help="Local transformers model directory of the base model.")]
@@ -145,7 +146,9 @@ def merge(
     k: Annotated[int | None, typer.Option("--k", min=1, help="How many adapters to select from --db.")] = None,
     method: Annotated[str, typer.Option("--method", help=f"{choices.methods_help()}.")] = "ours",
     tuning: Annotated[str | None, typer.Option("--tuning", help=f"{choices.tuning_help()}.")] = None,
-    init: Annotated[str | None, typer.Option("--init", help="zero, uniform (1/k) or a number.")] = None,
+    init: Annotated[str | None, typer.Option(
+        "--init", help="zero, uniform (1/k), a number, or first (the first adapter, e.g. --target-lora, at 1).")
+    ] = None,
     prune: Annotated[
         float | None, typer.Option("--prune", callback=fraction, help="TIES/DARE drop fraction in [0, 1).")
     ] = None,
@@ -215,7 +218,7 @@ def merge(
     from lora_recycle.recipe.pool import PoolRequest
     from lora_recycle.recipe.run import ExportOptions, run_merge
 
-    init_value = None if init is None else init if init in ("zero", "uniform") else _parse_float("--init", init)
+    init_value = None if init is None else init if init in INIT_NAMES else _parse_float("--init", init)
     settings = choices.settings_from_flags(
         method, {"--granularity": granularity, "--activation": activation, "--steps": steps, "--lr": lr,
                  "--strategy": strategy, "--tuning": tuning, "--init": init_value, "--prune": prune, "--coef": coef,

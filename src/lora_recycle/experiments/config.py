@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from lora_recycle.errors import UserError
 from lora_recycle.recipe.presets import METHODS
-from lora_recycle.recipe.settings import CHOICE_FIELDS, MergeSettings, Metric, SelectionSplit
+from lora_recycle.recipe.settings import CHOICE_FIELDS, MergeSettings, Metric, SelectionSplit, init_problem
 from lora_recycle.selection.strategies import STRATEGIES
 from lora_recycle.tuning.tuners import TUNERS
 from lora_recycle.user_files import read_yaml
@@ -93,6 +93,11 @@ class _MethodEntry(_Strict):
         if stray:
             raise ValueError(f"{', '.join(stray)} does not apply to method {self.preset} "
                              f"(it takes: {', '.join(method.params)})")
+        preset_settings = method.settings
+        problem = init_problem(preset_settings.init if self.init is None else self.init,
+                               preset_settings.activation if self.activation is None else self.activation)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property

@@ -2,8 +2,9 @@
 
 A study spans sittings: before resuming one, a user wants the runs still to do and the worker time
 they need. Each run still to do is priced at the median time of the recorded runs of the same kind of
-cell (method, k, pool, with the target LoRA or not, control or not), else of the same method, else
-left unpriced; the pool's selection scores (cached in the catalog) are not runs and are not counted.
+cell (method, k, pool, with the target LoRA or not, control or not), else of the same method, else of
+its preset (a new recipe on ``ours`` costs about what ``ours`` does), else left unpriced. The pool's
+selection scores (cached in the catalog) are not runs and are not counted.
 """
 
 from __future__ import annotations
@@ -82,14 +83,19 @@ def grid_status(resolved: ResolvedExperiment, results: str | Path) -> GridStatus
     for run in runs:
         by_cell[cell_name(run)].append(run)
     by_method: dict[tuple[str, str], list[float]] = defaultdict(list)
+    by_preset: dict[str, list[float]] = defaultdict(list)
     for run in runs:
         if run.run_hash in seconds:
             by_method[(run.kind, run.method)].append(seconds[run.run_hash])
+            if run.settings is not None:
+                by_preset[run.settings.method].append(seconds[run.run_hash])
     cells, todo_seconds, unpriced = [], 0.0, 0
     for name, group in by_cell.items():
         done = [seconds[r.run_hash] for r in group if r.run_hash in seconds]
         todo = len(group) - len(done)
-        prices = done or by_method.get((group[0].kind, group[0].method), [])
+        first = group[0]
+        prices = (done or by_method.get((first.kind, first.method))
+                  or (by_preset.get(first.settings.method) if first.settings is not None else None) or [])
         cell = CellStatus(name, len(done), todo)
         if prices:
             cell.seconds_per_run, cell.priced_from = statistics.median(prices), len(prices)

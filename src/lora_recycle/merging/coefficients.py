@@ -66,7 +66,14 @@ def coefficient_groups(module_presence: dict[str, Sequence[bool]], granularity: 
 
 
 def initial_coefficients(groups: CoefficientGroups, init: Init) -> torch.Tensor:
-    """Raw coefficients ``[groups, k]``: zeros, ``1/k``, or a constant value."""
+    """Raw coefficients ``[groups, k]``: zeros, ``1/k``, a constant value, or ``first`` (one-hot on adapter 0).
+
+    ``first`` is a start for the linear and leaky-ReLU activations, where a raw 1 is a coefficient of 1.
+    """
+    if init == "first":
+        raw = torch.zeros((groups.num_groups, groups.k), dtype=torch.float32)
+        raw[:, 0] = 1.0
+        return raw
     if init == "zero":
         value = 0.0
     elif init == "uniform":

@@ -11,5 +11,7 @@ Composition = Literal["delta", "lorahub"]
 # Which modules share one coefficient per adapter, and the activation applied to raw coefficients.
 Granularity = Literal["model", "layer", "sublayer", "module"]
 Activation = Literal["softmax", "leaky_relu", "linear"]
-# Initial raw coefficients: zeros, 1/k, or a constant.
-Init = Literal["zero", "uniform"] | float
+# Initial raw coefficients: zeros, 1/k, a constant, or ``first``: the first adapter at 1 and the rest at 0
+# (with the target-task LoRA first, the merge starts as that LoRA).
+Init = Literal["zero", "uniform", "first"] | float
+INIT_NAMES = ("zero", "uniform", "first")

@@ -32,7 +32,8 @@ class MergeSettings:
     composition: Composition = _opt("delta", "delta: sum of c_i B_i A_i; lorahub: (sum c_i B_i)(sum c_i A_i).")
     granularity: Granularity = _opt("module", "Which modules share a coefficient: model, layer, sublayer, module.")
     activation: Activation = _opt("leaky_relu", "Activation of the raw coefficients: softmax, leaky_relu, linear.")
-    init: Init = _opt("zero", "Initial raw coefficients: zero, uniform (1/k) or a number.")
+    init: Init = _opt("zero", "Initial raw coefficients: zero, uniform (1/k), a number, or first (the first "
+                      "adapter at 1, the rest at 0: with the target-task LoRA, the merge starts as it).")
     steps: int = _opt(100, "Tuning steps (gradient) or evaluations (gradient-free).", ge=1)
     lr: float = _opt(5e-2, "Learning rate of gradient tuning.", gt=0)
     batch_size: int = _opt(8, "Examples per tuning step.", ge=1)
@@ -73,6 +74,13 @@ class MergeSettings:
     general_adapters: tuple[str, ...] = _opt((), "arrow_gks: catalog ids of the general LoRAs to subtract.",
                                              routing=True)
 
+    def __post_init__(self) -> None:
+        problem = init_problem(self.init, self.activation)
+        if problem:
+            from lora_recycle.errors import UserError
+
+            raise UserError(f"{self.method}: {problem}")
+
     def with_overrides(self, **overrides) -> MergeSettings:
         """A copy with the non-None overrides applied."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -82,6 +90,14 @@ class MergeSettings:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
                 if not ((f.metadata.get("routing") or f.metadata.get("omit_default"))
                         and getattr(self, f.name) == f.default)}
+
+
+def init_problem(init: Init, activation: Activation) -> str | None:
+    """Why ``init`` cannot start ``activation`` (None if it can): a softmax cannot put exactly 1 on one adapter."""
+    if init == "first" and activation == "softmax":
+        return "init first (a coefficient of 1 on the first adapter) needs the leaky_relu or linear activation, " \
+               "not softmax"
+    return None
 
 
 def _plain(value: Any) -> Any:
