@@ -60,16 +60,21 @@ class RunSpec:
     @property
     def label(self) -> str:
         """A short human description, e.g. ``colour seed 0: ours k=5 +target``."""
+        return f"{self.task} seed {self.seed}: {self.cell}"
+
+    @property
+    def cell(self) -> str:
+        """The kind of cell across tasks and seeds, e.g. ``ours k=5 +target`` (``average all``, ``prompting``)."""
         parts = [self.method]
-        if self.k is not None:
-            parts.append(f"k={self.k}")
+        if self.kind == "merge":
+            parts.append("all" if self.k is None else f"k={self.k}")
         if self.pool == "in_house":
             parts.append("in-house" + (f" skip {self.exclude_top}" if self.exclude_top else ""))
         if self.random_init:
             parts.append("random-init")
         if self.with_target and self.kind == "merge":
             parts.append("+target")
-        return f"{self.task} seed {self.seed}: {' '.join(parts)}"
+        return " ".join(parts)
 
     def merge_settings(self) -> MergeSettings:
         """The merge's full settings (only for ``kind == "merge"``)."""

@@ -163,6 +163,11 @@ class ResultsStore:
         self.conn.execute("INSERT INTO failures (run_hash, label, error, failed_at) VALUES (?, ?, ?, ?)",
                           (run_hash, label, error, _now()))
 
+    def run_seconds(self) -> dict[str, float]:
+        """``{run_hash: total seconds}`` of every recorded run (NaN where its timings lack a total)."""
+        query = "SELECT run_hash, json_extract(timings, '$.total') FROM runs"
+        return {h: float("nan") if t is None else float(t) for h, t in self.conn.execute(query)}
+
     def rows(self, hashes: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Every recorded run (or those with the given hashes) with JSON columns decoded."""
         rows = [self._decode(r) for r in self.conn.execute("SELECT * FROM runs ORDER BY id")]

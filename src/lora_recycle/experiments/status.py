@@ -53,26 +53,12 @@ class GridStatus:
         return asdict(self)
 
 
-def cell_name(run: RunSpec) -> str:
-    """What prices a run: its kind, method, k, pool and flags, across tasks and seeds."""
-    if run.kind != "merge":
-        return run.kind
-    parts = [run.method, "all" if run.k is None else f"k={run.k}"]
-    if run.pool == "in_house":
-        parts.append("in-house" + (f" skip {run.exclude_top}" if run.exclude_top else ""))
-    if run.random_init:
-        parts.append("random-init")
-    if run.with_target:
-        parts.append("+target")
-    return " ".join(parts)
-
-
 def recorded_seconds(results: str | Path) -> dict[str, float]:
     """``{run_hash: total seconds}`` of every run recorded in ``results`` (empty if the file does not exist)."""
     if not Path(results).is_file():
         return {}
     with ResultsStore(results, create=False) as store:
-        return {row["run_hash"]: float((row.get("timings") or {}).get("total", float("nan"))) for row in store.rows()}
+        return store.run_seconds()
 
 
 def grid_status(resolved: ResolvedExperiment, results: str | Path) -> GridStatus:
@@ -81,7 +67,7 @@ def grid_status(resolved: ResolvedExperiment, results: str | Path) -> GridStatus
     seconds = recorded_seconds(results)
     by_cell: dict[str, list[RunSpec]] = defaultdict(list)
     for run in runs:
-        by_cell[cell_name(run)].append(run)
+        by_cell[run.cell].append(run)
     by_method: dict[tuple[str, str], list[float]] = defaultdict(list)
     by_preset: dict[str, list[float]] = defaultdict(list)
     for run in runs:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 # How a layer computes the merged update (models/merged_linear.py); all are exact, they differ in cost.
 Strategy = Literal["auto", "calibrate", "factored", "materialized", "hybrid"]
@@ -13,5 +13,6 @@ Granularity = Literal["model", "layer", "sublayer", "module"]
 Activation = Literal["softmax", "leaky_relu", "linear"]
 # Initial raw coefficients: zeros, 1/k, a constant, or ``first``: the first adapter at 1 and the rest at 0
 # (with the target-task LoRA first, the merge starts as that LoRA).
-Init = Literal["zero", "uniform", "first"] | float
-INIT_NAMES = ("zero", "uniform", "first")
+InitName = Literal["zero", "uniform", "first"]
+Init = InitName | float
+INIT_NAMES: tuple[str, ...] = get_args(InitName)
