@@ -37,7 +37,7 @@ def test_resuming_on_a_changed_pool_is_refused(tmp_path, world, tiny_model_dir):
     write_config(config, mine, methods=["average"], seeds=[0, 1])  # a new seed: runs to do on the new pool
     line = assert_usage_error(console("experiment", "run", config, "--results", results), str(results),
                               recorded, "give a new --results file")
-    assert "another base model, pool" in line
+    assert "another base model or pool" in line
     rows = sqlite3.connect(results).execute("SELECT COUNT(*) FROM runs").fetchone()[0]
     assert rows == before == 4  # prompting, target LoRA, average without and with it: none added since
 

@@ -85,6 +85,34 @@ def status(
         print("\n".join(status_lines(summary, workers)))
 
 
+@experiment_app.command("prune")
+def prune(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    results: Annotated[Path, typer.Option("--results", help="Results SQLite file to prune.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove the recorded runs CONFIG's grid no longer holds (a changed task, pool or setting made them stale).
+
+    Always the whole grid, never a ``--task`` / ``--seed`` slice, so no run of the grid is ever removed.
+    """
+    from lora_recycle.experiments import status as grid
+
+    if not results.is_file():
+        raise UserError(f"{results}: results database not found")
+    resolved = _sliced(config, None, None)
+    stale = grid.outside_grid(resolved, results)
+    removed = 0 if dry_run or not stale else grid.prune(resolved, results)
+    if as_json:
+        emit_json({"stale": sum(stale.values()), "removed": removed, "runs": stale})
+        return
+    for label, count in stale.items():
+        print(f"{label}" + (f" (x{count})" if count > 1 else ""))
+    total = sum(stale.values())
+    info(f"{total} recorded run(s) outside the grid of {config}; "
+         + ("none removed (--dry-run)" if dry_run else f"removed {removed} from {results}"))
+
+
 def _sliced(config: Path, only_task: list[str] | None, only_seed: list[int] | None):
     """CONFIG resolved, cut to ``--task`` / ``--seed`` (the same runs and hashes as the whole grid's)."""
     from lora_recycle.experiments.config import load_config, resolve_experiment

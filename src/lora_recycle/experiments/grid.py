@@ -50,6 +50,9 @@ class RunSpec:
     noise_std: str = "pooled"
     metric: str | None = None
     precision: str = "fp32"  # left out of the hash at fp32, so runs recorded before it keep theirs
+    # the in-house pool's tasks and their data hashes (its LoRAs are trained on them); empty, and so left out
+    # of the hash, for every other pool
+    pool_tasks: tuple[tuple[str, str], ...] = ()
 
     @property
     def run_hash(self) -> str:
@@ -87,6 +90,8 @@ class RunSpec:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         if data["precision"] == "fp32":
             del data["precision"]
+        if not data["pool_tasks"]:
+            del data["pool_tasks"]
         data["target_lora"] = self.target_lora.identity() if self.target_lora is not None else {}
         data["settings"] = self.settings.to_dict() if self.settings is not None else None
         return data
@@ -130,6 +135,8 @@ def expand_runs(resolved: ResolvedExperiment, task_hashes: dict[str, str] | None
                        or similarity)
         if settings is not None:
             settings = settings.with_overrides(seed=seed, k=extra.get("k"))
+        if extra.get("pool") == "in_house":
+            extra["pool_tasks"] = tuple((t, hashes[t]) for t in resolved.in_house_tasks if t != task)
         runs.append(RunSpec(kind, task, seed, method, hashes[task], resolved.model_ref,
                             resolved.pool_ref if kind == "merge" else "", config.dtype, budget.test_limit,
                             target if uses_target else None, settings, metric=config.metric,
@@ -174,24 +181,24 @@ def expand_runs(resolved: ResolvedExperiment, task_hashes: dict[str, str] | None
 def _task_hashes(resolved: ResolvedExperiment) -> dict[str, str]:
     from lora_recycle.tasks import load_task
 
-    return {name: load_task(resolved.tasks[name]).content_hash() for name in resolved.target_tasks}
+    names = dict.fromkeys([*resolved.target_tasks, *resolved.in_house_tasks])
+    return {name: load_task(resolved.tasks[name]).content_hash() for name in names}
 
 
 def inputs_fingerprint(resolved: ResolvedExperiment) -> str:
     """sha256 (16 hex digits) of what run hashes name only by reference: the base model's config and weight
-    files, every accepted pool adapter's weights, and the in-house tasks' data (their target LoRAs are Q4's pool).
+    files and every accepted pool adapter's weights (tasks are in the run hashes, the in-house pool's too).
 
-    A results file records it, so resuming on a rebuilt or re-scanned pool is refused instead of mixing runs.
+    A results file records it, so resuming on a rebuilt or re-scanned pool is refused instead of mixing runs;
+    a changed task only makes its runs new ones (``experiment prune`` drops the old).
     """
     from lora_recycle.pool import Catalog
-    from lora_recycle.tasks import load_task
 
     model = resolved.model
     weights = sorted((p.name, p.stat().st_size) for p in model.iterdir()
                      if p.suffix in (".safetensors", ".bin", ".gguf") and p.is_file())
     with Catalog(resolved.db, create=False) as catalog:
         pool = sorted((row["id"], row["sha256"]) for row in catalog.rows(status="accepted"))
-    in_house = {name: load_task(resolved.tasks[name]).content_hash() for name in resolved.in_house_tasks}
     payload = json.dumps({"model_config": (model / "config.json").read_text(encoding="utf-8"), "weights": weights,
-                          "pool": pool, "in_house": in_house}, sort_keys=True)
+                          "pool": pool}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

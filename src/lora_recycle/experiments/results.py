@@ -163,6 +163,23 @@ class ResultsStore:
         self.conn.execute("INSERT INTO failures (run_hash, label, error, failed_at) VALUES (?, ?, ?, ?)",
                           (run_hash, label, error, _now()))
 
+    def delete(self, hashes: Iterable[str]) -> int:
+        """Remove the runs (and recorded failures) with these hashes in one transaction; returns runs removed."""
+        wanted = sorted(set(hashes))
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            removed = 0
+            for start in range(0, len(wanted), 500):  # SQLite caps the parameters of one statement
+                chunk = wanted[start:start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                removed += self.conn.execute(f"DELETE FROM runs WHERE run_hash IN ({marks})", chunk).rowcount
+                self.conn.execute(f"DELETE FROM failures WHERE run_hash IN ({marks})", chunk)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return removed
+
     def run_seconds(self) -> dict[str, float]:
         """``{run_hash: total seconds}`` of every recorded run (NaN where its timings lack a total)."""
         query = "SELECT run_hash, json_extract(timings, '$.total') FROM runs"

@@ -321,8 +321,8 @@ def run_experiment(resolved: ResolvedExperiment, results_path: str | Path, execu
         todo = [r for r in runs if r.run_hash not in done]
         recorded = store.meta().get(INPUTS_KEY)
         if todo and done and recorded not in (None, inputs):  # finished runs alone are only read back
-            raise UserError(f"{results_path}: its {len(done)} runs were recorded on another base model, pool or "
-                            f"in-house task set (inputs {recorded}, now {inputs}); give a new --results file")
+            raise UserError(f"{results_path}: its {len(done)} runs were recorded on another base model or pool "
+                            f"(inputs {recorded}, now {inputs}); give a new --results file")
         if todo or recorded is None:
             store.set_meta(INPUTS_KEY, inputs)
         store.set_meta(f"config:{config.content_hash()}", config.model_dump_json())
