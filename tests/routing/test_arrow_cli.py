@@ -62,6 +62,7 @@ def test_arrow_with_target_lora_is_one_of_k(tiny_hub, tmp_path, adapter_dirs):
     (["--method", "arrow_gks"], "arrow_gks subtracts general knowledge"),
     (["--method", "arrow", "--steps", "3"], "--steps does not apply to arrow"),
     (["--method", "arrow", "--merge-into-base"], "--merge-into-base does not apply to arrow"),
+    (["--method", "arrow", "--strategy", "factored"], "--strategy does not apply to arrow"),
     (["--method", "arrow", "--top-k", "0"], "'--top-k': Input should be greater than or equal to 1"),
     (["--method", "arrow", "--arrow-modules", "union"], "--arrow-modules 'union'"),
     (["--method", "ours", "--top-k", "2"], "--top-k applies to --method arrow or arrow_gks only"),

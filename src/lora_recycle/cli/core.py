@@ -192,15 +192,16 @@ def merge(
     """Merge adapters (adaptively, or with fixed coefficients) and export one standard PEFT adapter."""
     from lora_recycle.recipe.presets import is_routed
 
+    # the merge's own settings, as given (None: not given); routing takes none of them
+    merge_flags = {"--granularity": granularity, "--activation": activation, "--steps": steps, "--lr": lr,
+                   "--strategy": strategy, "--tuning": tuning, "--init": init, "--prune": prune, "--coef": coef, "--max-rank": max_rank,
+                   "--max-error": max_error, "--keep-start": keep_start or None, "--exact-export": exact_export or None,
+                   "--refine-steps": refine_steps, "--refine-lr": refine_lr, "--refine-rank": refine_rank}
     if is_routed(method):  # routing is not a merge: its own recipe and output
         from lora_recycle.cli.routing import merge_routed
 
-        unused = {"--merge-into-base": merge_into_base, "--tuning": tuning, "--init": init, "--prune": prune,
-                  "--coef": coef, "--max-rank": max_rank, "--granularity": granularity, "--activation": activation,
-                  "--steps": steps, "--lr": lr, "--max-error": max_error, "--save-dtype": save_dtype,
-                  "--base-model-id": base_model_id, "--exact-export": exact_export or None,
-                  "--keep-start": keep_start or None, "--refine-steps": refine_steps, "--refine-lr": refine_lr,
-                  "--refine-rank": refine_rank}
+        unused = {**merge_flags, "--merge-into-base": merge_into_base, "--save-dtype": save_dtype,
+                  "--base-model-id": base_model_id}
         return merge_routed(model=model, out=out, method=method, task=task, adapters=adapters,
                             target_lora=target_lora, random_init=random_init, db=db, ids=ids, selection=selection,
                             k=k, seed=seed, general_adapters=general_adapters, top_k=top_k,
@@ -219,13 +220,8 @@ def merge(
     from lora_recycle.recipe.run import ExportOptions, run_merge
 
     init_value = None if init is None else init if init in INIT_NAMES else _parse_float("--init", init)
-    settings = choices.settings_from_flags(
-        method, {"--granularity": granularity, "--activation": activation, "--steps": steps, "--lr": lr,
-                 "--strategy": strategy, "--tuning": tuning, "--init": init_value, "--prune": prune, "--coef": coef,
-                 "--max-rank": max_rank, "--max-error": max_error, "--keep-start": keep_start or None,
-                 "--exact-export": exact_export or None,
-                 "--refine-steps": refine_steps, "--refine-lr": refine_lr, "--refine-rank": refine_rank}, seed=seed,
-        selection=selection, k=k)
+    settings = choices.settings_from_flags(method, {**merge_flags, "--init": init_value},
+                                           seed=seed, selection=selection, k=k)
     from typing import get_args
 
     from lora_recycle.merging.controls import NoiseStd

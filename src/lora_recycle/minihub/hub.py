@@ -208,7 +208,7 @@ def in_house_config(profile: Profile, seed: int, precision: str):
 
     The paper's Q4 asks whether a pool of such in-house adapters recycles better than Hub ones. They train
     up to ``IN_HOUSE_STEPS_FACTOR`` x the pool's steps (~10 epochs, as the study's target-task LoRA): at the
-    pool's 4.8 epochs their median gain was +10 points, and rhyme_choice's stayed below the base.
+    pool's 4.8 epochs their median gain was +10 points (rhyme_choice, a target then, stayed below the base).
     """
     from lora_recycle.minihub.pool import EVAL_EVERY, PATIENCE, matched_lr
     from lora_recycle.tuning.target_lora import TargetLoraConfig
