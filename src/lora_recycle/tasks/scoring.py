@@ -109,22 +109,27 @@ def choice_logliks(model, tokenizer, task: Task, examples: list[Example], batch_
     order = sorted(range(len(items)), key=lambda i: len(items[i][2]) + len(items[i][3]))
     for start in tqdm(range(0, len(order), batch_size), desc=f"scoring {task.name}", disable=None, leave=False):
         chunk = [items[i] for i in order[start : start + batch_size]]
-        width = max(len(p) + len(c) for _, _, p, c in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        positions = torch.zeros_like(ids, dtype=torch.bool)
-        for row, (_, _, p, c) in enumerate(chunk):
-            ids[row, : len(p) + len(c)] = torch.tensor(p + c)
-            mask[row, : len(p) + len(c)] = 1
-            positions[row, len(p) - 1 : len(p) + len(c) - 1] = True  # each position predicts the next token
-        logits = selected_logits(model, ids.to(device), mask.to(device), positions.to(device)).float()
-        # rows of ``logits`` follow the mask in row-major order: each chunk row's answer tokens in turn
+        logits = _continuation_logits(model, [(p, c) for _, _, p, c in chunk], pad, device).float()
         targets = torch.tensor([t for _, _, _, c in chunk for t in c], device=logits.device)
         token_logprobs = F.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
         sums = torch.stack([part.sum() for part in token_logprobs.split([len(c) for *_, c in chunk])]).tolist()
         for (ei, ci, _, _), value in zip(chunk, sums, strict=True):
             scores[ei][ci] = value
     return scores
+
+
+def _continuation_logits(model, pairs: list[tuple[list[int], list[int]]], pad: int, device) -> torch.Tensor:
+    """Logits predicting each continuation token of ``(prompt ids, continuation ids)`` pairs, run as one
+    right-padded batch: rows follow the pairs, each pair's continuation tokens in turn."""
+    width = max(len(p) + len(c) for p, c in pairs)
+    ids = torch.full((len(pairs), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    positions = torch.zeros_like(ids, dtype=torch.bool)
+    for row, (p, c) in enumerate(pairs):
+        ids[row, : len(p) + len(c)] = torch.tensor(p + c)
+        mask[row, : len(p) + len(c)] = 1
+        positions[row, len(p) - 1 : len(p) + len(c) - 1] = True  # each position predicts the next token
+    return selected_logits(model, ids.to(device), mask.to(device), positions.to(device))
 
 
 def _prompt_once_logliks(model, encoded, examples: list[Example], batch_size: int, pad: int, device):
@@ -228,16 +233,7 @@ def teacher_forced_hits(model, tokenizer, task: Task, examples: list[Example], b
     order = sorted(checks, key=lambda i: len(checks[i][0]) + len(checks[i][1]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        width = max(len(p) + len(a) for p, a in (checks[i] for i in chunk))
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        positions = torch.zeros_like(ids, dtype=torch.bool)
-        for row, i in enumerate(chunk):
-            prompt, wanted = checks[i]
-            ids[row, : len(prompt) + len(wanted)] = torch.tensor(prompt + wanted)
-            mask[row, : len(prompt) + len(wanted)] = 1
-            positions[row, len(prompt) - 1 : len(prompt) + len(wanted) - 1] = True
-        logits = selected_logits(model, ids.to(device), mask.to(device), positions.to(device))
+        logits = _continuation_logits(model, [checks[i] for i in chunk], pad, device)
         picked = logits.argmax(-1).cpu().split([len(checks[i][1]) for i in chunk])
         for i, row in zip(chunk, picked, strict=True):
             hits[i] = row.tolist() == checks[i][1]
