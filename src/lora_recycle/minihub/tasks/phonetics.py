@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from functools import lru_cache
 
 from lora_recycle.minihub.tasks.registry import TaskDraft, options_text, register_task, with_options
@@ -103,22 +104,24 @@ def indefinite_article(rng: random.Random) -> TaskDraft:
                      examples)
 
 
-@register_task("rhyme_choice", family=FAMILY, domain=DOMAIN)
-def rhyme_choice(rng: random.Random) -> TaskDraft:
-    """Which of four words rhymes with a given word (same sounds from the last stressed vowel)."""
-    book = pronunciations()
+def _sound_match(rng: random.Random, sound_of: Callable[[str], object], spelling_game: Callable[[str, str], bool]
+                 ) -> list[Example]:
+    """Up to 600 four-way items over everyday words: which option shares the word's ``sound_of``.
+
+    Partners that ``spelling_game(word, partner)`` flags are never the answer (the task is about sounds,
+    not letters); distractors are drawn from words with another sound.
+    """
     words = dictionary_words(everyday=True)
-    rhymes: dict[tuple[str, ...], list[str]] = defaultdict(list)
+    groups: dict[object, list[str]] = defaultdict(list)
     for word in words:
-        rhymes[rhyme_part(book[word][0])].append(word)
+        groups[sound_of(word)].append(word)
     examples = []
     for word in rng.sample(words, len(words)):
-        key = rhyme_part(book[word][0])
-        # a partner that merely contains the word (cat, bobcat) would be a spelling game, not a rhyme
-        partners = [w for w in rhymes[key] if w != word and not (w.endswith(word) or word.endswith(w))]
+        key = sound_of(word)
+        partners = [w for w in groups[key] if w != word and not spelling_game(word, w)]
         if not partners:
             continue
-        others = [w for w in rng.sample(words, 12) if rhyme_part(book[w][0]) != key][:6]
+        others = [w for w in rng.sample(words, 12) if sound_of(w) != key][:6]
         if len(others) < 3:
             continue
         answer = rng.choice(partners)
@@ -126,9 +129,17 @@ def rhyme_choice(rng: random.Random) -> TaskDraft:
         examples.append(Example(f"{word}\n{options_text(options)}", answer, options, id=word))
         if len(examples) == 600:
             break
+    return examples
+
+
+@register_task("rhyme_choice", family=FAMILY, domain=DOMAIN)
+def rhyme_choice(rng: random.Random) -> TaskDraft:
+    """Which of four words rhymes with a given word (same sounds from the last stressed vowel)."""
+    book = pronunciations()
+    # a partner that merely contains the word (cat, bobcat) would be a spelling game, not a rhyme
+    examples = _sound_match(rng, lambda w: rhyme_part(book[w][0]), lambda w, p: p.endswith(w) or w.endswith(p))
     return TaskDraft("multiple_choice", "Which option rhymes with the word?\nWord: {input}",
                      "Pick the word that rhymes with a given English word (CMU Pronouncing Dictionary).", examples)
-
 
 
 def first_phone(phones: list[str]) -> str:
@@ -148,23 +159,8 @@ def alliteration_choice(rng: random.Random) -> TaskDraft:
     100 examples (see ``NOT_POOLED``); a first sound is mostly, not always, a first letter.
     """
     book = pronunciations()
-    words = dictionary_words(everyday=True)
-    by_sound: dict[str, list[str]] = defaultdict(list)
-    for word in words:
-        by_sound[first_phone(book[word][0])].append(word)
-    examples = []
-    for word in rng.sample(words, len(words)):
-        sound = first_phone(book[word][0])
-        # a partner sharing the first three letters (cat, catch) would be a spelling game, not a sound
-        partners = [w for w in by_sound[sound] if w != word and w[:3] != word[:3]]
-        if not partners:
-            continue
-        others = [w for w in rng.sample(words, 12) if first_phone(book[w][0]) != sound][:6]
-        answer = rng.choice(partners)
-        options = with_options(rng, answer, others)
-        examples.append(Example(f"{word}\n{options_text(options)}", answer, options, id=word))
-        if len(examples) == 600:
-            break
+    # a partner sharing the first three letters (cat, catch) would be a spelling game, not a sound
+    examples = _sound_match(rng, lambda w: first_phone(book[w][0]), lambda w, p: p[:3] == w[:3])
     return TaskDraft("multiple_choice", "Which option begins with the same sound as the word?\nWord: {input}",
                      "Pick the word that starts with the same sound as a given English word (CMU Pronouncing "
                      "Dictionary).", examples)
