@@ -1,4 +1,4 @@
-"""Geography from pycountry (ISO 3166, 639, 4217) and babel: codes, regions, currencies, flags."""
+"""Geography from pycountry (ISO 3166, 639, 4217) and babel: codes, regions, currencies, languages, flags."""
 
 from __future__ import annotations
 
@@ -92,6 +92,33 @@ def country_currency(rng: random.Random) -> TaskDraft:
         examples.append(Example(f"{name}\n{options_text(options)}", currency, options, id=code))
     return TaskDraft("multiple_choice", "Which currency does this country use?\nCountry: {input}",
                      "Currency of a country (babel CLDR territory currencies, pycountry names).", examples)
+
+
+@register_task("country_language", family="geography", domain=DOMAIN)
+def country_language(rng: random.Random) -> TaskDraft:
+    """The official language most of a country's people speak, among four CLDR language names; no distractor
+    is a language the country's people speak at all (Canada's options never hold both English and French)."""
+    from babel import Locale
+    from babel.core import get_global
+
+    language_names = Locale.parse("en").languages
+    spoken = get_global("territory_languages")
+    rows = []
+    for country in countries():
+        languages = spoken.get(country.alpha_2, {})
+        official = [(info["population_percent"], code) for code, info in languages.items()
+                    if (info.get("official_status") or "").endswith("official") and code in language_names]
+        if official:
+            known = {language_names[code] for code in languages if code in language_names}
+            rows.append((country_name(country), language_names[max(official)[1]], country.alpha_2, known))
+    pool = sorted({language for _, language, _, _ in rows})
+    examples = []
+    for name, language, code, known in rows:
+        options = with_options(rng, language, [other for other in rng.sample(pool, 10) if other not in known])
+        examples.append(Example(f"{name}\n{options_text(options)}", language, options, id=code))
+    return TaskDraft("multiple_choice", "Which official language do most people in this country speak?\n"
+                     "Country: {input}",
+                     "Most widely spoken official language of a country (babel CLDR territory languages).", examples)
 
 
 @register_task("flag_country", family="emoji", domain=DOMAIN)

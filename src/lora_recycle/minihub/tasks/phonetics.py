@@ -1,10 +1,9 @@
-"""Lexical tasks from the CMU Pronouncing Dictionary: syllables, the indefinite article, rhymes, first sounds."""
+"""Lexical tasks from the CMU Pronouncing Dictionary: syllable counts, the indefinite article, rhymes."""
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Callable
 from functools import lru_cache
 
 from lora_recycle.minihub.tasks.registry import TaskDraft, options_text, register_task, with_options
@@ -104,24 +103,22 @@ def indefinite_article(rng: random.Random) -> TaskDraft:
                      examples)
 
 
-def _sound_match(rng: random.Random, sound_of: Callable[[str], object], spelling_game: Callable[[str, str], bool]
-                 ) -> list[Example]:
-    """Up to 600 four-way items over everyday words: which option shares the word's ``sound_of``.
-
-    Partners that ``spelling_game(word, partner)`` flags are never the answer (the task is about sounds,
-    not letters); distractors are drawn from words with another sound.
-    """
+@register_task("rhyme_choice", family=FAMILY, domain=DOMAIN)
+def rhyme_choice(rng: random.Random) -> TaskDraft:
+    """Which of four words rhymes with a given word (same sounds from the last stressed vowel)."""
+    book = pronunciations()
     words = dictionary_words(everyday=True)
-    groups: dict[object, list[str]] = defaultdict(list)
+    rhymes: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for word in words:
-        groups[sound_of(word)].append(word)
+        rhymes[rhyme_part(book[word][0])].append(word)
     examples = []
     for word in rng.sample(words, len(words)):
-        key = sound_of(word)
-        partners = [w for w in groups[key] if w != word and not spelling_game(word, w)]
+        key = rhyme_part(book[word][0])
+        # a partner that merely contains the word (cat, bobcat) would be a spelling game, not a rhyme
+        partners = [w for w in rhymes[key] if w != word and not (w.endswith(word) or word.endswith(w))]
         if not partners:
             continue
-        others = [w for w in rng.sample(words, 12) if sound_of(w) != key][:6]
+        others = [w for w in rng.sample(words, 12) if rhyme_part(book[w][0]) != key][:6]
         if len(others) < 3:
             continue
         answer = rng.choice(partners)
@@ -129,38 +126,6 @@ def _sound_match(rng: random.Random, sound_of: Callable[[str], object], spelling
         examples.append(Example(f"{word}\n{options_text(options)}", answer, options, id=word))
         if len(examples) == 600:
             break
-    return examples
-
-
-@register_task("rhyme_choice", family=FAMILY, domain=DOMAIN)
-def rhyme_choice(rng: random.Random) -> TaskDraft:
-    """Which of four words rhymes with a given word (same sounds from the last stressed vowel)."""
-    book = pronunciations()
-    # a partner that merely contains the word (cat, bobcat) would be a spelling game, not a rhyme
-    examples = _sound_match(rng, lambda w: rhyme_part(book[w][0]), lambda w, p: p.endswith(w) or w.endswith(p))
     return TaskDraft("multiple_choice", "Which option rhymes with the word?\nWord: {input}",
                      "Pick the word that rhymes with a given English word (CMU Pronouncing Dictionary).", examples)
 
-
-def first_phone(phones: list[str]) -> str:
-    """The word's first sound without its stress digit.
-
-    >>> first_phone(["N", "AY1", "T"])
-    'N'
-    """
-    return phones[0].rstrip("012")
-
-
-@register_task("alliteration_choice", family=FAMILY, domain=DOMAIN)
-def alliteration_choice(rng: random.Random) -> TaskDraft:
-    """Which of four words begins with the same sound as a given word (knight and nose, not kite).
-
-    The phonetics family's held-out target in place of rhyme_choice, which SmolLM2-135M does not learn from
-    100 examples (see ``NOT_POOLED``); a first sound is mostly, not always, a first letter.
-    """
-    book = pronunciations()
-    # a partner sharing the first three letters (cat, catch) would be a spelling game, not a sound
-    examples = _sound_match(rng, lambda w: first_phone(book[w][0]), lambda w, p: p[:3] == w[:3])
-    return TaskDraft("multiple_choice", "Which option begins with the same sound as the word?\nWord: {input}",
-                     "Pick the word that starts with the same sound as a given English word (CMU Pronouncing "
-                     "Dictionary).", examples)
