@@ -195,9 +195,9 @@ def merge(
     # the merge's own settings, as given (None: not given); routing takes none of them
     merge_flags = {"--granularity": granularity, "--activation": activation, "--steps": steps, "--lr": lr,
                    "--strategy": strategy, "--tuning": tuning, "--init": init, "--prune": prune, "--coef": coef,
-                   "--max-rank": max_rank,
-                   "--max-error": max_error, "--keep-start": keep_start or None, "--exact-export": exact_export or None,
-                   "--refine-steps": refine_steps, "--refine-lr": refine_lr, "--refine-rank": refine_rank}
+                   "--max-rank": max_rank, "--max-error": max_error, "--keep-start": keep_start or None,
+                   "--exact-export": exact_export or None, "--refine-steps": refine_steps, "--refine-lr": refine_lr,
+                   "--refine-rank": refine_rank}
     if is_routed(method):  # routing is not a merge: its own recipe and output
         from lora_recycle.cli.routing import merge_routed
 

@@ -96,20 +96,22 @@ def prune(
 
     Always the whole grid, never a ``--task`` / ``--seed`` slice, so no run of the grid is ever removed.
     """
-    from lora_recycle.experiments import status as grid
+    from collections import Counter
 
-    if not results.is_file():
-        raise UserError(f"{results}: results database not found")
+    from lora_recycle.experiments.results import ResultsStore
+    from lora_recycle.experiments.status import outside_grid
+
     resolved = _sliced(config, None, None)
-    stale = grid.outside_grid(resolved, results)
-    removed = 0 if dry_run or not stale else grid.prune(resolved, results)
+    with ResultsStore(results, create=False) as store:
+        stale = outside_grid(resolved, store)
+        removed = 0 if dry_run or not stale else store.delete(stale)
+    counts = dict(sorted(Counter(stale.values()).items()))
     if as_json:
-        emit_json({"stale": sum(stale.values()), "removed": removed, "runs": stale})
+        emit_json({"stale": len(stale), "removed": removed, "runs": counts})
         return
-    for label, count in stale.items():
+    for label, count in counts.items():
         print(f"{label}" + (f" (x{count})" if count > 1 else ""))
-    total = sum(stale.values())
-    info(f"{total} recorded run(s) outside the grid of {config}; "
+    info(f"{len(stale)} recorded run(s) outside the grid of {config}; "
          + ("none removed (--dry-run)" if dry_run else f"removed {removed} from {results}"))
 
 

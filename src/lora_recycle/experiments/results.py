@@ -185,6 +185,11 @@ class ResultsStore:
         query = "SELECT run_hash, json_extract(timings, '$.total') FROM runs"
         return {h: float("nan") if t is None else float(t) for h, t in self.conn.execute(query)}
 
+    def run_labels(self) -> dict[str, str]:
+        """``{run_hash: "task seed N: method"}`` of every recorded run (one light query, no JSON decoded)."""
+        query = "SELECT run_hash, task, seed, method FROM runs"
+        return {h: f"{task} seed {seed}: {method}" for h, task, seed, method in self.conn.execute(query)}
+
     def rows(self, hashes: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Every recorded run (or those with the given hashes) with JSON columns decoded."""
         rows = [self._decode(r) for r in self.conn.execute("SELECT * FROM runs ORDER BY id")]

@@ -95,25 +95,11 @@ def grid_status(resolved: ResolvedExperiment, results: str | Path) -> GridStatus
                       sum(seconds[r.run_hash] for r in runs if r.run_hash in seconds), cells)
 
 
-def outside_grid(resolved: ResolvedExperiment, results: str | Path) -> dict[str, int]:
-    """Recorded runs of ``results`` that ``resolved``'s grid no longer holds (a task, pool or setting changed):
-    ``{"task seed N: cell": count}``. What ``experiment prune`` removes."""
-    if not Path(results).is_file():
-        return {}
+def outside_grid(resolved: ResolvedExperiment, store: ResultsStore) -> dict[str, str]:
+    """The runs recorded in ``store`` that ``resolved``'s grid no longer holds (a task, pool or setting changed),
+    as ``{run_hash: "task seed N: method"}``: what ``experiment prune`` removes."""
     wanted = {run.run_hash for run in expand_runs(resolved)}
-    with ResultsStore(results, create=False) as store:
-        rows = [r for r in store.rows() if r["run_hash"] not in wanted]
-    counts: dict[str, int] = defaultdict(int)
-    for row in rows:
-        counts[f"{row['task']} seed {row['seed']}: {row['method']}"] += 1
-    return dict(sorted(counts.items()))
-
-
-def prune(resolved: ResolvedExperiment, results: str | Path) -> int:
-    """Remove from ``results`` every recorded run outside ``resolved``'s grid; returns how many went."""
-    wanted = {run.run_hash for run in expand_runs(resolved)}
-    with ResultsStore(results, create=False) as store:
-        return store.delete(store.finished_hashes() - wanted)
+    return {h: label for h, label in store.run_labels().items() if h not in wanted}
 
 
 def status_lines(status: GridStatus, workers: int) -> list[str]:
