@@ -29,6 +29,19 @@ def test_bf16_and_fp32_training_reach_the_same_loss(tiny_model, colour_task_dir,
     assert (tmp_path / "bf16" / "README.md").read_text().count("training_precision: bf16") == 1
 
 
+@pytest.mark.parametrize("outer", ["torch", "ours"])
+def test_bf16_training_nested_in_another_autocast_still_learns(tiny_model, colour_task_dir, tmp_path, outer):
+    """A merge run trains its target LoRA inside the run's own autocast region; autocast's cast cache (kept
+    until the outermost region exits) once froze the LoRA factors at B = 0, so nothing was learnt."""
+    plain = _train(tiny_model, colour_task_dir, tmp_path / "plain", "bf16")
+    region = (torch.autocast("cpu", dtype=torch.bfloat16) if outer == "torch"  # cache on, as a caller may have
+              else prec.autocast("bf16", "cpu"))
+    with region:
+        nested = _train(tiny_model, colour_task_dir, tmp_path / "nested", "bf16")
+    assert nested.best_step > 0 and nested.best_val_loss < 0.5 * nested.initial_val_loss
+    assert nested.best_val_loss == pytest.approx(plain.best_val_loss, rel=1e-6)
+
+
 def test_lora_factors_stay_fp32_under_bf16(tiny_model, colour_task_dir, tmp_path):
     from safetensors.torch import load_file
 

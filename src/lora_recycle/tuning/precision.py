@@ -54,12 +54,18 @@ def resolve_precision(name: str, device: torch.device | str = "cpu") -> str:
 
 @contextlib.contextmanager
 def autocast(precision: str, device: torch.device | str = "cpu") -> Iterator[None]:
-    """Run the enclosed forward passes in ``precision`` (a no-op for fp32)."""
+    """Run the enclosed forward passes in ``precision`` (a no-op for fp32).
+
+    The cast cache is off: with it, a trainable fp32 leaf (a LoRA factor) is cast once and the bf16 copy is
+    reused until the *outermost* autocast exits, so a training loop nested in another autocast region saw
+    its factors frozen at their initial value and never trained. Off, each use casts the current value (the
+    same numbers where nothing was nested; frozen base weights were never cached).
+    """
     device = torch.device(device)
     if precision != "bf16":
         yield
         return
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False):
         yield
 
 
