@@ -154,3 +154,31 @@ def test_table2_averages_only_the_seeds_that_ran_every_task():
     assert (ours["without_target"]["seeds"], ours["without_target"]["tasks"]) == (2, 2)
     assert ours["with_target"] is None
     assert prompting["without_target"]["per_seed"] == {"0": pytest.approx(0.2)}
+
+
+def test_an_untrained_target_lora_is_flagged(capsys, tmp_path, smoke_results):
+    """A target LoRA that kept its B = 0 start (best step 0) is the base model: the report and the run log say so."""
+    from lora_recycle.experiments.runner import untrained_target_warning
+
+    results = tmp_path / "flagged.db"
+    shutil.copy(smoke_results["results"], results)
+    conn = sqlite3.connect(results)
+    run_id, task, seed, metrics = conn.execute(
+        "SELECT id, task, seed, metrics FROM runs WHERE kind = 'target_lora' ORDER BY task, seed LIMIT 1").fetchone()
+    metrics = json.loads(metrics)
+    assert metrics["target_lora"]["best_step"] > 0  # the smoke grid's LoRAs did train
+    assert untrained_target_warning({"task": task, "seed": seed, "metrics": metrics}) is None
+    metrics["target_lora"]["best_step"] = 0
+    metrics["target_lora"]["best_validation_loss"] = metrics["target_lora"]["initial_validation_loss"]
+    conn.execute("UPDATE runs SET metrics = ? WHERE id = ?", (json.dumps(metrics), run_id))
+    conn.commit()
+    conn.close()
+    warning = untrained_target_warning({"task": task, "seed": seed, "metrics": metrics})
+    assert f"{task} (seed {seed}) kept its untrained start" in warning
+    assert main(["report", str(results), "--out", str(tmp_path / "out")]) == 0
+    tables = json.loads((tmp_path / "out" / "tables.json").read_text())
+    flagged = [(r["task"], r["seed"]) for r in tables["target_lora_training"] if r["untrained"]]
+    assert flagged == [(task, seed)]
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "**Warning:** 1 target-task LoRA(s) kept their untrained start" in markdown
+    assert f"{task} (seed {seed})." in markdown

@@ -228,6 +228,20 @@ def exclude_top_curve(rows: list[Row]) -> list[dict[str, Any]]:
     return out
 
 
+def target_lora_training(rows: Iterable[Row]) -> list[dict[str, Any]]:
+    """Per target-task LoRA run: its best step and validation losses, ``untrained`` when it kept its B = 0 start
+    (best step 0: the base model, which makes every comparison against it on that task and seed meaningless)."""
+    out = []
+    for row in sorted((r for r in rows if r["kind"] == "target_lora"), key=lambda r: (r["task"], r["seed"])):
+        record = (row.get("metrics") or {}).get("target_lora") or {}
+        out.append({"task": row["task"], "seed": row["seed"], "accuracy": row["accuracy"],
+                    "best_step": record.get("best_step"), "steps": (record.get("config") or {}).get("steps"),
+                    "initial_validation_loss": record.get("initial_validation_loss"),
+                    "best_validation_loss": record.get("best_validation_loss"),
+                    "untrained": record.get("best_step") == 0})
+    return out
+
+
 def metrics_used(rows: Iterable[Row]) -> list[str]:
     """The test metrics the runs were scored with, by label (runs recorded before metrics were stored say so)."""
     from lora_recycle.tasks.scoring import metric_label
@@ -257,6 +271,7 @@ def build_tables(rows: list[Row]) -> dict[str, Any]:
         "in_house": in_house_curve(rows),
         "exclude_top": exclude_top_curve(rows),
         "target_lora": seed_stat(task_means(r for r in rows if r["kind"] == "target_lora")),
+        "target_lora_training": target_lora_training(rows),
     }
 
 
@@ -282,6 +297,7 @@ def render_markdown(tables: dict[str, Any], figures: dict[str, Path | None], not
     for entry in tables["table2"]:
         lines.append(f"| {entry['method']} | {_fmt(entry['without_target'])} | {_fmt(entry['with_target'])} | "
                      f"{_coverage(entry)} |")
+    lines += _target_training_lines(tables)
     lines += ["", "## Figure 2: % improvement", "", metric_line, "",
               "| method | target LoRA in pool | vs prompting (%) | vs target LoRA (%) |", "| --- | --- | --- | --- |"]
     for entry in tables["improvement"]:
@@ -303,6 +319,30 @@ def render_markdown(tables: dict[str, Any], figures: dict[str, Path | None], not
             for s in tables["coefficient_shares"]["summary"]:
                 lines.append(f"| {'yes' if s['with_target'] else 'no'} | {s['role']} | {s['mean_share']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def _loss(value: float | None) -> str:
+    return "–" if value is None or value != value else f"{value:.3f}"
+
+
+def _target_training_lines(tables: dict[str, Any]) -> list[str]:
+    """How each target-task LoRA trained, with a warning for any that kept its untrained start."""
+    runs = tables.get("target_lora_training") or []
+    if not runs:
+        return []
+    untrained = [f"{r['task']} (seed {r['seed']})" for r in runs if r["untrained"]]
+    lines = ["", "## Target-task LoRA training", ""]
+    if untrained:
+        lines += [f"**Warning:** {len(untrained)} target-task LoRA(s) kept their untrained start (best step 0, "
+                  f"so they are the base model): {', '.join(untrained)}. Comparisons against the target LoRA on "
+                  "those cells are not meaningful.", ""]
+    lines += ["| task | seed | best step / steps | validation loss: start → best | accuracy |",
+              "| --- | --- | --- | --- | --- |"]
+    for r in runs:
+        lines.append(f"| {r['task']} | {r['seed']} | {r['best_step'] if r['best_step'] is not None else '–'} / "
+                     f"{r['steps'] or '–'} | {_loss(r['initial_validation_loss'])} → {_loss(r['best_validation_loss'])}"
+                     f" | {r['accuracy']:.3f} |")
+    return lines
 
 
 def _coverage(entry: dict[str, Any]) -> str:

@@ -259,6 +259,17 @@ def execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
     }
 
 
+def untrained_target_warning(row: dict[str, Any]) -> str | None:
+    """Why a row's target-task LoRA is suspect: it kept its untrained start (best step 0, so B = 0 and it is
+    the base model), which makes every comparison against it on that task and seed meaningless."""
+    record = (row.get("metrics") or {}).get("target_lora") or {}
+    if record.get("best_step") != 0:
+        return None
+    return (f"the target-task LoRA of {row['task']} (seed {row['seed']}) kept its untrained start: no validation "
+            f"loss below the initial {record.get('initial_validation_loss', float('nan')):.4f}, so it is the "
+            "base model")
+
+
 def safe_execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
     """``{"row": ...}`` or ``{"error": ...}``: one failing run must not stop the grid."""
     try:
@@ -347,6 +358,7 @@ def run_experiment(resolved: ResolvedExperiment, results_path: str | Path, execu
             else:
                 log(f"  scored the pool on {task} by {strategy} ({outcome['seconds']:.0f} s)")
         counter = already
+        warned: set[tuple[str, int]] = set()
         for phase in (baselines, merges):
             for index, outcome in executor.map(safe_execute_run, [(env, r) for r in phase]):
                 spec = phase[index]
@@ -361,4 +373,8 @@ def run_experiment(resolved: ResolvedExperiment, results_path: str | Path, execu
                     finished += 1
                 log(f"[{counter}/{len(runs)}] {spec.label}: accuracy {row['accuracy']:.3f} "
                     f"(n={row['n_test']}, {row['timings']['total']:.1f} s)")
+                warning = untrained_target_warning(row)
+                if warning and (row["task"], row["seed"]) not in warned:
+                    warned.add((row["task"], row["seed"]))
+                    log(f"  warning: {warning}")
     return RunSummary(str(results_path), len(runs), already, finished, failed, [r.run_hash for r in runs])
