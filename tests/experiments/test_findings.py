@@ -63,6 +63,21 @@ def test_recipe_table_counts_wins_against_the_target_lora(rows):
     assert entry["goal"] is False or entry["vs_control"]["low"] > 0
 
 
+def test_a_recipe_run_on_fewer_seeds_is_compared_on_its_own_seeds(rows):
+    """A recipe on seed 0 only wins or loses a task against the seed-0 target LoRA, not the mean of all seeds."""
+    recipe = [r for r in rows if r["kind"] == "merge" and r["method"] == "ours" and r["with_target"]
+              and r["pool"] == "recycled" and r["seed"] == 0]
+    target = [r for r in rows if r["kind"] == "target_lora"]
+    task = recipe[0]["task"]
+    # the seed-0 target LoRA far below the recipe, the other seeds' far above: only seed 0 may count
+    shifted = [dict(r, accuracy=(0.0 if r["seed"] == 0 else 1.0)) if r["task"] == task else r for r in target]
+    others = [r for r in rows if r["kind"] != "target_lora" and not (  # the recipe's other seeds dropped
+        r["kind"] == "merge" and r["method"] == "ours" and r["with_target"] and r["pool"] == "recycled")]
+    entry = recipe_table(others + recipe + shifted)[0]
+    mine = _mean(recipe, task=task)
+    assert entry["per_task"][task] == pytest.approx(mine - 0.0)
+
+
 def test_per_task_table_is_the_mean_over_seeds(rows):
     table = per_task_table(rows)
     for task in table["tasks"]:
