@@ -1,9 +1,12 @@
-"""The published study (docs/study): its tables regenerate, identical, from the committed results database."""
+"""The published studies (docs/study and its archived earlier hub): tables regenerate, identical, from the
+committed results databases."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import pytest
 
 from lora_recycle.experiments.report import write_report
 from lora_recycle.serialization import json_safe
@@ -11,9 +14,18 @@ from lora_recycle.serialization import json_safe
 STUDY = Path(__file__).resolve().parents[2] / "docs" / "study"
 
 
-def test_report_tables_regenerate_from_the_committed_results(tmp_path):
-    assert (STUDY / "results.db").is_file(), "docs/study/results.db is missing"
-    written = write_report(STUDY / "results.db", tmp_path)
-    committed = json.loads((STUDY / "tables.json").read_text())
+@pytest.mark.parametrize("folder", [STUDY, STUDY / "hub-64e318b0c383"], ids=["current", "archived"])
+def test_report_tables_regenerate_from_the_committed_results(tmp_path, folder):
+    assert (folder / "results.db").is_file(), f"{folder / 'results.db'} is missing"
+    written = write_report(folder / "results.db", tmp_path)
+    committed = json.loads((folder / "tables.json").read_text())
     assert json.loads(json.dumps(json_safe(written["tables"]))) == committed
-    assert (tmp_path / "report.md").read_text() == (STUDY / "report.md").read_text()
+    assert (tmp_path / "report.md").read_text() == (folder / "report.md").read_text()
+
+
+def test_the_published_study_covers_the_whole_grid():
+    """6 targets x 3 seeds, and no target-task LoRA that kept its untrained start."""
+    tables = json.loads((STUDY / "tables.json").read_text())
+    assert len(tables["tasks"]) == 6 and tables["seeds"] == [0, 1, 2]
+    training = tables["target_lora_training"]
+    assert len(training) == 18 and not [r for r in training if r["untrained"]]
