@@ -115,11 +115,11 @@ def recipe_table(rows: list[Row], baseline_method: str = "ours") -> list[dict[st
             continue
         per_task = {}
         for task in sorted({r["task"] for r in recipe}):  # on the seeds both ran (recipes may run fewer)
-            base_seeds = {r["seed"] for r in target if r["task"] == task}
-            mine = [r["accuracy"] for r in recipe if r["task"] == task and r["seed"] in base_seeds]
-            seeds = {r["seed"] for r in recipe if r["task"] == task}
-            base = [r["accuracy"] for r in target if r["task"] == task and r["seed"] in seeds]
-            if base and mine:
+            shared = ({r["seed"] for r in recipe if r["task"] == task}
+                      & {r["seed"] for r in target if r["task"] == task})
+            if shared:
+                mine, base = ([r["accuracy"] for r in group if r["task"] == task and r["seed"] in shared]
+                              for group in (recipe, target))
                 per_task[task] = statistics.fmean(mine) - statistics.fmean(base)
         margin, over_control = paired(recipe, target), paired(recipe, control)
         wins = sum(d > 0 for d in per_task.values())

@@ -231,6 +231,8 @@ def exclude_top_curve(rows: list[Row]) -> list[dict[str, Any]]:
 def target_lora_training(rows: Iterable[Row]) -> list[dict[str, Any]]:
     """Per target-task LoRA run: its best step and validation losses, ``untrained`` when it kept its B = 0 start
     (best step 0: the base model, which makes every comparison against it on that task and seed meaningless)."""
+    from lora_recycle.recipe.target import kept_untrained_start
+
     out = []
     for row in sorted((r for r in rows if r["kind"] == "target_lora"), key=lambda r: (r["task"], r["seed"])):
         record = (row.get("metrics") or {}).get("target_lora") or {}
@@ -238,7 +240,7 @@ def target_lora_training(rows: Iterable[Row]) -> list[dict[str, Any]]:
                     "best_step": record.get("best_step"), "steps": (record.get("config") or {}).get("steps"),
                     "initial_validation_loss": record.get("initial_validation_loss"),
                     "best_validation_loss": record.get("best_validation_loss"),
-                    "untrained": record.get("best_step") == 0})
+                    "untrained": kept_untrained_start(record)})
     return out
 
 
@@ -322,7 +324,7 @@ def render_markdown(tables: dict[str, Any], figures: dict[str, Path | None], not
 
 
 def _loss(value: float | None) -> str:
-    return "–" if value is None or value != value else f"{value:.3f}"
+    return "–" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def _target_training_lines(tables: dict[str, Any]) -> list[str]:

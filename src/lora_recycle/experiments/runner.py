@@ -27,7 +27,13 @@ from lora_recycle.experiments.executors import Executor, LocalExecutor
 from lora_recycle.experiments.grid import RunSpec, expand_runs, inputs_fingerprint
 from lora_recycle.experiments.results import ResultsStore, library_versions
 from lora_recycle.recipe import TARGET_ADAPTER_ID
-from lora_recycle.recipe.target import cached_target_lora, clean_stale, short_hash, target_lora_dir
+from lora_recycle.recipe.target import (
+    cached_target_lora,
+    clean_stale,
+    kept_untrained_start,
+    short_hash,
+    target_lora_dir,
+)
 from lora_recycle.tuning.target_lora import TargetLoraConfig
 
 IN_HOUSE_PREFIX = "in-house:"
@@ -263,7 +269,7 @@ def untrained_target_warning(row: dict[str, Any]) -> str | None:
     """Why a row's target-task LoRA is suspect: it kept its untrained start (best step 0, so B = 0 and it is
     the base model), which makes every comparison against it on that task and seed meaningless."""
     record = (row.get("metrics") or {}).get("target_lora") or {}
-    if record.get("best_step") != 0:
+    if not kept_untrained_start(record):
         return None
     return (f"the target-task LoRA of {row['task']} (seed {row['seed']}) kept its untrained start: no validation "
             f"loss below the initial {record.get('initial_validation_loss', float('nan')):.4f}, so it is the "

@@ -63,6 +63,11 @@ def cached_target_lora(model, tokenizer, task: Task, config: TargetLoraConfig, f
     return final, record
 
 
+def kept_untrained_start(record: dict[str, Any]) -> bool:
+    """True when a training record's LoRA kept its B = 0 start (best step 0): it is the base model."""
+    return record.get("best_step") == 0
+
+
 def clean_stale(root: str | Path) -> None:
     """Remove temporary folders left by killed trainings under ``root/target-lora``."""
     folder = Path(root) / "target-lora"
