@@ -45,10 +45,10 @@ lock:
 	rm -rf $(LOCK_VENV) build
 
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto
 
 test-all: install
-	$(BIN)/pytest -m ''
+	$(BIN)/pytest -n auto -m ''
 
 demo: install
 	$(BIN)/lora-recycle demo $(DEMO_ARGS)

@@ -24,12 +24,12 @@ from lora_recycle.minihub.base_model import default_cache_dir
 from lora_recycle.minihub.smollm2 import ensure_smollm2
 from lora_recycle.minihub.specialists import task_accuracy
 from lora_recycle.models.loading import load_base_model
+from lora_recycle.models.precision import attention_for, autocast, resolve_precision
 from lora_recycle.tasks import load_task, shared_prefix
 from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.loss import batch_loss, dataset_loss
 from lora_recycle.tasks.prompting import collate, pad_token_id
 from lora_recycle.tasks.scoring import evaluate_task
-from lora_recycle.tuning.precision import attention_for, autocast, resolve_precision
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

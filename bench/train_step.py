@@ -34,13 +34,13 @@ from torch import nn
 from lora_recycle.minihub.base_model import build_tiny_model, default_cache_dir
 from lora_recycle.minihub.pool import BATCH_SIZE
 from lora_recycle.models.loading import load_base_model
+from lora_recycle.models.precision import attention_for, autocast, native_bf16
 from lora_recycle.tasks import load_task
 from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.loss import batch_loss
 from lora_recycle.tasks.prompting import collate, pad_token_id
 from lora_recycle.tasks.shared_prefix import prefix_sharing
 from lora_recycle.tuning.batching import bucketed_batch_order, padding_share
-from lora_recycle.tuning.precision import attention_for, autocast, native_bf16
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

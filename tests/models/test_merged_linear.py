@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lora_recycle.adapters.lora import LoraModule
@@ -68,3 +69,39 @@ def test_no_coefficients_is_the_bare_base():
     layer = make_layer("auto")
     x = torch.randn(3, 12)
     torch.testing.assert_close(layer(x), layer.base(x))
+
+
+@pytest.mark.parametrize("strategy", ["factored", "materialized", "hybrid"])
+def test_cached_bf16_factors_give_what_autocast_casting_gives(strategy):
+    """Under bf16 autocast the frozen factors are cast once and cached: outputs and coefficient gradients are
+    bit for bit those of casting them on every call, and a changed factor is re-cast."""
+    layer = make_layer(strategy)
+    x = torch.randn(2, 7, 12)
+
+    def run(cached: bool):
+        coefs = torch.tensor([0.3, -0.7, 1.1], requires_grad=True)
+        layer.coefficients = coefs
+        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+            if cached:
+                out = layer(x)
+            else:  # the formula with the fp32 factors, which autocast casts at each matmul
+                col = layer.column_weights()
+                if strategy == "factored":
+                    out = layer.base(x) + F.linear(F.linear(x, layer.A_cat) * col.to(x.dtype), layer.B_cat)
+                else:
+                    weight = torch.addmm(layer.base.weight, layer.B_cat * col, layer.A_cat)
+                    out = F.linear(x, weight, layer.base.bias)
+        out.float().sum().backward()
+        return out.detach(), coefs.grad
+
+    out, grad = run(cached=True)
+    reference_out, reference_grad = run(cached=False)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, reference_out)
+    if strategy == "hybrid":  # its own gradient formula, in bf16: agrees to bf16 rounding
+        torch.testing.assert_close(grad, reference_grad, rtol=2e-2, atol=1e-3)
+    else:
+        assert torch.equal(grad, reference_grad)
+    with torch.no_grad():
+        layer.A_cat.mul_(2.0)  # a changed factor (e.g. a restored snapshot) is cast again
+    assert torch.equal(run(cached=True)[0], run(cached=False)[0])

@@ -171,11 +171,11 @@ class _Clock:
 
 def _merge_cell(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device, clock: _Clock) -> dict[str, Any]:
     """Assemble the pool (recycled or in-house), merge, and return the adapter with what the row records."""
+    from lora_recycle.models.precision import resolve_precision
     from lora_recycle.recipe.merge import merge_adapters
     from lora_recycle.recipe.pool import PoolRequest, assemble_pool
     from lora_recycle.recipe.presets import is_routed
     from lora_recycle.selection.strategies import needs_target
-    from lora_recycle.tuning.precision import resolve_precision
 
     settings = spec.merge_settings()
     metrics: dict[str, Any] = {}
@@ -228,10 +228,10 @@ def execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
     """Run one cell and return its results row (without the experiment's config hash and name)."""
     import torch
 
+    from lora_recycle.models.precision import computing_in, resolve_precision
     from lora_recycle.recipe.presets import is_routed
     from lora_recycle.routing.arrow import routed_precision, scoring_model
     from lora_recycle.tasks.scoring import evaluate_task
-    from lora_recycle.tuning.precision import attention_for, autocast, resolve_precision
 
     clock = _Clock()
     model, tokenizer, device = _load_model(env)
@@ -247,10 +247,9 @@ def execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
         cell.update(adapter=adapter, selected=[TARGET_ADAPTER_ID], metrics={"target_lora": record})
         clock.lap("target_lora")
     elif spec.kind == "merge":
-        with attention_for(model, precision), autocast(precision, device):
+        with computing_in(model, precision, device):
             cell = _merge_cell(env, spec, model, tokenizer, task, device, clock)
-    with scoring_model(model, cell["adapter"]) as scored, attention_for(model, precision), autocast(precision,
-                                                                                                      device):
+    with scoring_model(model, cell["adapter"]) as scored, computing_in(model, precision, device):
         result = evaluate_task(scored, tokenizer, task, "test", device, spec.test_limit, metric=spec.metric)
     cell["metrics"]["metric"] = result.metric
     cell["metrics"]["precision"] = precision
@@ -289,8 +288,8 @@ def warm_evaluation_scores(env: WorkerEnv, task_name: str, metric: str | None = 
                            strategy: str = "evaluation", precision: str = "fp32") -> dict[str, Any]:
     """Fill the catalog's score cache of a model-scored selection (evaluation or loss) for a task once, before
     the merges that select by it, in the runs' ``precision``."""
+    from lora_recycle.models.precision import resolve_precision
     from lora_recycle.selection.from_catalog import select_from_catalog
-    from lora_recycle.tuning.precision import resolve_precision
 
     started = time.perf_counter()
     try:

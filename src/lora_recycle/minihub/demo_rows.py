@@ -150,10 +150,10 @@ def _build(plan: DemoPlan, job: RowJob, model, tokenizer, task) -> tuple[object,
 
 def compute_row(plan: DemoPlan, job: RowJob) -> DemoRow:
     """Build and score one row in the hub's precision (Arrow in fp32), cache it, return it."""
+    from lora_recycle.models.precision import computing_in
     from lora_recycle.routing.arrow import routed_precision, scoring_model
     from lora_recycle.tasks import load_task
     from lora_recycle.tasks.scoring import evaluate_task
-    from lora_recycle.tuning.precision import attention_for, autocast
 
     cache = RowCache(plan.cache_dir)
     cached = cache.get(job.label)
@@ -162,7 +162,7 @@ def compute_row(plan: DemoPlan, job: RowJob) -> DemoRow:
     model, tokenizer = _model(plan)
     task = load_task(plan.task_dir)
     precision = routed_precision(plan.precision, job.kind == "arrow")
-    with attention_for(model, precision), autocast(precision):
+    with computing_in(model, precision):
         adapter, note = _build(plan, job, model, tokenizer, task)
         with scoring_model(model, adapter) as scored:  # a LoRA folded in, or an Arrow library routed
             result = evaluate_task(scored, tokenizer, task, "test", limit=plan.test_limit)

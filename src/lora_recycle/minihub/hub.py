@@ -126,7 +126,7 @@ def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: 
     the tiny profile and on accelerators).
     """
     from lora_recycle.minihub.tasks import SOURCE_TASKS, TARGET_TASKS, build_task_suite
-    from lora_recycle.tuning.precision import resolve_precision
+    from lora_recycle.models.precision import resolve_precision
 
     profile = get_profile(profile_name)
     cache_dir = Path(cache_dir or default_cache_dir())

@@ -35,11 +35,11 @@ def task_accuracy(model, tokenizer, task: Task, limit: int | None, precision: st
     """Accuracy on ``limit`` rows from ``start`` of a split (test by default) of the base model, or of
     ``adapter`` folded into it, in the build's precision."""
     from lora_recycle.models.fold import folded
+    from lora_recycle.models.precision import computing_in
     from lora_recycle.tasks.scoring import evaluate_task
-    from lora_recycle.tuning.precision import attention_for, autocast
 
     device = next(model.parameters()).device
-    with folded(model, adapter), attention_for(model, precision), autocast(precision, device):
+    with folded(model, adapter), computing_in(model, precision, device):
         return evaluate_task(model, tokenizer, task, split, device=device, limit=limit, start=start).accuracy
 
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.models.inject import find_linear
+from lora_recycle.models.precision import full_precision
 
 
 @contextmanager
@@ -28,7 +29,8 @@ def folded(model: nn.Module, adapter: LoraAdapter | None, weight: float = 1.0):
                     raise_shape(adapter, path, module, W)
                 delta = module.delta(torch.float32).to(W.device) * weight
                 saved.append((linear, W))
-                linear.weight = nn.Parameter((W.float() + delta).to(W.dtype), requires_grad=False)
+                # from the fp32 original under a bf16 stand-in: one rounding, as autocast would do
+                linear.weight = nn.Parameter((full_precision(W).float() + delta).to(W.dtype), requires_grad=False)
         yield model
     finally:
         for linear, W in reversed(saved):

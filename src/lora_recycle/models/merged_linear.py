@@ -17,6 +17,7 @@ from torch import nn
 
 from lora_recycle.adapters.lora import LoraModule
 from lora_recycle.merging.options import Composition, Strategy
+from lora_recycle.models.precision import storage_dtype
 
 
 class _HybridMergedLinear(torch.autograd.Function):
@@ -31,12 +32,13 @@ class _HybridMergedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, merged, A, B = ctx.saved_tensors
-        grad_x = grad_out @ merged if ctx.needs_input_grad[0] else None
+        dtype = grad_out.dtype  # bf16 when the forward ran under autocast, which backward does not re-enter
+        grad_x = (grad_out @ merged.to(dtype)).to(x.dtype) if ctx.needs_input_grad[0] else None
         grad_col = None
         if ctx.needs_input_grad[1]:
             g = grad_out.reshape(-1, grad_out.shape[-1])
-            xs = x.reshape(-1, x.shape[-1])
-            grad_col = ((g @ B) * (xs @ A.T)).sum(0).float()
+            xs = x.reshape(-1, x.shape[-1]).to(dtype)
+            grad_col = ((g @ B.to(dtype)) * (xs @ A.to(dtype).T)).float().sum(0)
         return grad_x, grad_col, None, None, None, None
 
 
@@ -67,7 +69,7 @@ class MergedLoraLinear(nn.Module):
         self.k = len(loras)
         self.strategy: Strategy = strategy
         self.composition: Composition = composition
-        dtype, device = base.weight.dtype, base.weight.device
+        dtype, device = storage_dtype(base.weight), base.weight.device  # fp32 factors under a bf16 stand-in
         present = [(i, m) for i, m in enumerate(loras) if m is not None]
         if present:
             A = torch.cat([m.A for _, m in present]).to(device=device, dtype=dtype)
@@ -93,6 +95,7 @@ class MergedLoraLinear(nn.Module):
         self.max_rank = max((m.rank for _, m in present), default=0)
         self.ranks = [m.rank if m is not None else 0 for m in loras]
         self.coefficients: torch.Tensor | None = None
+        self._lowered: tuple[int, int, torch.Tensor, torch.Tensor] | None = None  # (versions, A, B) under autocast
 
     @property
     def rank_sum(self) -> int:
@@ -110,6 +113,18 @@ class MergedLoraLinear(nn.Module):
             costs.pop("hybrid")  # hybrid gives gradients for coefficients only
         return min(costs, key=costs.get)
 
+    def matmul_factors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A_cat, B_cat)`` as this forward's matmuls read them: under autocast, frozen factors as cached copies
+        in the autocast dtype (what autocast would cast them to on every call, cast once per change instead)."""
+        device = x.device.type
+        if self.A_cat.requires_grad or self.B_cat.requires_grad or not torch.is_autocast_enabled(device):
+            return self.A_cat, self.B_cat
+        dtype = torch.get_autocast_dtype(device)
+        key = (self.A_cat._version, self.B_cat._version)
+        if self._lowered is None or self._lowered[:2] != key or self._lowered[2].dtype != dtype:
+            self._lowered = (*key, self.A_cat.detach().to(dtype), self.B_cat.detach().to(dtype))
+        return self._lowered[2], self._lowered[3]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.coefficients is None or self.rank_sum == 0:
             return self.base(x)
@@ -118,11 +133,12 @@ class MergedLoraLinear(nn.Module):
             return self.base(x) + F.linear(F.linear(x, A_sum), B_sum)
         col = self.column_weights()
         strategy = self.choose_strategy(x.numel() // x.shape[-1])
+        A, B = self.matmul_factors(x)
         if strategy == "factored":
-            hidden = F.linear(x, self.A_cat) * col.to(x.dtype)
-            return self.base(x) + F.linear(hidden, self.B_cat)
-        if strategy == "materialized":
-            weight = torch.addmm(self.base.weight, self.B_cat * col.to(self.B_cat.dtype), self.A_cat)
+            hidden = F.linear(x, A) * col.to(x.dtype)
+            return self.base(x) + F.linear(hidden, B)
+        if strategy == "materialized":  # B * col in B's own precision, as before the factors were cached
+            weight = torch.addmm(self.base.weight, self.B_cat * col.to(self.B_cat.dtype), A)
             return F.linear(x, weight, self.base.bias)
         if strategy == "hybrid":
             if self.A_cat.requires_grad or self.B_cat.requires_grad:

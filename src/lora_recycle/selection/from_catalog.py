@@ -89,11 +89,11 @@ def select_from_catalog(
         cached = catalog.get_scores(key, kind, ids)
     missing = [i for i in ids if i not in cached]
     if missing:
-        from lora_recycle.tuning.precision import attention_for, autocast
+        from lora_recycle.models.precision import computing_in
 
         inputs = ScoringInputs(model, tokenizer, task, device, target, load, metric, split)
         if chosen.needs == "model":
-            with attention_for(model, precision), autocast(precision, device):
+            with computing_in(model, precision, device):
                 fresh = score(chosen, inputs, missing)
         else:
             fresh = score(chosen, inputs, missing)

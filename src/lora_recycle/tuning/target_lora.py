@@ -12,13 +12,13 @@ from torch import nn
 from lora_recycle.adapters.card import write_card
 from lora_recycle.adapters.paths import MODULE_TYPES
 from lora_recycle.models.loading import base_model_name
+from lora_recycle.models.precision import attention_for, autocast, lowered_weights, resolve_precision, unlowered
 from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.format import Task
 from lora_recycle.tasks.loss import batch_loss, dataset_loss
 from lora_recycle.tasks.prompting import pad_token_id
 from lora_recycle.tasks.scoring import evaluate_task
 from lora_recycle.tuning.loop import LoopConfig, LoopResult, run_training
-from lora_recycle.tuning.precision import attention_for, autocast, resolve_precision
 
 # weight of the right choices' mean negative log-likelihood in the accuracy-based score (a tie-break only;
 # the same scoring pass gives both)
@@ -85,7 +85,8 @@ def train_target_lora(
         r=rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=list(config.target_modules),
         use_rslora=config.use_rslora, task_type="CAUSAL_LM", bias="none",
     )
-    peft_model = get_peft_model(model, peft_config)
+    with unlowered(model):  # fp32 factors initialised as in an fp32 region, inside a merge's bf16 one too
+        peft_model = get_peft_model(model, peft_config)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     for p in params:  # fp32 master weights whatever the base dtype
         p.data = p.data.float()
@@ -109,7 +110,7 @@ def train_target_lora(
         with autocast(precision, device):
             return batch_loss(peft_model, batch)
 
-    with attention_for(model, precision):
+    with attention_for(model, precision), lowered_weights(model, precision):
         loop = run_training(
             loss_fn=loss_fn,
             params=params,

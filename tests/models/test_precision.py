@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from lora_recycle.errors import UserError
+from lora_recycle.models import precision as prec
 from lora_recycle.tasks import load_task
-from lora_recycle.tuning import precision as prec
 from lora_recycle.tuning.target_lora import TargetLoraConfig, train_target_lora
 
 # Stated tolerance: best validation losses of bf16 and fp32 runs differ by at most 10% (relative).
@@ -53,6 +53,7 @@ def test_lora_factors_stay_fp32_under_bf16(tiny_model, colour_task_dir, tmp_path
 
 
 def test_auto_precision_follows_the_cpu_flags(monkeypatch):
+    monkeypatch.setattr(prec, "measured_bf16_speedup", lambda device: 2.5)
     monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
     assert prec.resolve_precision("auto", "cpu") == "bf16"
     monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
@@ -72,3 +73,66 @@ def test_eager_attention_only_inside_bf16_cpu_training(tiny_model):
     assert model.config._attn_implementation == before
     with prec.attention_for(model, "fp32"):
         assert model.config._attn_implementation == before
+
+
+def test_auto_precision_needs_bf16_to_measure_faster(monkeypatch):
+    """Flags promising bf16 are not enough: where a model-shaped bf16 matmul is not clearly faster, auto is fp32."""
+    monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    monkeypatch.setattr(prec, "measured_bf16_speedup", lambda device: 0.4)  # emulated: slower than fp32
+    assert prec.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(prec, "measured_bf16_speedup", lambda device: prec.AUTO_BF16_MIN_SPEEDUP + 0.1)
+    assert prec.resolve_precision("auto", "cpu") == "bf16"
+
+
+def _tied_model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    return LlamaForCausalLM(config).eval().requires_grad_(False)
+
+
+def test_lowered_weights_give_autocasts_numbers_and_put_the_originals_back():
+    """Frozen fp32 linear weights stored in bf16 for the region: the same logits and input gradients as autocast
+    casting them per call, the tied input embedding untouched, every original Parameter back afterwards."""
+    model = _tied_model()
+    ids = torch.randint(0, 64, (2, 7), generator=torch.Generator().manual_seed(1))
+    originals = {name: p for name, p in model.named_parameters()}
+
+    def run():
+        embeds = model.get_input_embeddings()(ids).detach().requires_grad_(True)
+        logits = model(inputs_embeds=embeds).logits
+        logits.float().logsumexp(-1).sum().backward()
+        return logits.detach().float(), embeds.grad
+
+    with prec.attention_for(model, "bf16"), prec.autocast("bf16"):  # the same attention kernel as computing_in
+        plain_logits, plain_grad = run()
+    with prec.computing_in(model, "bf16"):
+        assert model.lm_head.weight.dtype == torch.bfloat16
+        assert model.get_input_embeddings().weight.dtype == torch.float32  # untied for the region only
+        assert model.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
+        low_logits, low_grad = run()
+    assert torch.equal(plain_logits, low_logits) and torch.equal(plain_grad, low_grad)
+    assert all(p is originals[name] for name, p in model.named_parameters())
+    assert model.lm_head.weight is model.get_input_embeddings().weight and model.lm_head.weight.dtype == torch.float32
+
+
+def test_adapters_attached_or_folded_under_lowered_weights_keep_fp32_numbers():
+    """A merge attached in a bf16 region keeps fp32 factors; an adapter folded there is rounded once, from fp32."""
+    from lora_recycle.adapters.lora import LoraAdapter, LoraModule
+    from lora_recycle.models.fold import folded
+    from lora_recycle.models.inject import attached
+
+    model = _tied_model()
+    generator = torch.Generator().manual_seed(2)
+    path = "model.layers.0.self_attn.q_proj"
+    module = LoraModule(torch.randn(4, 32, generator=generator), torch.randn(32, 4, generator=generator), 0.5)
+    adapter = LoraAdapter({path: module}, "a")
+    expected = (model.get_submodule(path).weight.float() + module.delta(torch.float32)).to(torch.bfloat16)
+    with prec.lowered_weights(model, "bf16"):
+        with attached(model, [adapter]) as merged:
+            assert merged.layers[path].A_cat.dtype == torch.float32
+        with folded(model, adapter):
+            assert torch.equal(model.get_submodule(path).weight, expected)
+    assert model.get_submodule(path).weight.dtype == torch.float32
