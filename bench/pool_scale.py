@@ -168,7 +168,8 @@ def main() -> None:
     for key, label in (("seconds", "scan"), ("peak_mb", "scan peak RSS"), ("cosine", "cosine selection"),
                        ("eval1", "evaluation, 1 worker"), ("eval2", "evaluation, 2 workers"),
                        ("merge", "merge k=30"), ("catalog_mb", "catalog size")):
-        costs = {n: r[key] for n, r in rows.items() if key in r}
+        sizes = eval_sizes if key.startswith("eval") else args.sizes  # the 100 -> 1,000 for the rest
+        costs = {n: r[key] for n, r in rows.items() if key in r and n in sizes}
         if len(costs) > 1:
             print(f"  {label:<22} {exponent(costs):5.2f}")
     for n, r in rows.items():
