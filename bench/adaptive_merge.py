@@ -213,7 +213,7 @@ try:
     region = computing_in(model, args["precision"])
 except ImportError:  # revisions before models/precision.py: eager attention and autocast, as their runner did
     import contextlib
-    from lora_recycle.tuning.precision import attention_for, autocast
+    from lora_recycle.models.precision import attention_for, autocast
     region = contextlib.ExitStack()
     region.enter_context(attention_for(model, args["precision"]))
     region.enter_context(autocast(args["precision"]))

@@ -117,3 +117,27 @@ def adapter_dirs(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
 def rank32_adapter_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """A rank-32 PEFT LoRA on all seven projections (copies of it overflow vLLM's rank ceiling when concatenated)."""
     return make_peft_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapters") / "all_r32", 7, r=32, alpha=32)
+
+
+def make_derived_pool(tmp: Path, model_dir: Path, sources: dict[str, Path], n: int, seed: int = 0,
+                      broken: float = 0.0) -> tuple[Path, Path]:
+    """``lora-recycle hub scale`` from the given adapters, scanned: ``(derived pool folder, its catalog)``."""
+    import shutil
+
+    from lora_recycle.cli import main
+
+    for name, path in sources.items():
+        shutil.copytree(path, tmp / "sources" / name)
+    assert main(["pool", "scan", str(tmp / "sources"), "--base-model", str(model_dir), "--db", str(tmp / "sources.db"),
+                 "--no-require-license"]) == 0
+    out, db = tmp / "derived", tmp / "derived.db"
+    assert main(["hub", "scale", "--adapters", str(n), "--from", str(tmp / "sources.db"), "--out", str(out),
+                 "--seed", str(seed), "--broken", str(broken)]) == 0
+    assert main(["pool", "scan", str(out), "--base-model", str(model_dir), "--db", str(db)]) == 0
+    return out, db
+
+
+@pytest.fixture(scope="session")
+def derived_pool_factory():
+    """``make_derived_pool`` for tests in other folders."""
+    return make_derived_pool

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from lora_recycle.cli.checks import fraction, positive
+from lora_recycle.cli.executor import ExecutorOpt, RayAddressOpt, executor_for, selection_workers
 from lora_recycle.cli.output import emit_json, info
 from lora_recycle.merging.options import INIT_NAMES
 from lora_recycle.recipe import choices
@@ -187,6 +188,8 @@ def merge(
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Merge adapters (adaptively, or with fixed coefficients) and export one standard PEFT adapter."""
@@ -237,7 +240,9 @@ def merge(
                           random_init=random_init, noise_std=noise_std)
     export = ExportOptions(out, merge_into_base, evaluate_split, base_model_id, save_dtype,
                            overwrite=overwrite, metric=metric)
-    summary = run_merge(model, task, request, settings, export, device, dtype, log=info)
+    with executor_for(executor, ray_address) as chosen:
+        request.workers = selection_workers(chosen, model, device, dtype)
+        summary = run_merge(model, task, request, settings, export, device, dtype, log=info)
     if summary["verdict"] == "base_model":
         info(f"no combination of the {len(summary['selected'])} adapters beat the base model ({method} kept "
              f"all-zero weights); the result is the base model itself, so nothing was written to {out}")
@@ -275,6 +280,8 @@ def select(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Select k adapters from a pool catalog for a task (scores are cached in the catalog)."""
@@ -289,15 +296,18 @@ def select(
         raise UserError("--include-target needs --target-lora DIR")
     loaded_task = load_task(task)
     target = read_peft_adapter(target_lora, adapter_id=f"target:{target_lora.name}") if target_lora else None
-    dev = resolve_device(device)
     _warn_if_k_exceeds_pool(db, k)
     needs_model = choices.STRATEGIES[strategy].needs == "model"
-    base, tokenizer = load_base_model(model, dev, dtype) if needs_model else (None, None)
     from lora_recycle.recipe.with_target import recycled_count
 
     count = recycled_count(k, include_target)
-    selected, scores = select_from_catalog(db, strategy, count, seed, base, tokenizer, loaded_task, dev, target,
-                                           metric=metric, split=split) if count else ([], {})
+    with executor_for(executor, ray_address) as chosen:
+        workers = selection_workers(chosen, model, device, dtype)
+        dev = resolve_device(device) if workers is None else device  # Ray workers resolve it themselves
+        base, tokenizer = load_base_model(model, dev, dtype) if needs_model and workers is None else (None, None)
+        selected, scores = select_from_catalog(db, strategy, count, seed, base, tokenizer, loaded_task, dev, target,
+                                               metric=metric, split=split, workers=workers,
+                                               log=info) if count else ([], {})
     if include_target:
         selected = [target.adapter_id, *selected]
     if as_json:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from lora_recycle.cli.executor import ExecutorOpt, RayAddressOpt, executor_for
 from lora_recycle.cli.output import emit_json, info
 from lora_recycle.errors import UserError
 
@@ -16,10 +17,6 @@ experiment_app = typer.Typer(help="Run a study (methods x tasks x k x seeds) res
                              no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-ExecutorOpt = Annotated[str, typer.Option("--executor", help="local (default) or ray.")]
-RayAddressOpt = Annotated[
-    str | None, typer.Option("--ray-address", help="Ray cluster address (e.g. auto); default: start Ray locally.")
-]
 
 TaskOpt = Annotated[list[str] | None, typer.Option(
     "--task", help="Only this target task's runs (repeat for several): a slice of the same grid.")]
@@ -41,17 +38,10 @@ def run(
     ``--task`` / ``--seed`` run a slice: the same runs (and run hashes) as the whole grid's, so a slice
     measures the cost and its results count when the whole grid runs later.
     """
-    from lora_recycle.experiments.executors import make_executor
     from lora_recycle.experiments.runner import run_experiment
 
-    chosen = make_executor(executor, ray_address)
-    resolved = _sliced(config, only_task, only_seed)
-    try:
-        summary = run_experiment(resolved, results, chosen, log=info)
-    finally:
-        shutdown = getattr(chosen, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
+    with executor_for(executor, ray_address) as chosen:
+        summary = run_experiment(_sliced(config, only_task, only_seed), results, chosen, log=info)
     if as_json:
         emit_json({k: v for k, v in summary.to_dict().items() if k != "run_hashes"})
     else:

@@ -45,6 +45,36 @@ def build(profile: ProfileOpt = "small", cache_dir: CacheOpt = None, seed: int =
          f"(+{len(hub.broken)} broken), trained in {hub.precision}")
 
 
+@hub_app.command("scale")
+def scale(
+    adapters: Annotated[int, typer.Option("--adapters", min=1, help="How many adapters to derive.")],
+    source: Annotated[Path, typer.Option(
+        "--from", help="A scanned pool to derive from: its catalog (.db) or a built hub folder (its pool.db).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the derived pool to (PEFT folders).")],
+    seed: int = 0,
+    broken: Annotated[float, typer.Option("--broken", help="Share written broken, as Hub uploads are.")] = 0.05,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Derive a Hub-sized pool from real adapters without training, to measure pool-scale costs.
+
+    Random rotations, rescaling, rank changes and target subsets of the source adapters, Hub-like metadata and
+    a share of broken uploads; deterministic in --seed. Derived adapters carry no new task knowledge.
+    """
+    from lora_recycle.minihub.scaled_pool import write_derived_pool
+    from lora_recycle.outputs import atomic_dir
+
+    catalog = source / "pool.db" if source.is_dir() else source
+    with atomic_dir(out, overwrite) as partial:
+        plans = write_derived_pool(catalog, partial, adapters, seed, broken)
+    bad = sum(p.broken is not None for p in plans)
+    if as_json:
+        emit_json({"out": str(out), "adapters": len(plans), "broken": bad, "sources": len({p.source for p in plans})})
+        return
+    info(f"derived {len(plans)} adapters ({bad} broken) from {catalog} into {out}; scan them with "
+         f"`lora-recycle pool scan {out} --base-model MODEL --db POOL.db`")
+
+
 def demo(profile: ProfileOpt = "small", cache_dir: CacheOpt = None,
          task: Annotated[str | None, typer.Option("--task", help="Target task name (default: the first).")] = None,
          seed: int = 0, out: Annotated[Path, typer.Option("--out")] = Path("demo-output"),

@@ -71,24 +71,13 @@ def worker_env(resolved: ResolvedExperiment, results_path: str | Path) -> Worker
 
 # --- worker side ------------------------------------------------------------------------------------------
 
-_MODELS: dict[tuple[str, str, str], Any] = {}
 _TASKS: dict[str, Any] = {}
 
 
 def _load_model(env: WorkerEnv):
-    import torch
+    from lora_recycle.models.loading import cached_base_model
 
-    from lora_recycle.models.loading import load_base_model, resolve_device
-
-    if env.threads is not None and torch.get_num_threads() != env.threads:
-        torch.set_num_threads(env.threads)
-    device = resolve_device(env.device)
-    key = (env.model, str(device), env.dtype)
-    if key not in _MODELS:
-        _MODELS.clear()  # one base model per worker process at a time
-        _MODELS[key] = load_base_model(env.model, device, env.dtype)
-    model, tokenizer = _MODELS[key]
-    return model, tokenizer, device
+    return cached_base_model(env.model, env.device, env.dtype, env.threads)
 
 
 def _load_task(env: WorkerEnv, name: str):
@@ -284,24 +273,36 @@ def safe_execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}", "trace": detail[-6:]}
 
 
-def warm_evaluation_scores(env: WorkerEnv, task_name: str, metric: str | None = None, split: str = "train",
-                           strategy: str = "evaluation", precision: str = "fp32") -> dict[str, Any]:
-    """Fill the catalog's score cache of a model-scored selection (evaluation or loss) for a task once, before
-    the merges that select by it, in the runs' ``precision``."""
+def worker_precision(env: WorkerEnv, precision: str) -> str:
+    """The precision a worker's runs use on its own device (``auto`` depends on the worker's hardware)."""
+    from lora_recycle.models.loading import resolve_device
     from lora_recycle.models.precision import resolve_precision
-    from lora_recycle.selection.from_catalog import select_from_catalog
 
-    started = time.perf_counter()
-    try:
-        model, tokenizer, device = _load_model(env)
-        select_from_catalog(env.db, strategy, 1, 0, model, tokenizer, _load_task(env, task_name), device,
-                            metric=metric, split=split, precision=resolve_precision(precision, device))
-        return {"ok": True, "seconds": time.perf_counter() - started}
-    except Exception as exc:  # the merges will hit (and record) the same problem
-        return {"error": f"{type(exc).__name__}: {exc}"}
+    return resolve_precision(precision, resolve_device(env.device))
 
 
 # --- driver side ------------------------------------------------------------------------------------------
+
+
+def warm_selection_scores(env: WorkerEnv, executor: Executor, task_name: str, strategy: str, metric: str | None,
+                          split: str, precision: str, log: Callable[[str], None]) -> None:
+    """Fill the catalog's score cache of a model-scored selection (evaluation or loss) for a task once, before
+    the merges that select by it, in the runs' precision: in shards on the executor's workers, each shard
+    cached as it finishes (``selection/sharded.py``), so a killed study never rescores a cached adapter."""
+    from lora_recycle.selection.from_catalog import select_from_catalog
+    from lora_recycle.selection.sharded import Workers
+
+    started = time.perf_counter()
+    try:
+        _, resolved = next(executor.map(worker_precision, [(env, precision)]))
+        workers = Workers(executor, env.model, env.device, env.dtype, env.threads)
+        select_from_catalog(env.db, strategy, 1, 0, task=_load_task(env, task_name), metric=metric, split=split,
+                            precision=resolved, workers=workers)
+    except Exception as exc:  # the merges will hit (and record) the same problem
+        log(f"  warning: scoring the pool on {task_name} by {strategy} failed: {type(exc).__name__}: {exc}")
+        return
+    log(f"  scored the pool on {task_name} by {strategy} ({time.perf_counter() - started:.0f} s)")
+
 
 
 @dataclass
@@ -355,13 +356,8 @@ def run_experiment(resolved: ResolvedExperiment, results_path: str | Path, execu
         if warm:
             log(f"scoring the pool for selection first: {len(warm)} (task, strategy) pairs "
                 "(cached scores are read back)")
-        for index, outcome in executor.map(warm_evaluation_scores,
-                                           [(env, t, m or None, s, n, p) for t, n, m, s, p in warm]):
-            task, strategy = warm[index][:2]
-            if "error" in outcome:
-                log(f"  warning: scoring the pool on {task} by {strategy} failed: {outcome['error']}")
-            else:
-                log(f"  scored the pool on {task} by {strategy} ({outcome['seconds']:.0f} s)")
+        for task, strategy, metric, split, precision in warm:
+            warm_selection_scores(env, executor, task, strategy, metric or None, split, precision, log)
         counter = already
         warned: set[tuple[str, int]] = set()
         for phase in (baselines, merges):

@@ -176,36 +176,38 @@ def train_specialist(model, tokenizer, task, config_for: Callable[[int], object]
 
 def make_broken_adapters(good: Path, root: Path) -> list[Path]:
     """Write one broken adapter per kind in ``BROKEN_KINDS`` under ``root``, derived from a good one."""
+    return [break_adapter(good, root / f"broken-{kind}", kind) for kind in BROKEN_KINDS]
+
+
+def break_adapter(good: Path, target: Path, kind: str, contributor: str = "mallory") -> Path:
+    """Write a broken copy of the good PEFT adapter ``good`` to ``target`` (may be ``good`` itself): ``kind``
+    is one of ``BROKEN_KINDS``, each a way a Hub upload fails validation; the card names ``contributor``."""
     config = json.loads((good / "adapter_config.json").read_text())
     tensors = load_file(good / "adapter_model.safetensors")
     card = read_card_data(good)
-    out = []
-    for kind in BROKEN_KINDS:
-        target = root / f"broken-{kind}"
-        target.mkdir(parents=True, exist_ok=True)
-        kind_config, kind_tensors, kind_card = dict(config), dict(tensors), dict(card)
-        if kind == "no_license":
-            kind_card.pop("license", None)
-        elif kind == "nan":
-            key = next(k for k in kind_tensors if "lora_B" in k)
-            kind_tensors[key] = kind_tensors[key].clone()
-            kind_tensors[key][0, 0] = float("nan")
-        elif kind == "wrong_shape":
-            key = next(k for k in kind_tensors if "lora_A" in k)
-            kind_tensors[key] = torch.zeros(kind_tensors[key].shape[0], kind_tensors[key].shape[1] + 3)
-        elif kind == "dora":
-            kind_config["use_dora"] = True
-            key = next(k for k in kind_tensors if "lora_B" in k)
-            magnitude = key.replace("lora_B.weight", "lora_magnitude_vector")
-            kind_tensors[magnitude] = torch.ones(kind_tensors[key].shape[0])
-        kind_card["contributor"] = "mallory"
-        (target / "adapter_config.json").write_text(json.dumps(kind_config, indent=2))
-        write_card(target, kind_card, f"# broken adapter ({kind})\n")
-        if kind == "pickle_only":
-            torch.save(kind_tensors, target / "adapter_model.bin")
-        elif kind == "corrupt":
-            (target / "adapter_model.safetensors").write_bytes(b"\xff\x00\x00\x00\x00\x00\x00\x00{truncated")
-        else:
-            save_file(kind_tensors, target / "adapter_model.safetensors")
-        out.append(target)
-    return out
+    if kind == "no_license":
+        card.pop("license", None)
+    elif kind == "nan":
+        key = next(k for k in tensors if "lora_B" in k)
+        tensors[key] = tensors[key].clone()
+        tensors[key][0, 0] = float("nan")
+    elif kind == "wrong_shape":
+        key = next(k for k in tensors if "lora_A" in k)
+        tensors[key] = torch.zeros(tensors[key].shape[0], tensors[key].shape[1] + 3)
+    elif kind == "dora":
+        config["use_dora"] = True
+        key = next(k for k in tensors if "lora_B" in k)
+        magnitude = key.replace("lora_B.weight", "lora_magnitude_vector")
+        tensors[magnitude] = torch.ones(tensors[key].shape[0])
+    card["contributor"] = contributor
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    write_card(target, card, f"# broken adapter ({kind})\n")
+    if kind == "pickle_only":
+        (target / "adapter_model.safetensors").unlink(missing_ok=True)
+        torch.save(tensors, target / "adapter_model.bin")
+    elif kind == "corrupt":
+        (target / "adapter_model.safetensors").write_bytes(b"\xff\x00\x00\x00\x00\x00\x00\x00{truncated")
+    else:
+        save_file(tensors, target / "adapter_model.safetensors")
+    return target

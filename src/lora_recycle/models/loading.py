@@ -86,3 +86,21 @@ def save_dtype_for(name: str | None, model_dir: str | Path) -> torch.dtype:
     if name is not None and name not in ("float32", "bfloat16", "float16"):
         raise UserError(f"--save-dtype {name!r}: choose one of float32, bfloat16, float16")
     return DTYPES[name or config_dtype(model_dir) or "float32"]
+
+
+_LOADED: dict[tuple[str, str, str], tuple] = {}
+
+
+def cached_base_model(path: str | Path, device: str | None = "cpu", dtype: str = "float32",
+                      threads: int | None = None) -> tuple:
+    """``(model, tokenizer, device)``, loaded once per process: a worker (Ray or local) keeps one base model
+    between the runs and selection shards it is given; ``threads`` sets torch's intra-op threads first."""
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    resolved = resolve_device(device)
+    key = (str(path), str(resolved), str(dtype))
+    if key not in _LOADED:
+        _LOADED.clear()  # one base model per process at a time
+        _LOADED[key] = load_base_model(path, resolved, dtype)
+    model, tokenizer = _LOADED[key]
+    return model, tokenizer, resolved

@@ -7,14 +7,19 @@ convention, ``recipe/with_target.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.recipe.settings import MergeSettings
 from lora_recycle.tasks.format import Task
+
+if TYPE_CHECKING:
+    from lora_recycle.selection.sharded import Workers
 
 DEFAULT_K = 30  # paper: 30 selected adapters unless the method says otherwise (its preset's k)
 
@@ -43,6 +48,7 @@ class PoolRequest:
     default_k: int = DEFAULT_K
     noise_std: str = "pooled"
     precision: str = "fp32"  # model-scored selection (evaluation, loss) runs and caches its scores in this
+    workers: Workers | None = None  # model-scored selection in shards on these (e.g. Ray); None: on the model
 
     @property
     def with_target(self) -> bool:
@@ -82,7 +88,8 @@ def read_target(request: PoolRequest) -> None:
 
 
 def selected_adapters(request: PoolRequest, settings: MergeSettings, model=None, tokenizer=None,
-                      task: Task | None = None, device: torch.device | str = "cpu") -> Pool:
+                      task: Task | None = None, device: torch.device | str = "cpu",
+                      log: Callable[[str], None] | None = None) -> Pool:
     """Adapters chosen from the catalog by the settings' selection strategy (none without a catalog or with ids)."""
     if request.db is None or request.ids:
         return Pool([])
@@ -100,7 +107,8 @@ def selected_adapters(request: PoolRequest, settings: MergeSettings, model=None,
         strategy = "random" if settings.selection == "all" else settings.selection
         ids, scores = select_from_catalog(request.db, strategy, count, settings.seed, model, tokenizer, task, device,
                                           request.target, metric=settings.selection_metric,
-                                          split=settings.selection_split, precision=request.precision)
+                                          split=settings.selection_split, precision=request.precision,
+                                          workers=request.workers, log=log)
     return Pool(load_pool_adapters(request.db, ids), scores)
 
 
@@ -128,10 +136,11 @@ def finish_pool(adapters: list[LoraAdapter], target: LoraAdapter | None, random_
 
 
 def assemble_pool(request: PoolRequest, settings: MergeSettings, model=None, tokenizer=None, task: Task | None = None,
-                  device: torch.device | str = "cpu", explicit: list[LoraAdapter] | None = None) -> Pool:
+                  device: torch.device | str = "cpu", explicit: list[LoraAdapter] | None = None,
+                  log: Callable[[str], None] | None = None) -> Pool:
     """The whole pool of one merge; ``explicit`` passes adapters already read by ``explicit_adapters``."""
     read_target(request)
-    chosen = selected_adapters(request, settings, model, tokenizer, task, device)
+    chosen = selected_adapters(request, settings, model, tokenizer, task, device, log)
     adapters = (explicit if explicit is not None else explicit_adapters(request)) + chosen.adapters
     target = request.target if request.include_target else None
     return Pool(finish_pool(adapters, target, request.random_init, settings.seed, request.noise_std), chosen.scores)

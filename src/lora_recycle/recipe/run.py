@@ -73,7 +73,7 @@ def run_merge(model_dir: Path, task_dir: Path | None, request: PoolRequest, sett
         log(shortfall)
     dev = resolve_device(device)
     model, tokenizer = load_base_model(model_dir, dev, dtype)
-    pool = assemble_pool(request, settings, model, tokenizer, task, dev, explicit=explicit)
+    pool = assemble_pool(request, settings, model, tokenizer, task, dev, explicit=explicit, log=log)
     outcome = merge_adapters(model, tokenizer, task, pool.adapters, settings, dev)
     record = outcome.record()
     if export.evaluate_split and task is not None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -12,6 +14,9 @@ from lora_recycle.errors import UserError
 from lora_recycle.selection.ranking import top_k
 from lora_recycle.selection.strategies import STRATEGIES, ScoringInputs, choose, score
 from lora_recycle.tasks.format import Task
+
+if TYPE_CHECKING:
+    from lora_recycle.selection.sharded import Workers
 
 
 def adapter_fingerprint(adapter: LoraAdapter) -> str:
@@ -39,7 +44,8 @@ def accepted_ids(db_path: str | Path) -> list[str]:
 def select_from_catalog(
     db_path: str | Path, strategy: str, k: int, seed: int = 0, model=None, tokenizer=None, task: Task | None = None,
     device: torch.device | str = "cpu", target: LoraAdapter | None = None, metric: str | None = None,
-    split: str = "train", precision: str = "fp32",
+    split: str = "train", precision: str = "fp32", workers: Workers | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[list[str], dict[str, float]]:
     """``(selected ids, scores)``; scores are computed once per task (and target LoRA) and cached in the catalog.
 
@@ -48,6 +54,8 @@ def select_from_catalog(
     adapter's accuracy by ``metric`` on ``split`` (default: log-likelihood on the training examples;
     the paper: ``exact_match`` on ``labelled``, train + validation). Model-scored strategies run in
     ``precision`` (bf16: autocast, ~1.5x faster on CPUs with native bf16), cached apart from fp32 scores.
+    With ``workers`` they are scored in shards on its executor (e.g. Ray) instead of on ``model``, each
+    shard cached as it finishes (``selection/sharded.py``); ``log`` hears how many are cached and scored.
     """
     from lora_recycle.pool import Catalog, load_pool_adapters
 
@@ -67,7 +75,7 @@ def select_from_catalog(
     kind = strategy
 
     if chosen.needs == "model":
-        if task is None or model is None:
+        if task is None or (model is None and workers is None):
             raise UserError(f"{strategy} selection needs --task and --model")
         from lora_recycle.tasks.scoring import resolve_metric
 
@@ -88,7 +96,12 @@ def select_from_catalog(
     with Catalog(db_path) as catalog:
         cached = catalog.get_scores(key, kind, ids)
     missing = [i for i in ids if i not in cached]
-    if missing:
+    if missing and log is not None:
+        log(f"{strategy} scores on {db_path}: {len(cached)} of {len(ids)} cached, scoring {len(missing)}")
+    if missing and workers is not None and chosen.needs == "model":
+        cached.update(_score_on_workers(workers, db_path, strategy, task, metric, split, precision, missing,
+                                        key, kind, log))
+    elif missing:
         from lora_recycle.models.precision import computing_in
 
         inputs = ScoringInputs(model, tokenizer, task, device, target, load, metric, split)
@@ -101,3 +114,25 @@ def select_from_catalog(
             catalog.put_scores(key, kind, fresh)
         cached.update(fresh)
     return top_k(cached, k), cached
+
+
+def _score_on_workers(workers: Workers, db_path: str | Path, strategy: str, task: Task, metric: str | None,
+                      split: str, precision: str, missing: list[str], key: str, kind: str,
+                      log: Callable[[str], None] | None) -> dict[str, float]:
+    """Score ``missing`` in shards on ``workers``, writing each shard to the catalog's cache as it finishes."""
+    from lora_recycle.pool import Catalog
+    from lora_recycle.selection.sharded import ShardJob, score_in_shards
+
+    job = ShardJob(workers.model, workers.device, workers.dtype, workers.threads, str(db_path), strategy, task,
+                   metric, split, precision)
+    fresh: dict[str, float] = {}
+
+    def record(scores: dict[str, float]) -> None:
+        with Catalog(db_path) as catalog:
+            catalog.put_scores(key, kind, scores)
+        fresh.update(scores)
+
+    for done, total in score_in_shards(workers, job, missing, record):
+        if log is not None:
+            log(f"  shard {done}/{total} scored and cached ({len(fresh)}/{len(missing)} adapters)")
+    return fresh
