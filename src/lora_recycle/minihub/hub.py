@@ -125,10 +125,12 @@ def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: 
     ``workers`` processes train adapters side by side (default: one per core, at most 2, on a CPU; 1 for
     the tiny profile and on accelerators).
     """
+    from lora_recycle.extras import require_extra
     from lora_recycle.minihub.tasks import SOURCE_TASKS, TARGET_TASKS, build_task_suite
     from lora_recycle.tuning.precision import resolve_precision
 
     profile = get_profile(profile_name)
+    require_extra("hub", "the mini-hub")
     cache_dir = Path(cache_dir or default_cache_dir())
     plans = plan_pool(list(SOURCE_TASKS), profile.pool_size, profile.adapter_steps, seed, profile.adapter_lr,
                       profile.adapter_batch_size)
