@@ -48,7 +48,7 @@ class Profile:
 PROFILES = {
     "tiny": Profile("tiny", "tiny", pool_size=8, adapter_steps=20, target_lora_steps=40, merge_steps=20,
                     test_limit=60, demo_k=5, source_eval_limit=60),
-    # Sized by measurement on 2 CPU cores (bench/train_step.py, README "The mini-hub"): bf16, batch 16
+    # Sized by measurement on 2 CPU cores (bench/train_step.py, docs/minihub/README.md): bf16, batch 16
     # with the shared prompt prefix run once, 80 training rows per task, so 24 steps are 4.8 epochs at most;
     # each adapter validates every 5 steps and stops after 3 validations without a new best.
     "small": Profile("small", "smollm2", pool_size=6, adapter_steps=24, target_lora_steps=40, merge_steps=20,
