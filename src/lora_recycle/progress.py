@@ -30,11 +30,13 @@ def quiet_option(quiet: bool) -> bool:
 
 
 def progress_bar(iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
-    """A tqdm bar on stderr under the current setting (piped output is updated every few seconds, not 10x a
-    second, so a log stays readable)."""
+    """A tqdm bar on stderr under the current setting. Piped to a log, it is updated every few seconds (not 10x a
+    second) and its last state is kept, since a log cannot erase a line as a terminal does."""
     piped = not sys.stderr.isatty()
     options = {"disable": None if _shown is None else not _shown, "mininterval": 3.0 if piped else 0.1,
                "dynamic_ncols": True, **kwargs}
+    if piped:
+        options["leave"] = True
     return tqdm(iterable, file=sys.stderr, **options)
 
 
