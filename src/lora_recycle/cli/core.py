@@ -9,7 +9,7 @@ import typer
 
 from lora_recycle.cli.checks import fraction, positive
 from lora_recycle.cli.executor import ExecutorOpt, RayAddressOpt, executor_for, selection_workers
-from lora_recycle.cli.output import emit_json, info
+from lora_recycle.cli.output import QuietOpt, emit_json, info
 from lora_recycle.merging.options import INIT_NAMES
 from lora_recycle.recipe import choices
 
@@ -35,6 +35,7 @@ def evaluate(
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Score the base model, or the base model with one adapter, on a task split."""
     from lora_recycle.adapters import read_peft_adapter
@@ -76,6 +77,7 @@ def train_lora(
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train a target-task LoRA (PEFT, q/k/v/o/gate/up/down), keeping the best validation checkpoint."""
     from lora_recycle.models.loading import load_base_model, resolve_device
@@ -191,6 +193,7 @@ def merge(
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Merge adapters (adaptively, or with fixed coefficients) and export one standard PEFT adapter."""
     from lora_recycle.recipe.presets import is_routed
@@ -283,6 +286,7 @@ def select(
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Select k adapters from a pool catalog for a task (scores are cached in the catalog)."""
     from lora_recycle.adapters import read_peft_adapter

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from lora_recycle.cli.executor import ExecutorOpt, RayAddressOpt, executor_for
-from lora_recycle.cli.output import emit_json, info
+from lora_recycle.cli.output import QuietOpt, emit_json, info
 from lora_recycle.errors import UserError
 
 experiment_app = typer.Typer(help="Run a study (methods x tasks x k x seeds) resumably, locally or on Ray.",
@@ -160,6 +160,7 @@ def audit(
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Does recycling beat a LoRA of your own on TASK, and is it transfer or regularisation? (bootstrap CIs)"""
     from lora_recycle.errors import UserError

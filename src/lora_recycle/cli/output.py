@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Annotated
 
+import typer
+
+from lora_recycle.progress import quiet_option
 from lora_recycle.serialization import json_safe
+
+# The commands that train, merge or score draw progress bars on stderr (even piped); --quiet turns them off.
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", callback=quiet_option,
+                                        help="No progress bars on stderr (results and errors still print).")]
 
 
 def emit_json(data) -> None:

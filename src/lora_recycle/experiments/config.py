@@ -4,7 +4,8 @@ Two steps, so that mistakes in the file show up before anything heavy happens:
 
 - ``load_config(path)`` parses and validates the file alone (unknown keys, wrong types, unknown presets);
 - ``resolve_experiment(config)`` finds the model, catalog and tasks (building the mini-hub of a
-  ``hub: {profile: ...}`` if needed) and checks what needs the pool (k larger than the pool).
+  ``hub: {profile: ...}`` if needed) and checks what needs the pool (k larger than the pool);
+  ``check_hub_plan(config)`` makes the same checks against a profile's plan, without building it.
 
 Every error is one line naming the file and the field, e.g. ``smoke.yaml: field methods[1].preset: ...``.
 """
@@ -380,15 +381,35 @@ def resolve_experiment(config: ExperimentConfig, source: str = "experiment") -> 
     for name, directory in tasks.items():
         if not (Path(directory) / "task.yaml").is_file():
             raise UserError(f"{source}: field tasks.{name}: {directory} is not a task directory")
+    try:
+        pool_size = len(accepted_ids(db))
+    except UserError as exc:
+        raise UserError(f"{source}: field db: {exc}") from None
+    targets, in_house_tasks = _check_world(config, source, sorted(tasks), default_targets, pool_size)
+    return ResolvedExperiment(config, source, Path(model), base_id, Path(db), {t: Path(tasks[t]) for t in tasks},
+                              targets, pool_size, in_house_tasks, model_ref, pool_ref)
+
+
+def check_hub_plan(config: ExperimentConfig, source: str = "experiment") -> tuple[list[str], list[str]]:
+    """Check a ``hub:`` config against its profile's plan without building the hub: every task it names is in
+    the suite and every k fits the profile's pool. Returns the target tasks and the in-house pool's tasks."""
+    from lora_recycle.minihub.hub import get_profile
+    from lora_recycle.minihub.tasks import TARGET_TASKS, TASK_NAMES
+
+    if config.hub is None:
+        raise UserError(f"{source}: names no hub profile (hub: {{profile: ...}}); resolve it against its pool")
+    profile = get_profile(config.hub.profile)
+    return _check_world(config, source, TASK_NAMES, list(TARGET_TASKS), profile.pool_size)
+
+
+def _check_world(config: ExperimentConfig, source: str, tasks: list[str], default_targets: list[str],
+                 pool_size: int) -> tuple[list[str], list[str]]:
+    """The target and in-house tasks, once every task named is among ``tasks`` and every k fits the pool."""
     targets = list(config.target_tasks or default_targets)
     unknown = [t for t in targets if t not in tasks]
     if unknown:
         raise UserError(f"{source}: field target_tasks: unknown task(s) {', '.join(unknown)}; "
                         f"known: {', '.join(sorted(tasks))}")
-    try:
-        pool_size = len(accepted_ids(db))
-    except UserError as exc:
-        raise UserError(f"{source}: field db: {exc}") from None
     in_house = config.controls.in_house
     in_house_tasks: list[str] = []
     if in_house is not None:
@@ -399,8 +420,7 @@ def resolve_experiment(config: ExperimentConfig, source: str = "experiment") -> 
                         f"known: {', '.join(sorted(tasks))}")
     others = min((len([o for o in in_house_tasks if o != t]) for t in targets), default=0)
     _check_against_pool(config, source, pool_size, others)
-    return ResolvedExperiment(config, source, Path(model), base_id, Path(db), {t: Path(tasks[t]) for t in tasks},
-                              targets, pool_size, in_house_tasks, model_ref, pool_ref)
+    return targets, in_house_tasks
 
 
 def _check_against_pool(config: ExperimentConfig, source: str, pool_size: int, others: int) -> None:

@@ -401,7 +401,9 @@ def write_report(results_path: str | Path, out_dir: str | Path) -> dict[str, Any
     import json
 
     from lora_recycle.experiments.figures import draw_figures
+    from lora_recycle.extras import require_extra
 
+    require_extra("report", "report")  # before anything is written
     with ResultsStore(results_path, create=False) as store:
         rows = store.rows()
     out_dir = Path(out_dir)

@@ -45,6 +45,9 @@ def ensure_tokenizer(cache_dir: Path | None = None) -> Path:
         return target
     from transformers import AutoTokenizer
 
+    from lora_recycle.extras import require_extra
+
+    require_extra("hub", "SmolLM2's tokenizer (read from its GGUF file)")
     gguf = smollm2_gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")

@@ -48,7 +48,7 @@ class Profile:
 PROFILES = {
     "tiny": Profile("tiny", "tiny", pool_size=8, adapter_steps=20, target_lora_steps=40, merge_steps=20,
                     test_limit=60, demo_k=5, source_eval_limit=60),
-    # Sized by measurement on 2 CPU cores (bench/train_step.py, README "The mini-hub"): bf16, batch 16
+    # Sized by measurement on 2 CPU cores (bench/train_step.py, docs/minihub/README.md): bf16, batch 16
     # with the shared prompt prefix run once, 80 training rows per task, so 24 steps are 4.8 epochs at most;
     # each adapter validates every 5 steps and stops after 3 validations without a new best.
     "small": Profile("small", "smollm2", pool_size=6, adapter_steps=24, target_lora_steps=40, merge_steps=20,
@@ -125,10 +125,12 @@ def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: 
     ``workers`` processes train adapters side by side (default: one per core, at most 2, on a CPU; 1 for
     the tiny profile and on accelerators).
     """
+    from lora_recycle.extras import require_extra
     from lora_recycle.minihub.tasks import SOURCE_TASKS, TARGET_TASKS, build_task_suite
     from lora_recycle.models.precision import resolve_precision
 
     profile = get_profile(profile_name)
+    require_extra("hub", "the mini-hub")
     cache_dir = Path(cache_dir or default_cache_dir())
     plans = plan_pool(list(SOURCE_TASKS), profile.pool_size, profile.adapter_steps, seed, profile.adapter_lr,
                       profile.adapter_batch_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -36,6 +37,20 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
+# Warnings the libraries address to their own callers (e.g. transformers' FutureWarning that PEFT still reads
+# ``is_gradient_checkpointing``): nothing a user of lora-recycle can act on. Our own warnings are not matched.
+LIBRARY_MODULES = r"(transformers|peft|accelerate|torch|huggingface_hub|safetensors)(\.|$)"
+
+
+def quiet_libraries() -> None:
+    """Hide the model libraries' weight-loading bars and their deprecation warnings (not the user's to fix)."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=LIBRARY_MODULES)
+
+
 def load_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
@@ -54,6 +69,7 @@ def load_base_model(path: str | Path, device: str | torch.device = "cpu", dtype:
         raise UserError(f"{path}: not a transformers model directory (no config.json)")
     if (incomplete := incomplete_reason(path)) is not None:
         raise UserError(f"{path}: {incomplete}")
+    quiet_libraries()
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=resolve_dtype(dtype), trust_remote_code=False)
     model.to(device if isinstance(device, torch.device) else resolve_device(device))
     model.eval()

@@ -2,7 +2,7 @@
 
 PEFT's ``create_arrow_model`` refuses adapters whose ranks, shapes or target modules differ
 (``check_loaded_lora_compatibility_arrow``), and its per-layer routing needs every expert at every
-routed module. The rule applied here, documented in the README:
+routed module. The rule applied here, documented in docs/reference.md:
 
 - **rank**: every kept module is zero-padded to the largest rank in the pool. This is exact: the
   update ``s B A`` is unchanged, and so is Arrow's prototype (the power iteration on

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-from tqdm.auto import tqdm
 
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.models.fold import folded
+from lora_recycle.progress import progress_bar
 from lora_recycle.tasks.format import Task
 from lora_recycle.tasks.scoring import evaluate_task
 
@@ -29,7 +29,7 @@ def evaluation_scores(
     """
     scores: dict[str, float] = {}
     ids = list(adapter_ids)
-    for adapter_id in tqdm(ids, desc=f"evaluating pool on {task.name}", unit="adapter", disable=None):
+    for adapter_id in progress_bar(ids, desc=f"evaluating pool on {task.name}", unit="adapter"):
         adapter = load(adapter_id)
         with folded(model, adapter):
             scores[adapter_id] = evaluate_task(model, tokenizer, task, split, device, limit,
@@ -55,7 +55,7 @@ def loss_scores(model, tokenizer, task: Task, adapter_ids: Iterable[str], load: 
 
     sequences = [encode_task(tokenizer, task).training(ex) for ex in task.split(split)]
     scores: dict[str, float] = {}
-    for adapter_id in tqdm(list(adapter_ids), desc=f"pool loss on {task.name}", unit="adapter", disable=None):
+    for adapter_id in progress_bar(list(adapter_ids), desc=f"pool loss on {task.name}", unit="adapter"):
         with folded(model, load(adapter_id)):
             scores[adapter_id] = -dataset_loss(model, tokenizer, sequences, device=device)
     return scores

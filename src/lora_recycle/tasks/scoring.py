@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from lora_recycle.errors import UserError
+from lora_recycle.progress import progress_bar
 from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.format import Example, Task
 from lora_recycle.tasks.loss import selected_logits, supports_selective_head
@@ -107,7 +107,7 @@ def choice_logliks(model, tokenizer, task: Task, examples: list[Example], batch_
             items.append((ei, ci, prompt, encoded.answer(choice)))
     scores: list[list[float]] = [[0.0] * len(ex.choices or ()) for ex in examples]
     order = sorted(range(len(items)), key=lambda i: len(items[i][2]) + len(items[i][3]))
-    for start in tqdm(range(0, len(order), batch_size), desc=f"scoring {task.name}", disable=None, leave=False):
+    for start in progress_bar(range(0, len(order), batch_size), desc=f"scoring {task.name}", leave=False):
         chunk = [items[i] for i in order[start : start + batch_size]]
         logits = _continuation_logits(model, [(p, c) for _, _, p, c in chunk], pad, device).float()
         targets = torch.tensor([t for _, _, _, c in chunk for t in c], device=logits.device)
@@ -197,7 +197,7 @@ def greedy_generate(model, tokenizer, task: Task, examples: list[Example], batch
     outputs: list[str] = [""] * len(examples)
     stop_ids = [i for i in {tokenizer.eos_token_id, pad} if i is not None]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    for start in tqdm(range(0, len(order), batch_size), desc=f"generating {task.name}", disable=None, leave=False):
+    for start in progress_bar(range(0, len(order), batch_size), desc=f"generating {task.name}", leave=False):
         index = order[start : start + batch_size]
         ids, mask, cache = prefix_cached_prompts(model, [prompts[i] for i in index], pad, device)
         width = ids.shape[1]

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from lora_recycle.models.inject import MergedModel
+from lora_recycle.progress import progress_bar
 from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.format import Task
 from lora_recycle.tasks.loss import dataset_loss
@@ -43,7 +44,8 @@ def tune_gradient_free(
     merged.model.eval()
     history: list[dict] = []
     best_value, best_flat = float("inf"), start
-    for evaluation in range(budget):
+    bar = progress_bar(range(budget), desc="LoraHub search", unit="eval", leave=False)
+    for evaluation in bar:
         candidate = optimizer.ask()
         flat = np.asarray(candidate.value, dtype=np.float64)
         value = objective(flat)
@@ -51,6 +53,7 @@ def tune_gradient_free(
         history.append({"evaluation": evaluation, "objective": value, "raw": flat.tolist()})
         if value < best_value:
             best_value, best_flat = value, flat
+        bar.set_postfix(objective=f"{value:.3f}", best=f"{best_value:.3f}", refresh=False)
     best_raw = torch.tensor(best_flat, dtype=torch.float32).reshape(shape)
     with torch.no_grad():
         merged.raw.copy_(best_raw.to(merged.raw.device))

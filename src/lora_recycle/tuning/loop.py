@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from lora_recycle.progress import loss_postfix, progress_bar
 from lora_recycle.tasks.prompting import TrainingSequence, collate
 from lora_recycle.tuning.batching import bucketed_batch_order
 
@@ -118,8 +118,7 @@ def run_training(
         order = bucketed_batch_order([len(s.input_ids) for s in train], config.batch_size, config.steps, config.seed)
     else:
         order = batch_order(len(train), config.batch_size, config.steps, config.seed)
-    bar = tqdm(order, desc=description,
-               disable=None, leave=False)
+    bar = progress_bar(order, desc=description, unit="step", leave=False)
     stale = 0  # validations since the last new best (early stopping)
     for step, indices in enumerate(bar, start=1):
         if on_train:
@@ -145,8 +144,8 @@ def run_training(
                 stale = 0
             else:
                 stale += 1
-            bar.set_postfix(train=f"{total:.3f}", val=f"{val:.3f}", best=f"{result.best_val_loss:.3f}")
         result.history.append(record)
+        bar.set_postfix(loss_postfix(result.history, result.best_val_loss), refresh=False)
         if config.patience is not None and stale >= config.patience and step < config.steps:
             result.stopped_at = step
             break
