@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -147,8 +148,7 @@ def merge(
 
     from lora_recycle.merging.controls import NoiseStd
     from lora_recycle.recipe.pool import PoolRequest
-    from lora_recycle.recipe.presets import is_routed
-    from lora_recycle.recipe.run import ExportOptions, run_merge
+    from lora_recycle.recipe.run import ExportOptions
 
     merge_settings = choices.settings_from_flags(method, given_settings(settings))
     choices.check_choice("--noise-std", noise_std, get_args(NoiseStd))
@@ -156,19 +156,26 @@ def merge(
                           random_init=random_init, noise_std=noise_std)
     export = ExportOptions(out, merge_into_base, evaluate_split, base_model_id, save_dtype,
                            overwrite=overwrite, metric=metric)
-    if is_routed(method):  # routing is not a merge: its own recipe and report, on the same request and settings
-        from lora_recycle.cli.routing import report_routed
-        from lora_recycle.routing.recipe import run_route
-
-        report = report_routed
-        summary = run_route(model, task, request, merge_settings, export, device, dtype, log=info)
-    else:
-        report = report_merged
-        summary = run_merge(model, task, request, merge_settings, export, device, dtype, log=info)
+    run, report = _recipe(method)
+    summary = run(model, task, request, merge_settings, export, device, dtype, log=info)
     if as_json:
         emit_json(summary)
     else:
         report(summary, evaluate_split)
+
+
+def _recipe(method: str) -> tuple[Callable[..., dict], Callable[[dict, str | None], None]]:
+    """The recipe a method runs and how its summary is told: routing for arrow and arrow_gks, else merging."""
+    from lora_recycle.recipe.presets import is_routed
+
+    if is_routed(method):  # routing is not a merge: its own recipe and report, on the same request and settings
+        from lora_recycle.cli.routing import report_routed
+        from lora_recycle.routing.recipe import run_route
+
+        return run_route, report_routed
+    from lora_recycle.recipe.run import run_merge
+
+    return run_merge, report_merged
 
 
 def report_merged(summary: dict, evaluate_split: str | None) -> None:
