@@ -163,3 +163,19 @@ def test_merge_exact_export_is_recorded_and_checked(capsys, tmp_path, tiny_model
     code, _, err = run(capsys, "merge", "--model", tiny_model_dir, "--adapters", adapter_dirs["all_r4"],
                        "--method", "arrow", "--exact-export", "--out", tmp_path / "a")
     assert code == 2 and "--exact-export does not apply to arrow" in err
+
+
+def test_merge_and_train_lora_in_bf16(capsys, tmp_path, tiny_model_dir, colour_task_dir, adapter_dirs):
+    """--precision bf16 tunes and trains under autocast with the frozen weights held in bf16: it runs, records
+    its precision, leaves fp32 factors, and a bad value is a usage error."""
+    code, out, _ = run(capsys, "merge", "--model", tiny_model_dir, "--task", colour_task_dir,
+                       "--adapters", adapter_dirs["all_r4"], "--adapters", adapter_dirs["qv_r8"], "--method", "ours",
+                       "--steps", "3", "--precision", "bf16", "--out", tmp_path / "m", "--json")
+    assert code == 0 and json.loads(out)["best_step"] >= 1
+    code, out, _ = run(capsys, "train-lora", "--model", tiny_model_dir, "--task", colour_task_dir, "--steps", "4",
+                       "--rank", "4", "--precision", "bf16", "--out", tmp_path / "t", "--json")
+    assert code == 0
+    assert "training_precision: bf16" in (tmp_path / "t" / "README.md").read_text()
+    code, _, err = run(capsys, "evaluate", "--model", tiny_model_dir, "--task", colour_task_dir,
+                       "--precision", "half")
+    assert code == 2 and "unknown precision 'half'" in err and "Traceback" not in err

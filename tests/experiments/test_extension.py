@@ -12,7 +12,7 @@ from lora_recycle.adapters import read_peft_adapter
 from lora_recycle.adapters.lora import LoraModule
 from lora_recycle.cli import main
 from lora_recycle.experiments import ResultsStore, load_config, resolve_experiment, run_experiment
-from lora_recycle.merging.nonadaptive import ModuleMerge
+from lora_recycle.merging.module_merge import ModuleMerge
 from lora_recycle.pool import Catalog, load_pool_adapters
 from lora_recycle.recipe.presets import METHODS, register_method
 from lora_recycle.selection.strategies import STRATEGIES, register_strategy
@@ -27,7 +27,7 @@ def _first_module(modules: list[LoraModule], weight: float) -> LoraModule:
 @pytest.fixture()
 def toy_registrations():
     register_strategy("last_two", "the two alphabetically last ids", choose=lambda ids, k, seed: sorted(ids)[-k:])
-    register_method("first_only", "a test toy", ("selection", "k"), True, combine=ModuleMerge(_first_module, True),
+    register_method("first_only", "a test toy", ("selection", "k"), merge=ModuleMerge(_first_module, factored=True),
                     adaptive=False, selection="last_two", tuning="none")
     yield
     METHODS.remove("first_only")

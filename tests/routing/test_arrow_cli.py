@@ -58,7 +58,7 @@ def test_arrow_with_target_lora_is_one_of_k(tiny_hub, tmp_path, adapter_dirs):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--method", "arrow", "--general-adapters", "x"], "--general-adapters is only used by arrow_gks"),
+    (["--method", "arrow", "--general-adapters", "x"], "--general-adapters applies to --method arrow_gks only"),
     (["--method", "arrow_gks"], "arrow_gks subtracts general knowledge"),
     (["--method", "arrow", "--steps", "3"], "--steps does not apply to arrow"),
     (["--method", "arrow", "--merge-into-base"], "--merge-into-base does not apply to arrow"),

@@ -18,6 +18,7 @@ from typing import Literal
 from lora_recycle.errors import UserError
 
 MODEL_RECORD_NAME = "lora_recycle_source.json"  # written by our model conversions; holds ``hub_id``
+MODEL_RECORD_FORMAT_VERSION = 1
 IdSource = Literal["option", "record", "hf_cache", "config", "path"]
 
 # huggingface_hub's rule: "name" or "namespace/name"; alphanumerics, "-", "_", "."; no leading/trailing "-"/".";

@@ -16,11 +16,13 @@ from lora_recycle.adapters.merge_card import MergeCardInfo, merge_card
 from lora_recycle.adapters.peft_io import write_peft_adapter
 
 RECORD_NAME = "merge_result.json"
+RECORD_FORMAT_VERSION = 1  # of merge_result.json, whichever writer: adapter, full model or Arrow library
 
 
-def write_record(out_dir: Path, record: dict) -> None:
-    """``merge_result.json``: the merge's JSON record next to the weights."""
-    (out_dir / RECORD_NAME).write_text(json.dumps(record, indent=2, default=float) + "\n", encoding="utf-8")
+def write_record(out_dir: Path, method: str, record: dict) -> None:
+    """``merge_result.json``: the merge's JSON record next to the weights, headed by its format and method."""
+    full = {"format_version": RECORD_FORMAT_VERSION, "lora_recycle_version": __version__, "method": method, **record}
+    (out_dir / RECORD_NAME).write_text(json.dumps(full, indent=2, default=float) + "\n", encoding="utf-8")
 
 
 def export_merge(
@@ -41,10 +43,9 @@ def export_merge(
     write_peft_adapter(adapter, out_dir, base_model.name, servable=True, dtype=dtype)
     config = json.loads((out_dir / "adapter_config.json").read_text())
     dtype_name = str(dtype).removeprefix("torch.")
-    record = {"format_version": 1, "lora_recycle_version": __version__, "method": method,
-              "base_model": base_model.name, "base_model_source": base_model.source, "rank": config["r"],
+    record = {"base_model": base_model.name, "base_model_source": base_model.source, "rank": config["r"],
               "dtype": dtype_name, "sources": sources, **record}
-    write_record(out_dir, record)
+    write_record(out_dir, method, record)
     info = MergeCardInfo(base_model.name, base_model.is_hub_id, method, sources, record.get("coefficients") or {},
                          config["r"], dtype_name, record.get("compression"), __version__)
     write_card(out_dir, *merge_card(info, RECORD_NAME))

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
+
 import typer
 
-
-def positive(value: float | None) -> float | None:
-    """Refuse zero and negative values (learning rates, alphas)."""
-    if value is not None and not value > 0:
-        raise typer.BadParameter(f"must be greater than 0, got {value}")
-    return value
+_TESTS = {"ge": operator.ge, "gt": operator.gt, "le": operator.le, "lt": operator.lt}
 
 
-def fraction(value: float | None) -> float | None:
-    """Refuse values outside [0, 1) (drop fractions: 1 would drop everything)."""
-    if value is not None and not 0 <= value < 1:
-        raise typer.BadParameter(f"must be in [0, 1), got {value}")
-    return value
+def _described(bounds: dict[str, float]) -> str:
+    """``greater than 0``, ``at least 1`` or ``in [0, 1)``."""
+    low = next(((key, bounds[key]) for key in ("ge", "gt") if key in bounds), None)
+    high = next(((key, bounds[key]) for key in ("le", "lt") if key in bounds), None)
+    if low and high:
+        return f"in {'[' if low[0] == 'ge' else '('}{low[1]}, {high[1]}{']' if high[0] == 'le' else ')'}"
+    key, value = low or high
+    return {"ge": "at least", "gt": "greater than", "le": "at most", "lt": "less than"}[key] + f" {value}"
+
+
+def bounded(bounds: dict[str, float]) -> Callable[[float | None], float | None]:
+    """A callback refusing values outside ``bounds`` (pydantic's ge/gt/le/lt, as ``MergeSettings`` declares them)."""
+    def check(value: float | None) -> float | None:
+        if value is not None and not all(_TESTS[key](value, bound) for key, bound in bounds.items()):
+            raise typer.BadParameter(f"must be {_described(bounds)}, got {value}")
+        return value
+
+    return check
+
+
+positive = bounded({"gt": 0})  # learning rates, alphas

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from lora_recycle.cli.checks import fraction, positive
+from lora_recycle.cli.checks import positive
 from lora_recycle.cli.executor import ExecutorOpt, RayAddressOpt, executor_for, selection_workers
 from lora_recycle.cli.output import QuietOpt, emit_json, info
-from lora_recycle.merging.options import INIT_NAMES
+from lora_recycle.cli.setting_options import given_settings, with_setting_options
 from lora_recycle.recipe import choices
 
 ModelOpt = Annotated[Path, typer.Option("--model", help="Local transformers model directory of the base model.")]
@@ -18,6 +19,9 @@ TaskOpt = Annotated[Path, typer.Option("--task", help="Task directory (task.yaml
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps or auto.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+PrecisionOpt = Annotated[str, typer.Option(
+    "--precision", help="fp32, bf16 (autocast; fp32 master weights and factors) or auto: bf16 where the device "
+    "computes it natively and a model-shaped matmul measures faster, else fp32.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out directory.")]
 
 
@@ -34,13 +38,15 @@ def evaluate(
         "generation, the paper's); default: the task's metric.")] = None,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
+    precision: PrecisionOpt = "fp32",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Score the base model, or the base model with one adapter, on a task split."""
     from lora_recycle.adapters import read_peft_adapter
     from lora_recycle.models.loading import load_base_model, resolve_device
-    from lora_recycle.routing.arrow import is_arrow_dir, read_arrow_spec, scoring_model
+    from lora_recycle.models.precision import computing_in, resolve_precision
+    from lora_recycle.routing.arrow import is_arrow_dir, read_arrow_spec, routed_precision, scoring_model
     from lora_recycle.tasks import load_task
     from lora_recycle.tasks.scoring import evaluate_task, metric_label, resolve_metric
 
@@ -52,8 +58,9 @@ def evaluate(
         read_arrow_spec(adapter)  # checked before the model loads
     lora = adapter if routed else read_peft_adapter(adapter) if adapter else None
     dev = resolve_device(device)
+    precision = resolve_precision(precision, dev)
     base, tokenizer = load_base_model(model, dev, dtype)
-    with scoring_model(base, lora) as scored:
+    with scoring_model(base, lora) as scored, computing_in(base, routed_precision(precision, routed), dev):
         result = evaluate_task(scored, tokenizer, loaded_task, split, dev, limit, metric=metric)
     data = {**result.to_dict(), "adapter": str(adapter) if adapter else None}
     if as_json:
@@ -76,11 +83,13 @@ def train_lora(
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
+    precision: PrecisionOpt = "fp32",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a target-task LoRA (PEFT, q/k/v/o/gate/up/down), keeping the best validation checkpoint."""
     from lora_recycle.models.loading import load_base_model, resolve_device
+    from lora_recycle.models.precision import resolve_precision
     from lora_recycle.outputs import atomic_dir, check_out_dir
     from lora_recycle.tasks import load_task
     from lora_recycle.tuning.target_lora import TargetLoraConfig, train_target_lora
@@ -90,7 +99,8 @@ def train_lora(
     loaded_task.require_rows("train", "train-lora")  # before the model loads
     dev = resolve_device(device)
     base, tokenizer = load_base_model(model, dev, dtype)
-    config = TargetLoraConfig(rank=rank, alpha=alpha, steps=steps, lr=lr, seed=seed)
+    config = TargetLoraConfig(rank=rank, alpha=alpha, steps=steps, lr=lr, seed=seed,
+                              precision=resolve_precision(precision, dev))
     with atomic_dir(out, overwrite) as partial:
         _, loop, used_rank = train_target_lora(base, tokenizer, loaded_task, config, partial, dev)
     path = out
@@ -103,6 +113,7 @@ def train_lora(
              f"{loop.best_val_loss:.4f} at step {loop.best_step} (from {loop.initial_val_loss:.4f})")
 
 
+@with_setting_options
 def merge(
     model: ModelOpt,
     out: Annotated[Path, typer.Option("--out", help="Directory to write the merged PEFT adapter to.")],
@@ -120,23 +131,6 @@ def merge(
     noise_std: Annotated[str, typer.Option(
         "--noise-std", help="Random-init noise std: pooled (per module over the recycled adapters) or per_adapter."
     )] = "pooled",
-    keep_start: Annotated[bool, typer.Option(
-        "--keep-start", help="Let the untrained start win the best-validation snapshot (default: never).")] = False,
-    exact_export: Annotated[bool, typer.Option(
-        "--exact-export", help="Keep the exact merge even above rank 512 (default: compress it to --max-error "
-        "0.05, so vLLM serves it).")] = False,
-    refine_steps: Annotated[int | None, typer.Option(
-        "--refine-steps", min=1, help="After merging, fine-tune the merge as one LoRA for N steps (beyond the paper).")
-    ] = None,
-    refine_lr: Annotated[float | None, typer.Option(
-        "--refine-lr", callback=positive, help="Learning rate of --refine-steps (default 1e-4).")] = None,
-    refine_rank: Annotated[int | None, typer.Option(
-        "--refine-rank", min=1, help="Rank the merge is compressed to before refining (default 64).")] = None,
-    selection_metric: Annotated[str | None, typer.Option(
-        "--selection-metric", help="Evaluation selection scores by loglik (default) or exact_match.")] = None,
-    selection_split: Annotated[str, typer.Option(
-        "--selection-split", help="Evaluation selection scores on train (default) or labelled (train + val).")
-    ] = "train",
     metric: Annotated[str | None, typer.Option("--metric", help="--evaluate metric: loglik or exact_match.")] = None,
     merge_into_base: Annotated[
         bool, typer.Option("--merge-into-base", help="Save a full transformers model instead of an adapter.")
@@ -144,114 +138,72 @@ def merge(
     db: Annotated[Path | None, typer.Option("--db", help="Pool catalog to take adapters from.")] = None,
     ids: Annotated[list[str] | None, typer.Option(
         "--ids", help="Catalog ids to merge, space-separated or repeated (else selected).")] = None,
-    selection: Annotated[str | None, typer.Option(
-        "--selection", help=f"{choices.selection_help()} (with --db).")] = None,
-    k: Annotated[int | None, typer.Option("--k", min=1, help="How many adapters to select from --db.")] = None,
     method: Annotated[str, typer.Option("--method", help=f"{choices.methods_help()}.")] = "ours",
-    tuning: Annotated[str | None, typer.Option("--tuning", help=f"{choices.tuning_help()}.")] = None,
-    init: Annotated[str | None, typer.Option(
-        "--init", help="zero, uniform (1/k), a number, or first (the first adapter, e.g. --target-lora, at 1).")
-    ] = None,
-    prune: Annotated[
-        float | None, typer.Option("--prune", callback=fraction, help="TIES/DARE drop fraction in [0, 1).")
-    ] = None,
-    coef: Annotated[float | None, typer.Option("--coef", help="Non-adaptive coefficient C per adapter.")] = None,
-    max_rank: Annotated[int | None, typer.Option("--max-rank", min=1, help="Compress the export to rank R.")] = None,
-    max_error: Annotated[float | None, typer.Option(
-        "--max-error", callback=fraction,
-        help="Per module the smallest rank within this relative error, then one servable rank.")] = None,
     save_dtype: Annotated[str | None, typer.Option(
         "--save-dtype", help="float32, bfloat16 or float16 (default: the base model's dtype in its config).")] = None,
     base_model_id: Annotated[str | None, typer.Option(
         "--base-model-id", help="Hub id of the base model for the adapter config and card (default: found).")] = None,
-    granularity: Annotated[
-        str | None, typer.Option("--granularity", help=f"{choices.names(choices.GRANULARITIES)}.")] = None,
-    activation: Annotated[
-        str | None, typer.Option("--activation", help=f"{choices.names(choices.ACTIVATIONS)}.")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", min=1)] = None,
-    lr: Annotated[float | None, typer.Option("--lr", callback=positive)] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    strategy: Annotated[
-        str | None, typer.Option("--strategy", help=f"{choices.names(choices.STRATEGIES_OF_LAYERS)}.")
-    ] = None,
     evaluate_split: Annotated[
         str | None, typer.Option("--evaluate", help="Also score the merge on this split.")
     ] = None,
-    general_adapters: Annotated[list[str] | None, typer.Option(
-        "--general-adapters", help="arrow_gks: general LoRAs to subtract (directories or catalog ids).")] = None,
-    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="arrow: experts per token (default 3).")] = None,
-    router_temperature: Annotated[float | None, typer.Option(
-        "--router-temperature", callback=positive,
-        help="arrow: softmax temperature of the router (default 1.0).")] = None,
-    rng_seed: Annotated[int | None, typer.Option(
-        "--rng-seed", help="arrow: seed of the prototypes' power iteration (default --seed).")] = None,
-    arrow_modules: Annotated[str | None, typer.Option(
-        "--arrow-modules", help="arrow: cover (default) or intersect: how mixed target modules are routed.")] = None,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
+    precision: PrecisionOpt = "fp32",
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    **settings,
 ) -> None:
-    """Merge adapters (adaptively, or with fixed coefficients) and export one standard PEFT adapter."""
-    from lora_recycle.recipe.presets import is_routed
+    """Merge adapters (adaptively, or with fixed coefficients) and export one standard PEFT adapter.
 
-    # the merge's own settings, as given (None: not given); routing takes none of them
-    merge_flags = {"--granularity": granularity, "--activation": activation, "--steps": steps, "--lr": lr,
-                   "--strategy": strategy, "--tuning": tuning, "--init": init, "--prune": prune, "--coef": coef,
-                   "--max-rank": max_rank, "--max-error": max_error, "--keep-start": keep_start or None,
-                   "--exact-export": exact_export or None, "--refine-steps": refine_steps, "--refine-lr": refine_lr,
-                   "--refine-rank": refine_rank}
-    if is_routed(method):  # routing is not a merge: its own recipe and output
-        from lora_recycle.cli.routing import merge_routed
-
-        unused = {**merge_flags, "--merge-into-base": merge_into_base, "--save-dtype": save_dtype,
-                  "--base-model-id": base_model_id}
-        return merge_routed(model=model, out=out, method=method, task=task, adapters=adapters,
-                            target_lora=target_lora, random_init=random_init, db=db, ids=ids, selection=selection,
-                            k=k, seed=seed, general_adapters=general_adapters, top_k=top_k,
-                            router_temperature=router_temperature, rng_seed=rng_seed, arrow_modules=arrow_modules,
-                            evaluate_split=evaluate_split, device=device, dtype=dtype, as_json=as_json,
-                            unused=unused)
-    arrow_only = {"--general-adapters": general_adapters, "--top-k": top_k, "--router-temperature":
-                  router_temperature, "--rng-seed": rng_seed, "--arrow-modules": arrow_modules}
-    if any(v is not None for v in arrow_only.values()):
-        from lora_recycle.errors import UserError
-
-        flag = next(f for f, v in arrow_only.items() if v is not None)
-        raise UserError(f"{flag} applies to --method arrow or arrow_gks only")
-    from lora_recycle.cli.export_report import export_report
-    from lora_recycle.recipe.pool import PoolRequest
-    from lora_recycle.recipe.run import ExportOptions, run_merge
-
-    init_value = None if init is None else init if init in INIT_NAMES else _parse_float("--init", init)
-    settings = choices.settings_from_flags(method, {**merge_flags, "--init": init_value},
-                                           seed=seed, selection=selection, k=k)
+    Arrow and arrow_gks route per token instead, and write a library PEFT loads.
+    """
     from typing import get_args
 
     from lora_recycle.merging.controls import NoiseStd
-    from lora_recycle.recipe.settings import Metric, SelectionSplit
+    from lora_recycle.models.loading import resolve_device
+    from lora_recycle.models.precision import resolve_precision
+    from lora_recycle.recipe.pool import PoolRequest
+    from lora_recycle.recipe.run import ExportOptions
 
+    merge_settings = choices.settings_from_flags(method, given_settings(settings))
     choices.check_choice("--noise-std", noise_std, get_args(NoiseStd))
-    choices.check_choice("--selection-split", selection_split, get_args(SelectionSplit))
-    if selection_metric is not None:
-        choices.check_choice("--selection-metric", selection_metric, get_args(Metric))
-    settings = settings.with_overrides(selection_metric=selection_metric, selection_split=selection_split)
     request = PoolRequest(adapter_dirs=list(adapters or []), db=db, ids=ids, target_dir=target_lora,
-                          random_init=random_init, noise_std=noise_std)
+                          random_init=random_init, noise_std=noise_std,
+                          precision=resolve_precision(precision, resolve_device(device)))
     export = ExportOptions(out, merge_into_base, evaluate_split, base_model_id, save_dtype,
                            overwrite=overwrite, metric=metric)
+    run, report = _recipe(method)
     with executor_for(executor, ray_address) as chosen:
         request.workers = selection_workers(chosen, model, device, dtype)
-        summary = run_merge(model, task, request, settings, export, device, dtype, log=info)
-    if summary["verdict"] == "base_model":
-        info(f"no combination of the {len(summary['selected'])} adapters beat the base model ({method} kept "
-             f"all-zero weights); the result is the base model itself, so nothing was written to {out}")
+        summary = run(model, task, request, merge_settings, export, device, dtype, log=info)
     if as_json:
         emit_json(summary)
-        return
+    else:
+        report(summary, evaluate_split)
+
+
+def _recipe(method: str) -> tuple[Callable[..., dict], Callable[[dict, str | None], None]]:
+    """The recipe a method runs and how its summary is told: routing for arrow and arrow_gks, else merging."""
+    from lora_recycle.recipe.presets import is_routed
+
+    if is_routed(method):  # routing is not a merge: its own recipe and report, on the same request and settings
+        from lora_recycle.cli.routing import report_routed
+        from lora_recycle.routing.recipe import run_route
+
+        return run_route, report_routed
+    from lora_recycle.recipe.run import run_merge
+
+    return run_merge, report_merged
+
+
+def report_merged(summary: dict, evaluate_split: str | None) -> None:
+    """The merge's summary for people, on stderr."""
+    from lora_recycle.cli.export_report import export_report
+
+    out, method = summary["out"], summary["method"]
     if summary["verdict"] == "base_model":
         return
     loss = summary.get("best_validation_loss")
@@ -329,15 +281,6 @@ def _warn_if_k_exceeds_pool(db: Path, k: int) -> None:
     available = len(accepted_ids(db))
     if 0 < available < k:
         info(f"warning: --k {k} but {db} has only {available} accepted adapters; using all {available}")
-
-
-def _parse_float(flag: str, value: str) -> float:
-    from lora_recycle.errors import UserError
-
-    try:
-        return float(value)
-    except ValueError:
-        raise UserError(f"{flag} {value!r}: expected zero, uniform or a number") from None
 
 
 def register(app: typer.Typer) -> None:

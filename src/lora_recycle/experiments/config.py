@@ -22,6 +22,7 @@ from typing import Any, Literal, get_type_hints
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from lora_recycle.errors import UserError
+from lora_recycle.recipe.choices import params_problem
 from lora_recycle.recipe.presets import METHODS
 from lora_recycle.recipe.settings import CHOICE_FIELDS, MergeSettings, Metric, SelectionSplit, init_problem
 from lora_recycle.selection.strategies import STRATEGIES
@@ -89,12 +90,10 @@ class _MethodEntry(_Strict):
 
     @model_validator(mode="after")
     def _declared_params(self) -> Any:
-        method = METHODS[self.preset]
-        stray = [key for key in self.overrides() if key not in method.params]
-        if stray:
-            raise ValueError(f"{', '.join(stray)} does not apply to method {self.preset} "
-                             f"(it takes: {', '.join(method.params)})")
-        preset_settings = method.settings
+        problem = params_problem(self.preset, self.overrides())
+        if problem:
+            raise ValueError(problem)
+        preset_settings = METHODS[self.preset].settings
         problem = init_problem(preset_settings.init if self.init is None else self.init,
                                preset_settings.activation if self.activation is None else self.activation)
         if problem:

@@ -202,15 +202,17 @@ def _merge_cell(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device, c
 def _routed_cell(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device, clock: _Clock, target,
                  metrics: dict[str, Any]) -> dict[str, Any]:
     """Arrow over the catalog (target first, k in total); the cell's "adapter" is the library it wrote."""
-    from lora_recycle.routing.recipe import route_catalog
+    from lora_recycle.recipe.pool import PoolRequest
+    from lora_recycle.routing.recipe import route_pool
 
     out = Path(env.artifacts) / "arrow" / spec.run_hash
-    outcome = route_catalog(model, tokenizer, task, env.db, spec.merge_settings(), out,
-                            target if spec.with_target else None, spec.random_init, device, evaluate_split=None)
+    request = PoolRequest(db=env.db, target=target if spec.with_target else None, random_init=spec.random_init)
+    outcome = route_pool(model, tokenizer, task, request, spec.merge_settings(), out, device=device)
     metrics["routing"] = outcome.pool
     clock.lap("route")
-    return {"adapter": out, "selected": outcome.pool["experts"], "scores": outcome.scores, "coefficients": None,
-            "metrics": metrics}
+    experts = outcome.pool["experts"]
+    scores = {i: outcome.scores[i] for i in experts if i in outcome.scores}
+    return {"adapter": out, "selected": experts, "scores": scores, "coefficients": None, "metrics": metrics}
 
 
 def execute_run(env: WorkerEnv, spec: RunSpec) -> dict[str, Any]:

@@ -6,77 +6,42 @@ singular value above float32 round-off; an elementwise one (TIES, DARE: pruning 
 make the update full-rank) is carried as the dense delta times an identity, with no SVD: the same
 rank, exact to the bit. Only an explicit ``max_rank`` cuts the rank (by SVD), and then each module's
 relative Frobenius error is reported. TSV works on the factors directly and is exact. Adapters without
-a module contribute nothing there. Each per-module merge is one entry of ``MODULE_MERGES``; a merge
-method names its entry.
+a module contribute nothing there. A merge method's preset holds its per-module merge
+(``merging/module_merge.py``), whose function is one of those below.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from lora_recycle.adapters.lora import LoraAdapter, LoraModule, union_paths
 from lora_recycle.merging.dare import merge_dare_linear, merge_dare_ties
+from lora_recycle.merging.module_merge import ModuleMerge
 from lora_recycle.merging.ties import merge_task_arithmetic, merge_ties
 from lora_recycle.merging.tsv import DEFAULT_KEEP, merge_tsv_factored
-from lora_recycle.registry import Registry
-
-DenseMerge = Callable[[list[torch.Tensor], torch.Tensor, float, torch.Generator], torch.Tensor]
-FactoredMerge = Callable[[list[LoraModule], float], LoraModule]
 
 
-@dataclass(frozen=True)
-class ModuleMerge:
-    """One module's fixed-coefficient merge.
-
-    ``factored``: ``fn(modules, weight) -> LoraModule`` works on the LoRA factors and is exact; otherwise
-    ``fn(deltas, weights, density, generator) -> delta`` merges dense deltas, exported exactly: by SVD
-    when ``low_rank`` (the merge's rank is at most the summed ranks), else as the full-rank delta itself.
-    """
-
-    fn: DenseMerge | FactoredMerge
-    factored: bool = False
-    low_rank: bool = False
-
-
-MODULE_MERGES: Registry[ModuleMerge] = Registry("non-adaptive merge")
-
-
-def register_dense(name: str, low_rank: bool = False) -> Callable[[DenseMerge], DenseMerge]:
-    """Decorator registering a dense per-module merge ``fn(deltas, weights, density, generator) -> delta``
-    (``low_rank``: a linear combination, whose rank is at most the summed ranks)."""
-    return lambda fn: MODULE_MERGES.add(name, ModuleMerge(fn, factored=False, low_rank=low_rank)).fn
-
-
-def register_factored(name: str) -> Callable[[FactoredMerge], FactoredMerge]:
-    """Decorator registering an exact merge on factors ``fn(modules, weight) -> LoraModule`` (scale 1)."""
-    return lambda fn: MODULE_MERGES.add(name, ModuleMerge(fn, factored=True)).fn
-
-
-@register_dense("task_arithmetic", low_rank=True)
-def _task_arithmetic(deltas, weights, density, generator):
+# The functions the presets' ModuleMerge entries name: dense ``(deltas, weights, density, generator) -> delta``,
+# factored ``(modules, weight) -> LoraModule`` (scale 1).
+def dense_task_arithmetic(deltas, weights, density, generator):
     return merge_task_arithmetic(deltas, weights)
 
 
-@register_dense("ties")
-def _ties(deltas, weights, density, generator):
+def dense_ties(deltas, weights, density, generator):
     return merge_ties(deltas, weights, density)
 
 
-@register_dense("dare_linear")
-def _dare_linear(deltas, weights, density, generator):
+def dense_dare_linear(deltas, weights, density, generator):
     return merge_dare_linear(deltas, weights, density, generator)
 
 
-@register_dense("dare_ties")
-def _dare_ties(deltas, weights, density, generator):
+def dense_dare_ties(deltas, weights, density, generator):
     return merge_dare_ties(deltas, weights, density, generator)
 
 
-@register_factored("tsv")
-def _tsv(modules, weight):
+def factored_tsv(modules, weight):
     B, A = merge_tsv_factored(modules, keep=DEFAULT_KEEP, weight=weight)
     return LoraModule(A.float(), B.float(), 1.0)
 
@@ -126,16 +91,14 @@ def dense_factors(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, floa
 
 
 def merge_nonadaptive(
-    adapters: list[LoraAdapter], method: str | ModuleMerge, coef: float | None = None, prune: float = 0.6,
-    max_rank: int | None = None, seed: int = 0,
+    adapters: list[LoraAdapter], merge: ModuleMerge, coef: float | None = None, prune: float = 0.6,
+    max_rank: int | None = None, seed: int = 0, adapter_id: str = "merged",
 ) -> NonAdaptiveResult:
     """Merge with fixed coefficients: ``coef`` per adapter (default 1/k), TIES/DARE keep ``1 - prune``.
 
-    ``method`` is a registered name of ``MODULE_MERGES`` or a ``ModuleMerge`` itself. The export is
-    exact unless ``max_rank`` is given (see the module docstring).
+    The export is exact unless ``max_rank`` is given (see the module docstring).
     """
-    merge = MODULE_MERGES.lookup(method) if isinstance(method, str) else method
-    name = method if isinstance(method, str) else getattr(merge.fn, "__name__", "custom")
+    fn = merge.function()
     k = len(adapters)
     weight = 1.0 / k if coef is None else float(coef)
     density = 1.0 - prune
@@ -145,14 +108,14 @@ def merge_nonadaptive(
     for path in union_paths(adapters):
         present = [a.modules[path] for a in adapters if path in a.modules]
         if merge.factored:
-            modules[path] = merge.fn(present, weight)
+            modules[path] = fn(present, weight)
             continue
         deltas = [m.delta(torch.float32) for m in present]  # this module only: one dense layer at a time
-        merged = merge.fn(deltas, torch.full((len(deltas),), weight), density, generator)
+        merged = fn(deltas, torch.full((len(deltas),), weight), density, generator)
         if bool(merged.any()):
             exact_dense = max_rank is None and not merge.low_rank
             A, B, errors[path] = dense_factors(merged) if exact_dense else truncated_factors(merged, max_rank)
             if A.shape[0]:
                 modules[path] = LoraModule(A, B, 1.0)
-    return NonAdaptiveResult(LoraAdapter(modules, f"merged-{name}", adapters[0].base_model, {"use_rslora": False}),
+    return NonAdaptiveResult(LoraAdapter(modules, adapter_id, adapters[0].base_model, {"use_rslora": False}),
                              errors)

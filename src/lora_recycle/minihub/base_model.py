@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from lora_recycle.adapters.base_model_id import MODEL_RECORD_NAME
+from lora_recycle.adapters.base_model_id import MODEL_RECORD_FORMAT_VERSION, MODEL_RECORD_NAME
 from lora_recycle.errors import UserError
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -105,5 +105,5 @@ def build_tiny_model(
 def write_model_record(directory: Path, hub_id: str, **details) -> None:
     """Record the model's Hub id next to its weights: transformers never writes ``name_or_path`` to
     ``config.json``, and exports read it back from here (``adapters.base_model_id``)."""
-    record = {"format_version": 1, "hub_id": hub_id, **details}
+    record = {"format_version": MODEL_RECORD_FORMAT_VERSION, "hub_id": hub_id, **details}
     (Path(directory) / MODEL_RECORD_NAME).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -122,9 +122,9 @@ def _build(plan: DemoPlan, job: RowJob, model, tokenizer, task) -> tuple[object,
     """The row's adapter (or Arrow library directory) and its note."""
     from lora_recycle.pool import load_pool_adapters
     from lora_recycle.recipe.merge import merge_adapters
-    from lora_recycle.recipe.pool import finish_pool
+    from lora_recycle.recipe.pool import PoolRequest, finish_pool
     from lora_recycle.recipe.presets import preset
-    from lora_recycle.routing.recipe import route_catalog
+    from lora_recycle.routing.recipe import route_pool
 
     if job.kind == "prompting":
         return None, ""
@@ -134,8 +134,8 @@ def _build(plan: DemoPlan, job: RowJob, model, tokenizer, task) -> tuple[object,
     if job.kind == "arrow":  # data-free: every accepted adapter, no selection
         arrow = preset("arrow").with_overrides(seed=plan.seed)
         library = plan.out_dir / ("arrow-target" if job.with_target else "arrow")
-        experts = route_catalog(model, tokenizer, task, plan.catalog, arrow, library, target,
-                                evaluate_split=None).pool["experts"]
+        experts = route_pool(model, tokenizer, task, PoolRequest(db=plan.catalog, target=target), arrow,
+                             library).pool["experts"]
         return library, f"{len(experts)} experts, top_k {arrow.top_k}; not one adapter"
     pool = load_pool_adapters(plan.catalog, list(plan.pool_ids))
     if job.kind == "average":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from lora_recycle.adapters.base_model_id import MODEL_RECORD_NAME
+from lora_recycle.adapters.base_model_id import MODEL_RECORD_FORMAT_VERSION, MODEL_RECORD_NAME
 from lora_recycle.minihub.base_model import (
     GGUF_NAME,
     SMOLLM2_ID,
@@ -29,7 +29,6 @@ __all__ = ["SMOLLM2_ID", "SOURCE_FILE", "ensure_smollm2", "load_smollm2_from_ggu
 
 MODEL_DIR_NAME = "smollm2-135m-instruct"
 SOURCE_FILE = MODEL_RECORD_NAME  # written last: its presence marks a complete conversion
-CONVERSION_FORMAT_VERSION = 1
 
 
 def smollm2_hub_id(directory: Path) -> str:
@@ -99,7 +98,7 @@ def _prepare_for_saving(model, tokenizer) -> None:
 
 def _source_record() -> dict:
     gguf = smollm2_gguf_path()
-    return {"format_version": CONVERSION_FORMAT_VERSION, "hub_id": SMOLLM2_ID, "gguf_file": GGUF_NAME,
+    return {"format_version": MODEL_RECORD_FORMAT_VERSION, "hub_id": SMOLLM2_ID, "gguf_file": GGUF_NAME,
             "gguf_bytes": gguf.stat().st_size, "dtype": "float32"}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lora_recycle import __version__
 from lora_recycle.adapters.export import write_record
 from lora_recycle.adapters.finite import require_finite, require_finite_tensors
 from lora_recycle.adapters.lora import LoraAdapter
@@ -22,7 +21,5 @@ def save_merged_model(model, tokenizer, adapter: LoraAdapter, out_dir: str | Pat
         require_finite_tensors(weights, "model with the merge folded in")
         model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
-    record = {"format_version": 1, "lora_recycle_version": __version__, "method": method, "sources": sources,
-              "merged_into_base": True, **record}
-    write_record(out_dir, record)
+    write_record(out_dir, method, {"sources": sources, "merged_into_base": True, **record})
     return out_dir

@@ -5,7 +5,9 @@ Light to import: the registries name their implementations, so ``--help`` needs 
 
 from __future__ import annotations
 
-from typing import get_args
+from collections.abc import Callable, Iterable
+from dataclasses import fields
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from lora_recycle.errors import UserError
 from lora_recycle.merging.options import Activation, Granularity, Strategy
@@ -17,6 +19,18 @@ from lora_recycle.tuning.tuners import TUNERS, adaptive_tuners
 GRANULARITIES: tuple[str, ...] = get_args(Granularity)
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 STRATEGIES_OF_LAYERS: tuple[str, ...] = get_args(Strategy)
+
+
+def _literal_values(hint: Any) -> tuple[str, ...] | None:
+    """The words of a ``Literal`` type (or ``Literal[...] | None``); None for any other type."""
+    options = [hint] if get_origin(hint) is Literal else [a for a in get_args(hint) if a is not type(None)]
+    return get_args(options[0]) if len(options) == 1 and get_origin(options[0]) is Literal else None
+
+
+# Every MergeSettings field whose type is a fixed set of words: the choices the CLI checks and lists.
+LITERAL_CHOICES: dict[str, tuple[str, ...]] = {
+    f.name: values for f in fields(MergeSettings)
+    if (values := _literal_values(get_type_hints(MergeSettings)[f.name])) is not None}
 
 
 def names(items) -> str:
@@ -32,30 +46,49 @@ def check_choice(flag: str, value: str, allowed) -> None:
         raise UserError(f"{flag} {value!r}: choose one of {', '.join(allowed)}")
 
 
-def check_params(method_name: str, given: dict[str, object]) -> None:
-    """Refuse settings the method does not take (``given``: ``--flag -> value``, None meaning not given)."""
+def flag(name: str) -> str:
+    """The command-line spelling of a ``MergeSettings`` field: ``max_rank`` -> ``--max-rank``."""
+    return "--" + name.replace("_", "-")
+
+
+def params_problem(method_name: str, given: Iterable[str], spell: Callable[[str], str] = str) -> str | None:
+    """Why settings ``given`` (field names) do not fit the method (None if they do), each named by ``spell``.
+
+    The one check of stray settings, for the CLI (``spell=flag``) and the experiment file alike.
+    """
     method = METHODS.lookup(method_name)
-    stray = [flag for flag, value in given.items() if value is not None
-             and flag.removeprefix("--").replace("-", "_") not in method.params]
-    if stray:
-        takes = ", ".join(f"--{p.replace('_', '-')}" for p in method.params)
-        raise UserError(f"{', '.join(stray)} does not apply to method {method_name} (it takes: {takes})")
+    stray = [name for name in given if name not in method.params]
+    if not stray:
+        return None
+    takers = [name for name, entry in METHODS.items() if stray[0] in entry.params]
+    if takers and all(METHODS[name].routed for name in takers):  # a routing setting given to another method
+        return f"{spell(stray[0])} applies to {spell('method')} {names(takers)} only"
+    if method.routed:
+        return f"{spell(stray[0])} does not apply to {method_name} (routing learns and merges nothing)"
+    takes = ", ".join(spell(p) for p in method.params)
+    return f"{', '.join(map(spell, stray))} does not apply to method {method_name} (it takes: {takes})"
 
 
-def settings_from_flags(method: str, given: dict[str, object], seed: int, selection: str | None = None,
-                        k: int | None = None) -> MergeSettings:
-    """The preset of ``method`` with the command line's overrides (``--flag -> value``), each checked."""
-    check_params(method, given)
-    settings = preset(method).with_overrides(**{f.removeprefix("--").replace("-", "_"): v for f, v in given.items()},
-                                             seed=seed)
+def settings_from_flags(method: str, given: dict[str, Any]) -> MergeSettings:
+    """The preset of ``method`` with the command line's settings (field -> value, only those given), each checked."""
+    problem = params_problem(method, [name for name in given if name != "seed"], flag)
+    if problem:
+        raise UserError(problem)
+    for name, value in given.items():
+        allowed = LITERAL_CHOICES.get(name)
+        if allowed is not None:
+            check_choice(flag(name), value, allowed)
+    if "selection" in given:
+        check_choice("--selection", given["selection"], STRATEGIES)
+    settings = preset(method).with_overrides(**given)
     if settings.adaptive:
         check_choice("--tuning", settings.tuning, adaptive_tuners())
-    check_choice("--granularity", settings.granularity, GRANULARITIES)
-    check_choice("--activation", settings.activation, ACTIVATIONS)
-    check_choice("--strategy", settings.strategy, STRATEGIES_OF_LAYERS)
-    if selection is not None:
-        check_choice("--selection", selection, STRATEGIES)
-    return settings.with_overrides(selection=selection, k=k)
+    return settings
+
+
+# Fields that name a registry entry, and what the command line offers for them.
+REGISTRY_CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {"selection": catalog_strategies,
+                                                               "tuning": adaptive_tuners}
 
 
 def methods_help() -> str:
@@ -66,10 +99,6 @@ def selection_help() -> str:
     return names(catalog_strategies())
 
 
-def tuning_help() -> str:
-    return names(adaptive_tuners())
-
-
 def _kind(method) -> str:
     s = method.settings
     if method.routed:
@@ -77,7 +106,7 @@ def _kind(method) -> str:
                 "low-rank products per token")
     if s.adaptive:
         return "adaptive"
-    if method.combine is None:
+    if method.merge is None:
         return "fixed 1/k, exact"
     coef = "1/k" if s.coef is None else f"C = {s.coef}"
     if method.factored:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from lora_recycle.adapters.lora import LoraAdapter
+from lora_recycle.merging.module_merge import ModuleMerge
 from lora_recycle.merging.nonadaptive import merge_nonadaptive
 from lora_recycle.merging.rank_budget import VLLM_MAX_RANK, fit_export_rank
 from lora_recycle.models.fresh_lora import FRESH_LORA_ID, fresh_lora, modal_fresh_lora
@@ -79,8 +80,8 @@ def merge_adapters(
 ) -> MergeOutcome:
     """Merge ``adapters`` on ``model`` per ``settings``; the model is left exactly as it came in.
 
-    ``settings.method`` names a registered merge method (``recipe/presets.py``): one with a per-module
-    ``combine`` merges with fixed coefficients; the others mix the adapters by coefficients, learned by
+    ``settings.method`` names a registered merge method (``recipe/presets.py``): one that holds a per-module
+    ``merge`` merges with fixed coefficients; the others mix the adapters by coefficients, learned by
     the tuner ``settings.tuning`` (``tuning/tuners.py``) when the settings are adaptive.
     """
     torch.manual_seed(settings.seed)
@@ -88,8 +89,8 @@ def merge_adapters(
     if method.routed:
         raise ValueError(f"{settings.method} routes per token and makes no merged adapter: "
                          "use lora_recycle.routing.recipe.route_adapters")
-    if method.combine is not None:
-        return _merge_per_module(adapters, settings, method.combine)
+    if method.merge is not None:
+        return _merge_per_module(adapters, settings, method.merge)
     tuner = TUNERS.lookup(settings.tuning) if settings.adaptive else None
     if tuner is not None and tuner.tune is not None and task is not None:
         task.require_rows("train", f"merge --method {settings.method} (it learns on the task)")
@@ -127,12 +128,13 @@ def export_ceiling(settings: MergeSettings) -> int:
     return sys.maxsize if settings.exact_export else VLLM_MAX_RANK
 
 
-def _merge_per_module(adapters: list[LoraAdapter], settings: MergeSettings, combine) -> MergeOutcome:
+def _merge_per_module(adapters: list[LoraAdapter], settings: MergeSettings, merge: ModuleMerge) -> MergeOutcome:
     """A fixed-coefficient merge, one module at a time (TIES, DARE, TSV, task arithmetic, ...)."""
     # the dense merge is factored exactly (every singular value above float32 round-off) unless --max-rank
     # caps it; fit_export_rank then applies an error budget or vLLM's rank ceiling, with its note
     rank = sys.maxsize if settings.max_error is not None else settings.max_rank
-    result = merge_nonadaptive(adapters, combine, settings.coef, settings.prune, rank, seed=settings.seed)
+    result = merge_nonadaptive(adapters, merge, settings.coef, settings.prune, rank, seed=settings.seed,
+                               adapter_id=f"merged-{settings.method}")
     adapter, report = fit_export_rank(result.adapter, settings.max_rank, settings.max_error, export_ceiling(settings))
     compression = report.record()
     if report.max_error is None and settings.max_rank is not None:  # the rank cut is the only approximation

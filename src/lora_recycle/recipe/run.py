@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     import torch
 
     from lora_recycle.adapters.base_model_id import BaseModelId
+    from lora_recycle.adapters.lora import LoraAdapter
+    from lora_recycle.tasks.format import Task
 
 
 @dataclass
@@ -46,26 +48,31 @@ def check_request(request: PoolRequest, settings: MergeSettings, task_dir: Path 
         raise UserError(f"method {settings.method} learns coefficients on a task: give --task DIR")
 
 
-def run_merge(model_dir: Path, task_dir: Path | None, request: PoolRequest, settings: MergeSettings,
-              export: ExportOptions, device: str = "cpu", dtype: str = "float32",
-              log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Merge per ``settings`` over the requested pool, write ``export.out`` and return the JSON summary.
+@dataclass
+class Inputs:
+    """What a recipe runs on: the loaded model and task, the device, and the explicit adapters (already read)."""
 
-    ``log`` receives warnings for people (e.g. a k larger than the catalog).
-    """
+    model: Any
+    tokenizer: Any
+    task: Task | None
+    device: torch.device
+    explicit: list[LoraAdapter]
+
+
+def open_inputs(model_dir: Path, task_dir: Path | None, request: PoolRequest, settings: MergeSettings,
+                evaluate_split: str | None, device: str = "cpu", dtype: str = "float32",
+                log: Callable[[str], None] | None = None) -> Inputs:
+    """Check the task, the split and the adapters before any model loads, then load the model (merge and route)."""
     from lora_recycle.models.loading import load_base_model, resolve_device
-    from lora_recycle.recipe.merge import merge_adapters
     from lora_recycle.tasks import load_task
 
-    check_request(request, settings, task_dir)
-    base_id, store_dtype = export_target(model_dir, export)
     task = load_task(task_dir) if task_dir else None
     if settings.adaptive and task is not None:  # before the model loads
         task.require_rows("train", f"merge --method {settings.method}")
-    if export.evaluate_split:
+    if evaluate_split:
         if task is None:
-            raise UserError(f"--evaluate {export.evaluate_split} scores the merge on a task: give --task DIR")
-        task.require_rows(export.evaluate_split, f"merge --evaluate {export.evaluate_split}")
+            raise UserError(f"--evaluate {evaluate_split} scores the merge on a task: give --task DIR")
+        task.require_rows(evaluate_split, f"merge --evaluate {evaluate_split}")
     explicit = explicit_adapters(request)  # unknown ids fail before the model loads
     read_target(request)
     shortfall = k_shortfall(request, settings)
@@ -73,8 +80,29 @@ def run_merge(model_dir: Path, task_dir: Path | None, request: PoolRequest, sett
         log(shortfall)
     dev = resolve_device(device)
     model, tokenizer = load_base_model(model_dir, dev, dtype)
-    pool = assemble_pool(request, settings, model, tokenizer, task, dev, explicit=explicit, log=log)
-    outcome = merge_adapters(model, tokenizer, task, pool.adapters, settings, dev)
+    return Inputs(model, tokenizer, task, dev, explicit)
+
+
+def run_merge(model_dir: Path, task_dir: Path | None, request: PoolRequest, settings: MergeSettings,
+              export: ExportOptions, device: str = "cpu", dtype: str = "float32",
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Merge per ``settings`` over the requested pool, write ``export.out`` and return the JSON summary.
+
+    ``log`` receives warnings for people (e.g. a k larger than the catalog).
+    """
+    from lora_recycle.models.precision import computing_in
+    from lora_recycle.recipe.merge import merge_adapters
+
+    check_request(request, settings, task_dir)
+    base_id, store_dtype = export_target(model_dir, export)
+    inputs = open_inputs(model_dir, task_dir, request, settings, export.evaluate_split, device, dtype, log)
+    model, tokenizer, task, dev = inputs.model, inputs.tokenizer, inputs.task, inputs.device
+    with computing_in(model, request.precision, dev):  # selection scoring and tuning in the asked precision
+        pool = assemble_pool(request, settings, model, tokenizer, task, dev, explicit=inputs.explicit, log=log)
+        outcome = merge_adapters(model, tokenizer, task, pool.adapters, settings, dev)
+    if outcome.is_base_model and log is not None:
+        log(f"no combination of the {len(pool.ids)} adapters beat the base model ({settings.method} kept "
+            f"all-zero weights); the result is the base model itself, so nothing was written to {export.out}")
     record = outcome.record()
     if export.evaluate_split and task is not None:
         from lora_recycle.adapters.export import as_stored

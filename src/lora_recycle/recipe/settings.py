@@ -71,7 +71,7 @@ class MergeSettings:
     rng_seed: int | None = _opt(None, "Arrow: seed of the prototypes' power iteration (None: seed).", routing=True)
     arrow_modules: Literal["cover", "intersect"] = _opt(
         "cover", "Arrow: how mixed target modules are routed: cover or intersect.", routing=True)
-    general_adapters: tuple[str, ...] = _opt((), "arrow_gks: catalog ids of the general LoRAs to subtract.",
+    general_adapters: tuple[str, ...] = _opt((), "arrow_gks: general LoRAs to subtract (directories or catalog ids).",
                                              routing=True)
 
     def __post_init__(self) -> None:

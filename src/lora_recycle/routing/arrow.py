@@ -13,30 +13,36 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from lora_recycle import __version__
+from lora_recycle.adapters.export import write_record
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.adapters.peft_io import write_peft_adapter
 from lora_recycle.errors import UserError
+from lora_recycle.recipe.settings import MergeSettings
 from lora_recycle.routing.pool import ArrowPool, ModuleRule
 from lora_recycle.user_files import read_json
 
 ARROW_CONFIG_NAME = "arrow_config.json"
-RECORD_NAME = "merge_result.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of arrow_config.json
+
+
+def _setting_default(name: str):
+    """The default of a ``MergeSettings`` field: Arrow's defaults are declared there, once."""
+    return next(f.default for f in fields(MergeSettings) if f.name == name)
 
 
 @dataclass(frozen=True)
 class ArrowSettings:
     """PEFT ``ArrowConfig`` fields plus our pool rule; ``rng_seed`` seeds the prototypes' power iteration."""
 
-    top_k: int = 3
-    router_temperature: float = 1.0
+    top_k: int = _setting_default("top_k")
+    router_temperature: float = _setting_default("router_temperature")
     rng_seed: int = 0
     use_gks: bool = False
-    modules: ModuleRule = "cover"
+    arrow_modules: ModuleRule = _setting_default("arrow_modules")
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -45,11 +51,11 @@ class ArrowSettings:
             raise UserError(f"--router-temperature {self.router_temperature}: must be greater than 0")
 
     @classmethod
-    def from_settings(cls, settings) -> ArrowSettings:
+    def from_settings(cls, settings: MergeSettings) -> ArrowSettings:
         """The Arrow part of a ``MergeSettings`` (``rng_seed`` None means the run's seed)."""
         return cls(top_k=settings.top_k, router_temperature=settings.router_temperature,
                    rng_seed=settings.seed if settings.rng_seed is None else settings.rng_seed,
-                   use_gks=settings.method == "arrow_gks", modules=settings.arrow_modules)
+                   use_gks=settings.method == "arrow_gks", arrow_modules=settings.arrow_modules)
 
     def peft_config(self, n_experts: int) -> dict:
         """Keyword arguments of ``peft.ArrowConfig``; ``top_k`` is capped at the number of experts."""
@@ -98,14 +104,12 @@ def write_arrow_dir(pool: ArrowPool, out_dir: str | Path, base_model: str, metho
         general.append(rel)
     spec = {"format_version": FORMAT_VERSION, "lora_recycle_version": __version__, "method": method,
             "base_model": base_model, "arrow_config": settings.peft_config(len(experts)),
-            "requested_top_k": settings.top_k, "module_rule": settings.modules,
+            "requested_top_k": settings.top_k, "module_rule": settings.arrow_modules,
             "task_adapters": experts, "general_adapters": general,
             "expert_ids": [a.adapter_id for a in pool.experts], "general_ids": [a.adapter_id for a in pool.general],
             "pool": pool.summary()}
     (out_dir / ARROW_CONFIG_NAME).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
-    full_record = {"format_version": 1, "lora_recycle_version": __version__, "method": method,
-                   "base_model": base_model, "sources": sources, "routing": spec, **(record or {})}
-    (out_dir / RECORD_NAME).write_text(json.dumps(full_record, indent=2, default=float) + "\n", encoding="utf-8")
+    write_record(out_dir, method, {"base_model": base_model, "sources": sources, "routing": spec, **(record or {})})
     (out_dir / "README.md").write_text(readme_text(spec, sources), encoding="utf-8")
     return out_dir
 

@@ -1,5 +1,8 @@
-"""The Arrow recipe: assemble the pool (selection as for any method), fit it to PEFT's rules, write, score.
+"""The Arrow recipe, a peer of the merge recipe: the same ``PoolRequest`` and ``MergeSettings`` in, the pool
+assembled (selection as for any method), fitted to PEFT's rules, written and optionally scored.
 
+``run_route`` is the ``merge --method arrow|arrow_gks`` command as one call (``recipe/run.py:run_merge``'s
+peer); ``route_pool`` is its core on a loaded model, which the experiment runner and the demo call.
 With a target-task LoRA, it is one of the k experts (the target first, then the top k - 1 selected),
 the paper's convention for "with the target-task LoRA".
 """
@@ -14,11 +17,12 @@ import torch
 
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.errors import UserError
+from lora_recycle.recipe.pool import PoolRequest, explicit_adapters, read_target
+from lora_recycle.recipe.run import ExportOptions, check_request, open_inputs
+from lora_recycle.recipe.settings import MergeSettings
 from lora_recycle.routing.arrow import ArrowSettings, routed, write_arrow_dir
 from lora_recycle.routing.pool import ArrowPool, ModuleRule, prepare_arrow_pool
 from lora_recycle.tasks.scoring import EvalResult
-
-DEFAULT_K = 30  # "all accepted adapters", capped as every catalog selection is
 
 
 @dataclass
@@ -42,9 +46,9 @@ class RoutedOutcome:
         return data
 
 
-def select_experts(db: Path, selection: str, k: int | None, seed: int, model, tokenizer, task, device,
+def select_experts(db: Path, selection: str, k: int, seed: int, model, tokenizer, task, device,
                    target: LoraAdapter | None, exclude: set[str]) -> tuple[list[str], list[str], dict[str, float]]:
-    """``(chosen, reserve, scores)``: catalog ids for ``k`` (default 30) experts minus one slot for the target.
+    """``(chosen, reserve, scores)``: catalog ids for ``k`` experts minus one slot for the target.
 
     ``all`` takes every accepted adapter when they fit, else a seeded random ``k``; other strategies
     rank as for any merge (the chosen ids are the same as a merge's). ``reserve`` holds the rest of
@@ -53,7 +57,7 @@ def select_experts(db: Path, selection: str, k: int | None, seed: int, model, to
     """
     from lora_recycle.selection.from_catalog import accepted_ids, select_from_catalog
 
-    slots = (k or DEFAULT_K) - (1 if target is not None else 0)
+    slots = k - (1 if target is not None else 0)
     accepted = [i for i in accepted_ids(db) if i not in exclude]
     if slots <= 0 or not accepted:
         return [], [], {}
@@ -91,6 +95,14 @@ def fill_dropped(experts: list[LoraAdapter], general: list[LoraAdapter], reserve
     return refilled
 
 
+def check_general(use_gks: bool, given: bool, method: str) -> None:
+    """GenKnowSub needs general adapters to subtract, and nothing else takes them."""
+    if use_gks and not given:
+        raise UserError(f"{method} subtracts general knowledge: give --general-adapters DIR_OR_ID [...]")
+    if given and not use_gks:
+        raise UserError(f"--general-adapters is only used by arrow_gks, not {method}")
+
+
 def read_general_adapters(values: list[str], db: Path | None) -> list[LoraAdapter]:
     """``--general-adapters``: each value an adapter directory, or else a catalog id of ``--db``."""
     from lora_recycle.adapters import read_peft_adapter
@@ -120,14 +132,11 @@ def route_adapters(model, tokenizer, task, experts: list[LoraAdapter], general: 
     """
     from lora_recycle.tasks.scoring import evaluate_task
 
-    if settings.use_gks and not general:
-        raise UserError(f"{method} subtracts general knowledge: give --general-adapters DIR_OR_ID [...]")
-    if general and not settings.use_gks:
-        raise UserError(f"--general-adapters is only used by arrow_gks, not {method}")
+    check_general(settings.use_gks, bool(general), method)
     if load is not None and reserve:
-        pool = fill_dropped(experts, general, list(reserve), load, settings.modules, required_ids)
+        pool = fill_dropped(experts, general, list(reserve), load, settings.arrow_modules, required_ids)
     else:
-        pool = prepare_arrow_pool(experts, general, settings.modules, required_ids)
+        pool = prepare_arrow_pool(experts, general, settings.arrow_modules, required_ids)
     if sources is None:
         sources = [{"id": a.adapter_id, "license": a.metadata.get("license"), "source": a.metadata.get("source")}
                    for a in [*pool.experts, *pool.general]]
@@ -139,37 +148,66 @@ def route_adapters(model, tokenizer, task, experts: list[LoraAdapter], general: 
     return RoutedOutcome(Path(out), pool.summary(), settings, evaluation)
 
 
-def route_catalog(model, tokenizer, task, db: Path | str, settings, out: str | Path, target: LoraAdapter | None = None,
-                  random_init: bool = False, device: torch.device | str = "cpu", evaluate_split: str | None = "test",
-                  limit: int | None = None) -> RoutedOutcome:
-    """Arrow over a catalog per ``settings`` (a routed method's ``MergeSettings``): the runner's and demo's call.
+def route_pool(model, tokenizer, task, request: PoolRequest, settings: MergeSettings, out: str | Path,
+               evaluate_split: str | None = None, device: torch.device | str = "cpu", limit: int | None = None,
+               explicit: list[LoraAdapter] | None = None, base_model: str | None = None) -> RoutedOutcome:
+    """Arrow per ``settings`` (a routed method's ``MergeSettings``) over the requested pool, on a loaded model.
 
-    Selection as for any merge (target first, then the top k - 1), general adapters by catalog id,
-    the random-init control on every non-target expert (replacements too), then ``route_adapters``.
+    The explicit adapters (``explicit``: already read), then, from a catalog without ids, ``k`` selected
+    as for any merge; the random-init control on every non-target expert (replacements too); the
+    target-task LoRA first; general adapters are directories or catalog ids. ``outcome.scores`` holds
+    every selection score.
     """
     from lora_recycle.merging.controls import random_init_like
+    from lora_recycle.models.loading import base_model_name
     from lora_recycle.pool import load_pool_adapters
 
-    arrow = ArrowSettings.from_settings(settings)
-    general = load_pool_adapters(db, list(settings.general_adapters)) if settings.general_adapters else []
-    chosen, reserve, scores = select_experts(Path(db), settings.selection, settings.k, settings.seed, model, tokenizer,
-                                             task, device, target, set(settings.general_adapters))
-    experts = load_pool_adapters(db, chosen)
+    general = read_general_adapters(list(settings.general_adapters), request.db)
+    experts = list(explicit) if explicit is not None else explicit_adapters(request)
+    read_target(request)
+    target = request.target if request.include_target else None
+    chosen, reserve, scores = [], [], {}
+    if request.db is not None and not request.ids:
+        chosen, reserve, scores = select_experts(Path(request.db), settings.selection, settings.k or request.default_k,
+                                                 settings.seed, model, tokenizer, task, device, target,
+                                                 {a.adapter_id for a in general})
+        experts += load_pool_adapters(request.db, chosen)
+    offset = settings.seed + len(experts)  # replacements are randomised too, each with its own seed
 
     def load(adapter_id: str) -> LoraAdapter:
-        adapter = load_pool_adapters(db, [adapter_id])[0]
-        return random_init_like(adapter, settings.seed + len(chosen) + reserve.index(adapter_id)) if random_init \
-            else adapter
+        adapter = load_pool_adapters(request.db, [adapter_id])[0]
+        return random_init_like(adapter, offset + reserve.index(adapter_id)) if request.random_init else adapter
 
-    if random_init:
+    if request.random_init:
         experts = [random_init_like(a, settings.seed + i) for i, a in enumerate(experts)]
-    if target is not None:
+    if target is not None:  # the target-task LoRA is one of the k, first, never randomised
         experts = [target, *experts]
+    outcome = route_adapters(model, tokenizer, task, experts, general, ArrowSettings.from_settings(settings),
+                             settings.method, out, base_model or base_model_name(model), evaluate_split, device,
+                             (target.adapter_id,) if target else (), limit=limit, reserve=reserve,
+                             load=load if request.db is not None else None)
+    outcome.scores = scores
+    return outcome
+
+
+def run_route(model_dir: Path, task_dir: Path | None, request: PoolRequest, settings: MergeSettings,
+              export: ExportOptions, device: str = "cpu", dtype: str = "float32",
+              log: Callable[[str], None] | None = None) -> dict:
+    """Route per ``settings`` over the requested pool, write the Arrow library to ``export.out`` (optionally
+    scored on ``export.evaluate_split``) and return the JSON summary, in the shape of ``run_merge``'s."""
     from lora_recycle.models.loading import base_model_name
 
-    outcome = route_adapters(model, tokenizer, task, experts, general, arrow, settings.method, out,
-                             base_model_name(model),
-                             evaluate_split, device, (target.adapter_id,) if target else (), limit=limit,
-                             reserve=reserve, load=load)
-    outcome.scores = {i: scores[i] for i in outcome.pool["experts"] if i in scores}
-    return outcome
+    unused = {"--merge-into-base": export.merge_into_base, "--save-dtype": export.save_dtype,
+              "--base-model-id": export.base_model_id}
+    given = [flag for flag, value in unused.items() if value not in (None, False)]
+    if given:
+        raise UserError(f"{given[0]} does not apply to {settings.method} (routing learns and merges nothing)")
+    if settings.selection != "all" and request.db is None:
+        raise UserError("--selection needs --db POOL.db")
+    check_request(request, settings, task_dir)
+    check_general(ArrowSettings.from_settings(settings).use_gks, bool(settings.general_adapters), settings.method)
+    inputs = open_inputs(model_dir, task_dir, request, settings, export.evaluate_split, device, dtype, log)
+    outcome = route_pool(inputs.model, inputs.tokenizer, inputs.task, request, settings, export.out,
+                         export.evaluate_split, inputs.device, explicit=inputs.explicit,
+                         base_model=base_model_name(inputs.model) or str(model_dir))
+    return outcome.summary(settings.method)
