@@ -109,7 +109,8 @@ def _interval(low: float, high: float) -> Interval:
     (-0.05, 0.05, "inconclusive"),  # straddles both
 ])
 def test_an_equivalence_claim_holds_only_when_the_whole_interval_is_within_the_margin(low, high, expected):
-    assert ABOUT_THE_SAME == Claim("equivalence", MEANINGFUL_GAIN) and MEANINGFUL_GAIN == 0.02
+    assert (ABOUT_THE_SAME.test, ABOUT_THE_SAME.margin) == ("equivalence", MEANINGFUL_GAIN) and MEANINGFUL_GAIN == 0.02
+    assert Claim("above", 0.0) == IMPROVES
     assert ABOUT_THE_SAME.verdict(_interval(low, high)) == expected
     assert expected in ABOUT_THE_SAME.outcomes()
 

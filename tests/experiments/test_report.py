@@ -117,6 +117,10 @@ def test_improvement_and_curves_match_sql(report):
     assert cell["runs"] == 4 and cell["drawn_from"] == "seeds 0-1 x 2 tasks"
     markdown = (out / "report.md").read_text()
     assert "| ours (2) | yes | 4 (seeds 0-1 x 2 tasks) |" in markdown
+    from lora_recycle.experiments.coefficients import FRESH_ID
+    from lora_recycle.models.fresh_lora import FRESH_LORA_ID
+
+    assert FRESH_ID == FRESH_LORA_ID  # pi-Tuning's fresh LoRA is told apart from the recycled ones
 
 
 def test_missing_figures_are_skipped_with_a_note(capsys, tmp_path, smoke_results):
