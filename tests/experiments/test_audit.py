@@ -56,3 +56,26 @@ def test_audit_cli(capsys, tmp_path, world):
     assert main(["audit", "--model", world["model"], "--db", world["db"], "--task", world["tasks"]["colour"],
                  "--k", "9", "--results", str(tmp_path / "a2.db")]) == 2
     assert "--k 9 is larger than the pool" in capsys.readouterr().err
+
+
+def test_audit_keeps_the_papers_budgets_by_default(world):
+    """Unless asked otherwise (the CLI's defaults and audit_config's), every merge tunes for the paper's 100 steps at
+    lr 5e-2 and the target-task LoRA trains for its 400 steps (rank 64, lr 3e-4)."""
+    import inspect
+    from pathlib import Path
+
+    from lora_recycle.cli.experiments import audit
+    from lora_recycle.experiments.audit import audit_config
+    from lora_recycle.experiments.config import resolve_experiment
+    from lora_recycle.experiments.grid import expand_runs
+
+    defaults = {name: p.default for name, p in inspect.signature(audit).parameters.items()}
+    paths = Path(world["model"]), Path(world["db"]), Path(world["tasks"]["colour"])
+    for config in (audit_config(*paths, k=2),
+                   audit_config(*paths, k=2, steps=defaults["steps"], target_lora_steps=defaults["target_lora_steps"])):
+        specs = expand_runs(resolve_experiment(config, "audit"))
+        merges = [s for s in specs if s.kind == "merge"]
+        assert len(merges) == 3 * 3  # ours, ours + target LoRA, random-init + target LoRA on 3 seeds
+        assert {(s.settings.steps, s.settings.lr) for s in merges} == {(100, 0.05)}
+        trained = {(s.target_lora.steps, s.target_lora.rank, s.target_lora.lr) for s in specs if s.target_lora}
+        assert trained == {(400, 64, 3e-4)}

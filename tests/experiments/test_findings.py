@@ -6,7 +6,17 @@ import statistics
 
 import pytest
 
-from lora_recycle.experiments.findings import findings, paired, per_task_table, recipe_table
+from lora_recycle.experiments.bootstrap import Interval
+from lora_recycle.experiments.findings import (
+    ABOUT_THE_SAME,
+    IMPROVES,
+    MEANINGFUL_GAIN,
+    Claim,
+    findings,
+    paired,
+    per_task_table,
+    recipe_table,
+)
 from lora_recycle.experiments.results import ResultsStore
 
 
@@ -40,7 +50,7 @@ def test_each_finding_compares_the_runs_it_names(rows):
     for f in by_question.values():
         i = f["interval"]
         assert i["low"] <= i["estimate"] <= i["high"] and i["seeds"] == 2
-        assert f["verdict"] in ("holds", "does not hold", "inconclusive")
+        assert f["verdict"] in f["outcomes"]
 
 
 def test_verdicts_follow_the_interval():
@@ -83,3 +93,64 @@ def test_per_task_table_is_the_mean_over_seeds(rows):
     for task in table["tasks"]:
         assert table["rows"]["prompting"][task] == pytest.approx(_mean(rows, kind="prompting", task=task))
     assert "ours (2) + target" in table["rows"] and "average (all)" in table["rows"]
+
+
+def _interval(low: float, high: float) -> Interval:
+    return Interval((low + high) / 2, low, high, 0.95, 3, 100, 2000)
+
+
+@pytest.mark.parametrize(("low", "high", "expected"), [
+    (-0.09, -0.03, "does not hold: below"),  # wholly below -0.02
+    (-0.05, -0.01, "inconclusive"),  # straddles -0.02
+    (-0.015, 0.015, "holds"),  # wholly within +/- 0.02
+    (-0.02, 0.02, "holds"),  # the margin itself is within
+    (0.01, 0.05, "inconclusive"),  # straddles +0.02
+    (0.03, 0.09, "does not hold: above"),  # wholly above +0.02
+    (-0.05, 0.05, "inconclusive"),  # straddles both
+])
+def test_an_equivalence_claim_holds_only_when_the_whole_interval_is_within_the_margin(low, high, expected):
+    assert (ABOUT_THE_SAME.test, ABOUT_THE_SAME.margin) == ("equivalence", MEANINGFUL_GAIN) and MEANINGFUL_GAIN == 0.02
+    assert Claim("above", 0.0) == IMPROVES
+    assert ABOUT_THE_SAME.verdict(_interval(low, high)) == expected
+    assert expected in ABOUT_THE_SAME.outcomes()
+
+
+@pytest.mark.parametrize(("low", "high", "expected"), [
+    (0.01, 0.2, "holds"), (-0.2, -0.01, "does not hold: below"), (-0.01, 0.01, "inconclusive"),
+    (0.0, 0.1, "inconclusive"),
+])
+def test_a_one_sided_claim_holds_when_the_interval_is_above_zero(low, high, expected):
+    assert IMPROVES.verdict(_interval(low, high)) == expected
+    assert set(IMPROVES.outcomes()) == {"holds", "does not hold: below", "inconclusive"}
+    assert IMPROVES.verdict(None) == "not run"
+
+
+def _cells(kind: str, marks: str, method: str = "", with_target: bool = False, random_init: bool = False,
+           k: int | None = None, pool: str = "recycled") -> list[dict]:
+    return [{"kind": kind, "method": method or kind, "k": k, "with_target": with_target, "random_init": random_init,
+             "pool": pool if kind == "merge" else "none", "exclude_top": 0, "seed": seed, "task": "t",
+             "correct": marks, "accuracy": marks.count("1") / len(marks)} for seed in (0, 1, 2)]
+
+
+# ours + target LoRA against the target LoRA's "10" * 50 (and the random-init control, also "10" * 50)
+SIDES = {"below": "00" * 50, "within": "10" * 50, "above": "11" * 50, "inconclusive": "1001" * 25}
+
+
+@pytest.mark.parametrize("side", list(SIDES))
+def test_q2_and_q3_read_the_interval_against_the_margin_on_both_sides(side):
+    """Synthetic runs: ours + target LoRA 50 points below, level with, 50 above the target LoRA (and the control),
+    or level on average with every example flipped (an interval wide across both margins)."""
+    ours = dict(method="ours", k=10)
+    rows = (_cells("prompting", "0" * 100) + _cells("target_lora", SIDES["within"])
+            + _cells("merge", "10" * 50, **ours) + _cells("merge", SIDES[side], with_target=True, **ours)
+            + _cells("merge", SIDES["within"], with_target=True, random_init=True, **ours))
+    by_question = {f["question"]: f for f in findings(rows)}
+    expected = {"below": "does not hold: below", "within": "holds", "above": "does not hold: above",
+                "inconclusive": "inconclusive"}[side]
+    for question in ("Q2", "Q3"):
+        finding = by_question[question]
+        assert (finding["test"], finding["margin"]) == ("equivalence", 0.02)
+        assert finding["verdict"] == expected, (question, finding["interval"])
+        assert set(finding["outcomes"]) == {"holds", "does not hold: below", "does not hold: above", "inconclusive"}
+    assert by_question["Q1"]["verdict"] == "holds" and by_question["Q4"]["verdict"] == "not run"
+    assert by_question["Q1"]["paper"] == pytest.approx(0.185) and by_question["Q2"]["paper"] == pytest.approx(0.018)

@@ -42,7 +42,7 @@ def test_report_files_and_table2(capsys, report):
     assert main(["report", str(results), "--out", str(out), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     for name in ("report.md", "tables.json", "fig2_improvement.png", "fig3_accuracy_vs_k.png",
-                 "fig4_coefficient_shares.png", "fig5_in_house.png"):
+                 "fig4_coefficients.png", "fig5_in_house.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert (out / "fig2_improvement.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert printed["skipped"] == {}
@@ -61,9 +61,13 @@ def test_report_files_and_table2(capsys, report):
         assert table[(kind, None)]["without_target"]["mean"] == pytest.approx(_mean_std(by_seed)[0])
     markdown = (out / "report.md").read_text()
     assert "| ours (2) |" in markdown and "| prompting |" in markdown and "![Figure 3" in markdown
-    # every table and figure names its metric (the smoke tasks are multiple choice, scored by log-likelihood)
+    # every table and accuracy figure names its metric (the smoke tasks are multiple choice, scored by log-likelihood)
     assert printed["metrics"] == ["choice log-likelihood accuracy"]
-    assert markdown.count("Metric: choice log-likelihood accuracy.") >= 2 + 4
+    assert markdown.count("Metric: choice log-likelihood accuracy.") >= 2 + 3
+    # the paper's own Table 2 numbers stand beside ours, once per method it ran
+    assert table[("ours", 2)]["paper"] == {"row": "Ours (30)", "without_target": 0.652, "with_target": 0.675}
+    assert table[("target_lora", None)]["paper"]["without_target"] == 0.657
+    assert "| paper's row | paper w/o | paper w/ |" in markdown and "| Ours (30) | 0.652 | 0.675 |" in markdown
 
 
 def test_improvement_and_curves_match_sql(report):
@@ -96,13 +100,27 @@ def test_improvement_and_curves_match_sql(report):
     for m, mean in conn.execute("SELECT exclude_top, AVG(accuracy) FROM runs WHERE pool = 'in_house' AND k = 2 "
                                 "GROUP BY exclude_top"):
         assert skipped[m]["mean"] == pytest.approx(mean)  # one seed-balanced grid: mean of means = mean
-    # Figure 4: shares of each run sum to one, the target LoRA is marked in runs that include it
-    points = tables["coefficient_shares"]["points"]
-    by_run = defaultdict(float)
-    for p in points:
-        by_run[(p["task"], p["seed"], p["with_target"])] += p["share"]
-    assert by_run and all(total == pytest.approx(1.0) for total in by_run.values())
-    assert {p["role"] for p in points if p["with_target"]} >= {"target", "top"}
+    # Figure 4: each run's coefficients as learned, per role, equal the mean over the run's groups in the database
+    points = tables["coefficients"]["points"]
+    learned = conn.execute(f"SELECT task, seed, with_target, coefficients FROM runs WHERE {MAIN} AND method = 'ours'")
+    for task, seed, with_target, coefficients in learned:
+        groups = json.loads(coefficients)
+        target = [g["target-lora"] for g in groups.values() if "target-lora" in g]
+        mine = {p["role"]: p for p in points if (p["method"], p["task"], p["seed"], p["with_target"])
+                == ("ours (2)", task, seed, bool(with_target))}
+        assert ("target" in mine) == bool(with_target)
+        if target:
+            assert mine["target"]["mean"] == pytest.approx(statistics.fmean(target))
+            assert mine["target"]["max"] == pytest.approx(max(target))
+    summary = {(s["method"], s["with_target"], s["role"]): s for s in tables["coefficients"]["summary"]}
+    cell = summary[("ours (2)", True, "target")]
+    assert cell["runs"] == 4 and cell["drawn_from"] == "seeds 0-1 x 2 tasks"
+    markdown = (out / "report.md").read_text()
+    assert "| ours (2) | yes | 4 (seeds 0-1 x 2 tasks) |" in markdown
+    from lora_recycle.experiments.coefficients import FRESH_ID
+    from lora_recycle.models.fresh_lora import FRESH_LORA_ID
+
+    assert FRESH_ID == FRESH_LORA_ID  # pi-Tuning's fresh LoRA is told apart from the recycled ones
 
 
 def test_missing_figures_are_skipped_with_a_note(capsys, tmp_path, smoke_results):

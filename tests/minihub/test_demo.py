@@ -56,6 +56,10 @@ def test_tiny_hub_and_demo(tmp_path, cache_dir, capsys):
     report = (out / "report.md").read_text()
     assert "| method | test accuracy | vs prompting | vs target LoRA |" in report
     assert "Metric: test-split " in report and "(metric: " in table
+    # the verdict names the budgets it was drawn at and the paper's, and points to the budget reading
+    budgets = ("Budgets: 20 merge steps (validation every 4), a 40-step target-task LoRA; the paper's are 100 merge "
+               "steps and a 400-step target-task LoRA.")
+    assert budgets in report and budgets in table and "docs/study/discussion.md" in report
     results = json.loads((out / "results.json").read_text())
     assert len(results) == 9 and all(0.0 <= r["accuracy"] <= 1.0 and r["n"] > 0 for r in results)
 
@@ -123,3 +127,19 @@ def test_demo_rows_in_two_workers_equal_rows_run_here(tmp_path, cache_dir):
     assert {k: (r.accuracy, r.n, r.note) for k, r in parallel.items()} == {
         k: (r.accuracy, r.n, r.note) for k, r in here.items()}
     assert (tmp_path / "parallel" / "target" / "adapter_config.json").is_file()
+
+
+def test_the_demo_names_its_budgets_against_the_papers():
+    """The small profile's 20 merge steps and 40-step target LoRA are named beside the paper's 100 / 400, with a
+    pointer to how the answer depends on the budget; the full profile runs the paper's budgets."""
+    from lora_recycle.minihub.demo import BUDGET_READING, budget_note, demo_budgets
+    from lora_recycle.minihub.hub import PROFILES
+
+    assert demo_budgets(PROFILES["small"]) == (20, 4, 40)
+    small = budget_note(PROFILES["small"])
+    assert small.startswith("Budgets: 20 merge steps (validation every 4), a 40-step target-task LoRA; the paper's "
+                            "are 100 merge steps and a 400-step target-task LoRA.")
+    assert "cannot reach full strength" in small and BUDGET_READING in small
+    assert (Path(__file__).resolve().parents[2] / BUDGET_READING).is_file()
+    full = budget_note(PROFILES["full"])
+    assert demo_budgets(PROFILES["full"])[::2] == (100, 400) and BUDGET_READING not in full

@@ -82,12 +82,14 @@ def demo(profile: ProfileOpt = "small", cache_dir: CacheOpt = None,
              "--workers", min=1, help="Processes running the rows side by side (default: 2 on a CPU, 1 for tiny).")
          ] = None) -> None:
     """Recycle the mini-hub's adapters for a held-out task and print the verdict table."""
-    from lora_recycle.minihub.demo import render_table, run_demo, verdict
+    from lora_recycle.minihub.demo import budget_note, render_table, run_demo, verdict
+    from lora_recycle.minihub.hub import get_profile
 
     rows = run_demo(profile, cache_dir, task, seed, out, log=info, workers=workers)
     print("\n".join(render_table(rows)))
     print()
     print(verdict(rows))
+    print(budget_note(get_profile(profile)))
     info(f"report written to {out / 'report.md'}")
 
 

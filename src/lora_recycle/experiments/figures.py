@@ -6,7 +6,6 @@ seed). A figure whose data is absent is skipped with a note instead of failing t
 
 from __future__ import annotations
 
-import zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -89,27 +88,40 @@ def figure_k_curve(tables: dict[str, Any], path: Path) -> Path | None:
     return _save(figure, path)
 
 
-def figure_shares(tables: dict[str, Any], path: Path) -> Path | None:
-    """Figure 4: every adapter's coefficient share per task (one point per seed), top/target highlighted."""
-    points = tables["coefficient_shares"]["points"]
+ROLE_STYLE = {"target": (HIGHLIGHT, "target-task LoRA"), "top": ("tab:blue", "top recycled (by selection score)"),
+              "fresh": ("tab:green", "fresh LoRA (pi-Tuning)"), "other": ("tab:gray", "other recycled (mean)")}
+
+
+def figure_coefficients(tables: dict[str, Any], path: Path) -> Path | None:
+    """Figure 4: each run's learned coefficient (mean over its groups) per role, one row per method (k) and pool,
+    each row naming the runs it draws on. The dotted line at 1 is an adapter at full strength."""
+    summary = tables["coefficients"]["summary"]
+    points = tables["coefficients"]["points"]
     if not points:
         return None
-    figure, axes = _figure(11, 4.2, 2)
-    tasks = sorted({p["task"] for p in points})
-    for ax, (flag, title) in zip(axes, PANELS, strict=True):
-        panel = [p for p in points if p["with_target"] == flag]
-        for p in panel:
-            jitter = zlib.crc32(f"{p['adapter']}/{p['seed']}".encode()) % 100 - 50  # deterministic spread
-            x = tasks.index(p["task"]) + jitter / 250
-            special = p["role"] == ("target" if flag else "top")
-            ax.scatter(x, 100 * p["share"], s=22 if special else 10, color=HIGHLIGHT if special else "tab:gray",
-                       zorder=3 if special else 2)
-        ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("% of coefficient mass")
-        highlighted = "target-task LoRA" if flag else "top recycled LoRA (by selection score)"
-        ax.set_title(f"{title}\n(orange: {highlighted})", fontsize=9)
-        if not panel:
-            ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center")
+    rows = list(dict.fromkeys((s["method"], s["with_target"], f"{s['runs']} runs, {s['drawn_from']}")
+                              for s in sorted(summary, key=lambda s: s["with_target"])))
+    figure, (ax,) = _figure(10, 1.6 + 0.42 * len(rows))
+    for y, (method, flag, _) in enumerate(rows):
+        for role, (colour, name) in ROLE_STYLE.items():
+            values = [p["mean"] for p in points if p["method"] == method and p["with_target"] == flag
+                      and p["role"] == role]
+            offset = (list(ROLE_STYLE).index(role) - 1.5) * 0.12
+            ax.scatter(values, [y + offset] * len(values), s=12, color=colour, zorder=3,
+                       label=name if values else None)
+    without = sum(not flag for _, flag, _ in rows)
+    if 0 < without < len(rows):
+        ax.axhline(without - 0.5, color="black", linewidth=0.6)
+    ax.axvline(1.0, color="gray", linewidth=0.8, linestyle=":")
+    ax.axvline(0.0, color="gray", linewidth=0.6)
+    ax.set_yticks(range(len(rows)), [f"{m} {'+ target LoRA' if flag else '(no target LoRA)'}\n{runs}"
+                                     for m, flag, runs in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("learned coefficient (mean over a run's groups; 1 = full strength)")
+    ax.set_title("Learned merging coefficients, one point per run", fontsize=10)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=False))
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right")
     return _save(figure, path)
 
 
@@ -152,7 +164,7 @@ def figure_in_house(tables: dict[str, Any], path: Path) -> Path | None:
 FIGURES = {
     "fig2_improvement": (figure_improvement, "no merge runs with prompting or target-LoRA baselines"),
     "fig3_accuracy_vs_k": (figure_k_curve, "no merge runs with a selected k"),
-    "fig4_coefficient_shares": (figure_shares, "no evaluation-selected merge runs with learned coefficients"),
+    "fig4_coefficients": (figure_coefficients, "no merge runs with learned coefficients"),
     "fig5_in_house": (figure_in_house, "no in-house pool runs (controls.in_house)"),
 }
 

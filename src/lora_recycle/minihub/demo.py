@@ -23,10 +23,34 @@ from lora_recycle.tasks import load_task
 from lora_recycle.tasks.scoring import metric_label, resolve_metric
 from lora_recycle.tuning.target_lora import TargetLoraConfig
 
-__all__ = ["DemoRow", "RowCache", "demo_key", "render_table", "run_demo", "verdict", "write_report"]
+__all__ = ["DemoRow", "RowCache", "budget_note", "demo_budgets", "demo_key", "render_table", "run_demo", "verdict",
+           "write_report"]
 
 DEMO_FORMAT = 2  # bump when a row's computation changes: cached rows of older runs are then recomputed
 # 2: merges and scoring in the hub's precision (bf16 autocast where native)
+
+
+BUDGET_READING = "docs/study/discussion.md"  # how the study's answer depends on the merge budget
+
+
+def demo_budgets(profile) -> tuple[int, int, int]:
+    """A profile's demo budgets: merge steps, validation interval of the merge, target-task LoRA steps."""
+    return profile.merge_steps, max(1, profile.merge_steps // 5), profile.target_lora_steps
+
+
+def budget_note(profile) -> str:
+    """The demo's budgets against the paper's (``ours``' preset steps, the target LoRA's default steps): a verdict
+    drawn at fewer merge steps may be the budget's, not recycling's."""
+    merge_steps, eval_every, target_steps = demo_budgets(profile)
+    paper_merge, paper_target = preset("ours").steps, TargetLoraConfig().steps
+    note = (f"Budgets: {merge_steps} merge steps (validation every {eval_every}), a {target_steps}-step "
+            f"target-task LoRA; the paper's are {paper_merge} merge steps and a {paper_target}-step target-task LoRA.")
+    if merge_steps < paper_merge:
+        note += (f" At {merge_steps} merge steps the coefficients, which start at 0, cannot reach full strength: "
+                 "the verdict may be the budget's, not recycling's.")
+    if merge_steps < paper_merge or target_steps < paper_target:
+        note += f" How the study's answer depends on the merge budget: {BUDGET_READING}."
+    return note
 
 
 def demo_key(hub, task, seed: int, pool_ids: list[str]) -> str:
@@ -59,15 +83,15 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     accepted = accepted_ids(hub.catalog)
-    steps = hub.profile.merge_steps
-    ours = preset("ours").with_overrides(steps=steps, eval_every=max(1, steps // 5), seed=seed, k=hub.profile.demo_k)
+    steps, eval_every, target_steps = demo_budgets(hub.profile)
+    ours = preset("ours").with_overrides(steps=steps, eval_every=eval_every, seed=seed, k=hub.profile.demo_k)
     chosen = selected_adapters(PoolRequest(db=hub.catalog), ours, model, tokenizer, task)
     pool, scores = chosen.adapters, chosen.scores
     log(f"target task {name} ({task.type}); base {hub.base_model_id}; catalog {len(accepted)} accepted adapters "
         f"({len(hub.broken)} broken ones rejected); selected by evaluation: "
         + ", ".join(f"{a.adapter_id} ({scores[a.adapter_id]:.2f})" for a in pool))
     # the target-task LoRA is cached next to the hub, so a warm demo reuses it whatever --out is
-    config = TargetLoraConfig(steps=hub.profile.target_lora_steps, seed=seed, precision=hub.precision)
+    config = TargetLoraConfig(steps=target_steps, seed=seed, precision=hub.precision)
     plan = DemoPlan(hub.base_model, hub.base_model_id, hub.catalog, hub.tasks[name], hub.precision,
                     hub.profile.test_limit, seed, tuple(a.adapter_id for a in pool), ours, config,
                     target_lora_dir(hub.root, name, task, config, f"minihub:{hub.profile.name}:seed{seed}"),
@@ -84,7 +108,7 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
     done = run_rows(plan, jobs, workers, lambda row: log(
         f"  {row.method:<34} test accuracy {row.accuracy:.3f} ({metric_label(row.metric)})"))
     rows = [done[job.label] for job in jobs]
-    write_report(rows, name, hub, out_dir, metric_label(resolve_metric(task)))
+    write_report(rows, name, hub, out_dir, metric_label(resolve_metric(task)), budget_note(hub.profile))
     return rows
 
 
@@ -121,13 +145,15 @@ def _verdict(rows: list[DemoRow]) -> str:
     return "Recycling beat your own LoRA and beat the random-init control: some knowledge transferred."
 
 
-def write_report(rows: list[DemoRow], task: str, hub, out_dir: Path, metric: str = "accuracy") -> Path:
+def write_report(rows: list[DemoRow], task: str, hub, out_dir: Path, metric: str = "accuracy",
+                 budgets: str = "") -> Path:
+    """``report.md`` (the table, the verdict and the budgets it was drawn at) and ``results.json``."""
     n = rows[0].n if rows else 0
     lines = [f"# lora-recycle demo: {task}", "",
              f"Profile `{hub.profile.name}`, base `{hub.base_model_id}`, {len(hub.adapters)} pool adapters "
              f"(k = {hub.profile.demo_k} adapters per merge, selected by evaluation; with the target-task LoRA it "
              f"comes first with the top k-1), {n} test examples. Metric: test-split {metric}.",
-             "", *render_table(rows), "", verdict(rows), ""]
+             "", *render_table(rows), "", verdict(rows), "", *([budgets, ""] if budgets else [])]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
     (out_dir / "results.json").write_text(json.dumps([r.__dict__ for r in rows], indent=2))
