@@ -117,3 +117,19 @@ def adapter_dirs(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
 def rank32_adapter_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """A rank-32 PEFT LoRA on all seven projections (copies of it overflow vLLM's rank ceiling when concatenated)."""
     return make_peft_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapters") / "all_r32", 7, r=32, alpha=32)
+
+
+@pytest.fixture()
+def pool_db(tmp_path, tiny_model_dir, adapter_dirs) -> Path:
+    """A catalog of the four ``adapter_dirs`` copied to ``tmp_path/pool`` (accepted, no license required)."""
+    import shutil
+
+    from lora_recycle.cli import main
+
+    root = tmp_path / "pool"
+    for name, path in adapter_dirs.items():
+        shutil.copytree(path, root / name)
+    db = tmp_path / "pool.db"
+    assert main(["pool", "scan", str(root), "--base-model", str(tiny_model_dir), "--db", str(db),
+                 "--no-require-license"]) == 0
+    return db

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from lora_recycle.escaping import printable
 from lora_recycle.serialization import json_safe
 
 
@@ -15,5 +16,6 @@ def emit_json(data) -> None:
 
 
 def info(message: str) -> None:
-    """A progress or status line for people, on stderr so stdout stays machine-readable."""
-    print(message, file=sys.stderr, flush=True)
+    """A progress or status line for people, on stderr so stdout stays machine-readable (control characters of
+    adapter ids in it escaped)."""
+    print(printable(message), file=sys.stderr, flush=True)

@@ -12,11 +12,12 @@ def merge_routed(*, model: Path, out: Path, method: str, task: Path | None, adap
                  selection: str | None, k: int | None, seed: int, general_adapters: list[str] | None,
                  top_k: int | None, router_temperature: float | None, rng_seed: int | None,
                  arrow_modules: str | None, evaluate_split: str | None, device: str, dtype: str, as_json: bool,
-                 unused: dict[str, object]) -> None:
+                 unused: dict[str, object], overwrite: bool = False) -> None:
     """Assemble the pool as ``merge`` does, write the Arrow library PEFT reloads, optionally score it."""
     from lora_recycle.adapters import read_peft_adapter
     from lora_recycle.errors import UserError
     from lora_recycle.models.loading import base_model_name, load_base_model, resolve_device
+    from lora_recycle.outputs import check_out_dir
     from lora_recycle.routing.arrow import ArrowSettings
     from lora_recycle.routing.pool import MODULE_RULES
     from lora_recycle.routing.recipe import read_general_adapters, route_adapters, select_experts
@@ -25,6 +26,7 @@ def merge_routed(*, model: Path, out: Path, method: str, task: Path | None, adap
     given = [flag for flag, value in unused.items() if value not in (None, False)]
     if given:
         raise UserError(f"{given[0]} does not apply to {method} (routing learns and merges nothing)")
+    check_out_dir(out, overwrite)  # before any model or adapter loads
     if arrow_modules is not None and arrow_modules not in MODULE_RULES:
         raise UserError(f"--arrow-modules {arrow_modules!r}: choose one of {', '.join(MODULE_RULES)}")
     settings = ArrowSettings(top_k=3 if top_k is None else top_k,
@@ -73,7 +75,7 @@ def merge_routed(*, model: Path, out: Path, method: str, task: Path | None, adap
     outcome = route_adapters(base, tokenizer, loaded_task, experts, general, settings, method, out,
                              base_model_name(base) or str(model), evaluate_split, dev,
                              required_ids=(target.adapter_id,) if target else (),
-                             reserve=reserve, load=load)
+                             reserve=reserve, load=load, overwrite=overwrite)
     outcome.scores = scores
     summary = outcome.summary(method)
     if as_json:

@@ -113,10 +113,11 @@ def route_adapters(model, tokenizer, task, experts: list[LoraAdapter], general: 
                    evaluate_split: str | None = None, device: torch.device | str = "cpu",
                    required_ids: tuple[str, ...] = (), sources: list[dict] | None = None,
                    limit: int | None = None, reserve: list[str] = (),
-                   load: Callable[[str], LoraAdapter] | None = None) -> RoutedOutcome:
+                   load: Callable[[str], LoraAdapter] | None = None, overwrite: bool = False) -> RoutedOutcome:
     """Fit the pool to Arrow, write ``out`` (what PEFT reloads) and optionally score it on a split.
 
-    Adapters the module rule drops are replaced from ``reserve`` (catalog ids read with ``load``).
+    Adapters the module rule drops are replaced from ``reserve`` (catalog ids read with ``load``); a
+    non-empty ``out`` is replaced only with ``overwrite``.
     """
     from lora_recycle.tasks.scoring import evaluate_task
 
@@ -131,7 +132,7 @@ def route_adapters(model, tokenizer, task, experts: list[LoraAdapter], general: 
     if sources is None:
         sources = [{"id": a.adapter_id, "license": a.metadata.get("license"), "source": a.metadata.get("source")}
                    for a in [*pool.experts, *pool.general]]
-    write_arrow_dir(pool, out, base_model, method, settings, sources)
+    write_arrow_dir(pool, out, base_model, method, settings, sources, overwrite=overwrite)
     evaluation = None
     if evaluate_split is not None and task is not None:
         with routed(model, out) as scored:
@@ -170,6 +171,6 @@ def route_catalog(model, tokenizer, task, db: Path | str, settings, out: str | P
     outcome = route_adapters(model, tokenizer, task, experts, general, arrow, settings.method, out,
                              base_model_name(model),
                              evaluate_split, device, (target.adapter_id,) if target else (), limit=limit,
-                             reserve=reserve, load=load)
+                             reserve=reserve, load=load, overwrite=True)  # the runner's and demo's own folders
     outcome.scores = {i: scores[i] for i in outcome.pool["experts"] if i in scores}
     return outcome
