@@ -78,7 +78,7 @@ def status(
     from lora_recycle.experiments.status import grid_status, status_lines
 
     resolved = _sliced(config, only_task, only_seed)
-    workers = workers or max(1, (os.cpu_count() or 1) // resolved.config.threads)
+    workers = workers or max(1, (os.cpu_count() or 1) // (resolved.config.threads or 1))
     summary = grid_status(resolved, results)
     if as_json:
         emit_json({**summary.to_dict(), "workers": workers, "wall_minutes": summary.wall_minutes(workers)})
