@@ -50,8 +50,9 @@ test: install
 test-all: install
 	$(BIN)/pytest -n auto -m ''
 
+# each `make demo` replaces demo-output/ (the command itself refuses a non-empty --out without --overwrite)
 demo: install
-	$(BIN)/lora-recycle demo $(DEMO_ARGS)
+	$(BIN)/lora-recycle demo --overwrite $(DEMO_ARGS)
 
 bench: install
 	$(BIN)/python bench/adaptive_merge.py

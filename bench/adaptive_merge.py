@@ -59,15 +59,19 @@ def find_hub(profile: str, cache: Path) -> Path:
     return built[-1]
 
 
-def real_adapters(pool_dir: Path) -> list[Path]:
-    """Every adapter folder of the hub's pool that reads cleanly (the deliberately broken ones are skipped)."""
+def real_adapters(pool_dir: Path, model) -> list[Path]:
+    """Every adapter folder of the hub's pool that reads cleanly and fits the base (the hub's deliberately
+    broken ones are skipped, as its scan rejects them)."""
     found = []
     for config in sorted(pool_dir.rglob("adapter_config.json")):
         try:
-            read_adapter(config.parent)
+            adapter = read_adapter(config.parent)
+            fits = all(model.get_submodule(path).weight.shape == (m.out_features, m.in_features)
+                       for path, m in adapter.modules.items())
         except Exception:  # noqa: BLE001 - broken on purpose (the hub's hostile share)
             continue
-        found.append(config.parent)
+        if fits:
+            found.append(config.parent)
     return found
 
 
@@ -278,7 +282,7 @@ def main() -> None:
     task_dir = hub / "tasks" / args.task
     model, tokenizer = load_base_model(model_dir)
     task = load_task(task_dir)
-    real = real_adapters(hub / "pool")
+    real = real_adapters(hub / "pool", model)
     result = {"cpu_kind": cpu_kind(), "threads": torch.get_num_threads(), "hub": hub.name, "task": args.task,
               "real_adapters": len(real), "cells": []}
     with tempfile.TemporaryDirectory() as tmp:

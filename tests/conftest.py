@@ -141,3 +141,19 @@ def make_derived_pool(tmp: Path, model_dir: Path, sources: dict[str, Path], n: i
 def derived_pool_factory():
     """``make_derived_pool`` for tests in other folders."""
     return make_derived_pool
+
+
+@pytest.fixture()
+def pool_db(tmp_path, tiny_model_dir, adapter_dirs) -> Path:
+    """A catalog of the four ``adapter_dirs`` copied to ``tmp_path/pool`` (accepted, no license required)."""
+    import shutil
+
+    from lora_recycle.cli import main
+
+    root = tmp_path / "pool"
+    for name, path in adapter_dirs.items():
+        shutil.copytree(path, root / name)
+    db = tmp_path / "pool.db"
+    assert main(["pool", "scan", str(root), "--base-model", str(tiny_model_dir), "--db", str(db),
+                 "--no-require-license"]) == 0
+    return db

@@ -3,12 +3,15 @@
 Until the rename is done the directory holds an ``INCOMPLETE_MARKER`` file, which the adapter and model
 readers refuse: a process killed while writing leaves a hidden ``.NAME.partial-PID`` sibling (or, killed
 between rename and marker removal, NAME itself) with the marker. The next write of NAME removes or replaces
-such leftovers without needing ``--overwrite``.
+such leftovers without needing ``--overwrite``. Running out of space, or a folder that cannot be written, is a
+one-line ``UserError`` naming the output, and nothing of it is left behind.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,10 +40,63 @@ def check_out_dir(out: str | Path, overwrite: bool = False, flag: str = "--out")
 
 
 def incomplete_reason(directory: str | Path) -> str | None:
-    """Why ``directory`` is not a finished output (an interrupted atomic write), or None."""
-    if (Path(directory) / INCOMPLETE_MARKER).exists():
+    """Why ``directory`` is not a finished output (it or a folder above it is an interrupted atomic write), or None.
+
+    The folders above count too: ``experts/00`` inside a killed Arrow library is no adapter either.
+    """
+    path = Path(directory).absolute()
+    if any((folder / INCOMPLETE_MARKER).exists() for folder in (path, *path.parents)):
         return "incomplete output of an interrupted lora-recycle run; delete it and run again"
     return None
+
+
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # no space, quota, file-size limit
+
+
+def os_error_code(exc: BaseException) -> int | None:
+    """The errno of an OSError, or of a library error that only quotes it (safetensors: ``(os error 28)``)."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno
+    found = re.search(r"\(os error (\d+)\)", str(exc))
+    return int(found.group(1)) if found else None
+
+
+def _size_text(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            break
+        n /= 1000
+    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def disk_full_error(what: str, path: Path, reason: str, written: int | None,
+                    outcome: str = "nothing was left behind") -> UserError:
+    """``what: out of disk space (reason): it needs more than N (written when it failed), M free there; outcome``."""
+    folder = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    needs = f"it needs more than {_size_text(written)} (written when it failed), " if written is not None else ""
+    return UserError(f"{what}: out of disk space ({reason}): {needs}{_size_text(shutil.disk_usage(folder).free)} "
+                     f"free there; {outcome}")
+
+
+def _write_error(flag: str, out: str | Path, path: Path, tmp: Path, exc: BaseException) -> UserError | None:
+    """The one-line error for a failed write of an output (a full disk, a folder we may not write), or None."""
+    code = os_error_code(exc)
+    if code in DISK_FULL:
+        return disk_full_error(f"{flag} {out}", path, os.strerror(code), _tree_bytes(tmp) if tmp.is_dir() else 0)
+    where = getattr(exc, "filename", None)
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS) and where is not None and _is_output(Path(where), path, tmp):
+        return UserError(f"{flag} {out}: cannot write {where}: {os.strerror(code)}")
+    return None
+
+
+def _is_output(failed: Path, path: Path, tmp: Path) -> bool:
+    """True if a failed file operation was on the output: a folder above it, its partial copy, or itself."""
+    failed = failed.absolute()
+    return path.is_relative_to(failed) or failed.is_relative_to(tmp) or failed.is_relative_to(path)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -77,17 +133,20 @@ def _replace(tmp: Path, path: Path) -> None:
 def atomic_dir(out: str | Path, overwrite: bool = False, flag: str = "--out") -> Iterator[Path]:
     """Yield a temporary sibling directory to write into; on success it becomes ``out``, on failure it goes."""
     path = check_out_dir(out, overwrite, flag)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(path)
     tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    (tmp / INCOMPLETE_MARKER).write_text(f"being written into {path} by lora-recycle (pid {os.getpid()})\n")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        (tmp / INCOMPLETE_MARKER).write_text(f"being written into {path} by lora-recycle (pid {os.getpid()})\n")
         yield tmp
         check_out_dir(path, overwrite, flag)  # something may have appeared there while we worked
         _replace(tmp, path)  # the marker goes last, so no moment shows a finished-looking partial directory
         (path / INCOMPLETE_MARKER).unlink()
-    except BaseException:
+    except BaseException as exc:
+        error = _write_error(flag, out, path, tmp, exc) if isinstance(exc, Exception) else None
         shutil.rmtree(tmp, ignore_errors=True)
+        if error is not None:
+            raise error from None
         raise

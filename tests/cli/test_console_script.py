@@ -13,11 +13,13 @@ import pytest
 SCRIPT = Path(sys.executable).parent / "lora-recycle"
 
 
-def console(*args, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``.venv/bin/lora-recycle ARGS`` in a subprocess, as a user would."""
+def console(*args, timeout: float = 300, prefix: tuple[str, ...] = (), **popen) -> subprocess.CompletedProcess:
+    """Run ``.venv/bin/lora-recycle ARGS`` in a subprocess, as a user would (``prefix``: a wrapper command such
+    as ``setpriv ...``; ``popen``: e.g. ``cwd`` or ``preexec_fn``)."""
     assert SCRIPT.is_file(), f"{SCRIPT} missing: install the package (make install) before running the tests"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run([*prefix, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=env, **popen)
 
 
 def assert_usage_error(result: subprocess.CompletedProcess, *needles: str) -> str:

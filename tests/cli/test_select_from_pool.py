@@ -1,22 +1,10 @@
 """Selecting from a pool catalog: scores cached per task, `merge --db` with selection or explicit ids."""
 
 import json
-import shutil
 
 import pytest
 
 from lora_recycle.cli import main
-
-
-@pytest.fixture()
-def pool_db(tmp_path, tiny_model_dir, adapter_dirs):
-    root = tmp_path / "pool"
-    for name, path in adapter_dirs.items():
-        shutil.copytree(path, root / name)
-    db = tmp_path / "pool.db"
-    assert main(["pool", "scan", str(root), "--base-model", str(tiny_model_dir), "--db", str(db),
-                 "--no-require-license"]) == 0
-    return db
 
 
 def test_select_evaluation_is_cached(capsys, pool_db, tiny_model_dir, colour_task_dir):

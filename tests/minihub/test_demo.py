@@ -73,7 +73,10 @@ def test_tiny_hub_and_demo(tmp_path, cache_dir, capsys):
         patch.setattr(demo_rows, "_build", refuse)
         patch.setattr(demo_rows, "ensure_target", refuse)
         assert main(["demo", "--profile", "tiny", "--cache-dir", str(cache_dir), "--out", str(tmp_path / "warm")]) == 0
+        assert main(["demo", "--profile", "tiny", "--cache-dir", str(cache_dir), "--out", str(out)]) == 2  # not empty
+        assert main(["demo", "--profile", "tiny", "--cache-dir", str(cache_dir), "--out", str(out), "--overwrite"]) == 0
     assert json.loads((tmp_path / "warm" / "results.json").read_text()) == results
+    assert sorted(p.name for p in out.iterdir()) == ["report.md", "results.json"]
     capsys.readouterr()
 
 
@@ -112,7 +115,7 @@ def test_demo_rows_in_two_workers_equal_rows_run_here(tmp_path, cache_dir):
     def plan(where: str) -> DemoPlan:
         config = TargetLoraConfig(rank=4, steps=4, seed=0, precision="fp32")
         return DemoPlan(hub.base_model, hub.base_model_id, hub.catalog, hub.tasks[name], "fp32", 20, 0, ids, ours,
-                        config, tmp_path / where / "target", tmp_path / where / "rows", tmp_path / where / "out")
+                        config, tmp_path / where / "target", tmp_path / where / "rows")
 
     finished = []
     parallel = run_rows(plan("parallel"), jobs, 2, finished.append)

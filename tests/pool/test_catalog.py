@@ -104,7 +104,8 @@ def test_catalog_records_what_it_learned(scanned_db):
     assert rslora["use_rslora"] and rslora["rank"] == 16
     assert len(patterns["sha256"]) == 64 and patterns["size"] > 0
     assert patterns["contributor"] == "bob" and patterns["license"] == "mit"
-    assert truncated["sha256"] is not None  # rejected adapters are catalogued in full too
+    assert truncated["size"] > 0 and truncated["status"] == "rejected"  # rejected adapters are catalogued too
+    assert truncated["sha256"] is None  # but a file its header refuses is never hashed (a sparse 50 GB one, say)
 
 
 def test_scores_round_trip(tmp_path):

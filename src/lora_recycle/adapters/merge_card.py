@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from statistics import fmean
 
+from lora_recycle.escaping import table_cell
+
 UNKNOWN_LICENSE = "unknown"
 
 
@@ -85,7 +87,7 @@ def merge_card(info: MergeCardInfo, record_name: str = "merge_result.json") -> t
              "## Merged adapters", "",
              "| adapter | license | coefficient |", "| --- | --- | --- |"]
     for source in info.sources:
-        lines.append(f"| {source.get('id')} | {source.get('license') or UNKNOWN_LICENSE} "
+        lines.append(f"| {table_cell(source.get('id'))} | {table_cell(source.get('license') or UNKNOWN_LICENSE)} "
                      f"| {coefficient_summary(info.coefficients, str(source.get('id')))} |")
     lines += ["", "Each merged adapter's license applies to this derivative work.",
               f"Every coefficient, the settings and the metrics are in `{record_name}`."]

@@ -243,6 +243,7 @@ def select(
     """Select k adapters from a pool catalog for a task (scores are cached in the catalog)."""
     from lora_recycle.adapters import read_peft_adapter
     from lora_recycle.errors import UserError
+    from lora_recycle.escaping import printable
     from lora_recycle.models.loading import load_base_model, resolve_device
     from lora_recycle.selection.from_catalog import select_from_catalog
     from lora_recycle.tasks import load_task
@@ -271,7 +272,7 @@ def select(
     else:
         for adapter_id in selected:
             score = scores.get(adapter_id)
-            print(adapter_id if score is None else f"{adapter_id}\t{score:.4f}")
+            print(printable(adapter_id) if score is None else f"{printable(adapter_id)}\t{score:.4f}")
 
 
 def _warn_if_k_exceeds_pool(db: Path, k: int) -> None:

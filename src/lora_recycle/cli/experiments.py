@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from lora_recycle.cli.core import OverwriteOpt
 from lora_recycle.cli.executor import ExecutorOpt, RayAddressOpt, executor_for
 from lora_recycle.cli.output import QuietOpt, emit_json, info
 from lora_recycle.errors import UserError
@@ -67,7 +68,7 @@ def status(
     from lora_recycle.experiments.status import grid_status, status_lines
 
     resolved = _sliced(config, only_task, only_seed)
-    workers = workers or max(1, (os.cpu_count() or 1) // resolved.config.threads)
+    workers = workers or max(1, (os.cpu_count() or 1) // (resolved.config.threads or 1))
     summary = grid_status(resolved, results)
     if as_json:
         emit_json({**summary.to_dict(), "workers": workers, "wall_minutes": summary.wall_minutes(workers)})
@@ -128,13 +129,14 @@ def _sliced(config: Path, only_task: list[str] | None, only_seed: list[int] | No
 def report(
     results: Annotated[Path, typer.Argument(help="Results SQLite file of `experiment run`.")],
     out: Annotated[Path, typer.Option("--out", help="Directory for report.md, tables.json and the PNG figures.")],
+    overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write the paper's Table 2 and Figures 2-5 (Markdown + PNG) from a results file."""
     from lora_recycle.experiments.report import write_report
     from lora_recycle.serialization import json_safe
 
-    written = write_report(results, out)
+    written = write_report(results, out, overwrite)
     if as_json:
         emit_json(json_safe(written["tables"]) | {"report": written["report"], "figures": written["figures"],
                                                "skipped": written["skipped"]})

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from lora_recycle.cli.core import OverwriteOpt
 from lora_recycle.cli.output import emit_json, info
 
 hub_app = typer.Typer(help="The built-in offline mini-hub (base model, tasks, adapter pool).", no_args_is_help=True)
@@ -80,12 +81,12 @@ def demo(profile: ProfileOpt = "small", cache_dir: CacheOpt = None,
          seed: int = 0, out: Annotated[Path, typer.Option("--out")] = Path("demo-output"),
          workers: Annotated[int | None, typer.Option(
              "--workers", min=1, help="Processes running the rows side by side (default: 2 on a CPU, 1 for tiny).")
-         ] = None) -> None:
+         ] = None, overwrite: OverwriteOpt = False) -> None:
     """Recycle the mini-hub's adapters for a held-out task and print the verdict table."""
     from lora_recycle.minihub.demo import budget_note, render_table, run_demo, verdict
     from lora_recycle.minihub.hub import get_profile
 
-    rows = run_demo(profile, cache_dir, task, seed, out, log=info, workers=workers)
+    rows = run_demo(profile, cache_dir, task, seed, out, log=info, workers=workers, overwrite=overwrite)
     print("\n".join(render_table(rows)))
     print()
     print(verdict(rows))

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from lora_recycle.escaping import printable
 from lora_recycle.progress import quiet_option
 from lora_recycle.serialization import json_safe
 
@@ -23,5 +24,6 @@ def emit_json(data) -> None:
 
 
 def info(message: str) -> None:
-    """A progress or status line for people, on stderr so stdout stays machine-readable."""
-    print(message, file=sys.stderr, flush=True)
+    """A progress or status line for people, on stderr so stdout stays machine-readable (control characters of
+    adapter ids in it escaped)."""
+    print(printable(message), file=sys.stderr, flush=True)

@@ -9,6 +9,7 @@ import typer
 
 from lora_recycle.cli.output import emit_json, info
 from lora_recycle.errors import UserError
+from lora_recycle.escaping import printable
 
 pool_app = typer.Typer(
     help="Ingest third-party LoRA adapters, validate them against the base model, keep a catalog.",
@@ -72,6 +73,8 @@ def _scan(sources, spec, db, require_license, allow_pickle, max_outlier_ratio, h
     with Catalog(db) as catalog:
         summary = scan_pool(sources, spec, catalog, policy, hub_hints=hints, progress=True)
         totals = catalog.counts()
+    for conflict in summary.conflicts:
+        info(f"warning: {conflict}")
     return {**summary.to_dict(), "catalog": totals, "base_model": spec.name, "db": str(db)}
 
 
@@ -155,7 +158,8 @@ def list_adapters(
         return
     for row in rows:
         reasons = f" ({', '.join(row['reasons'])})" if row["reasons"] else ""
-        print(f"{row['status']:<9} {row['id']}  r={row['rank']} {'+'.join(row['target_modules'])}{reasons}")
+        print(printable(f"{row['status']:<9} {row['id']}  r={row['rank']} {'+'.join(row['target_modules'])}"
+                        f"{reasons}"))
 
 
 @pool_app.command()
@@ -168,7 +172,7 @@ def stats(db: DbOpt, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(data)
         return
-    print(f"base model {data['base_model']}: {data['accepted']} accepted, {data['rejected']} rejected")
+    print(printable(f"base model {data['base_model']}: {data['accepted']} accepted, {data['rejected']} rejected"))
     sections = [
         ("rejections by reason", data["reasons"]),
         ("ranks", data["ranks"]),
@@ -178,7 +182,7 @@ def stats(db: DbOpt, as_json: JsonOpt = False) -> None:
     for title, counts in sections:
         print(f"{title}:")
         for key, n in counts.items():
-            print(f"  {key}: {n}")
+            print(f"  {printable(key)}: {n}")
     per = data["adapters_per_contributor"]
     print(f"adapters per contributor: avg {per['avg']}, max {per['max']}, percentiles {per['percentiles']}")
     norms = data["adapter_norms"]
@@ -204,5 +208,5 @@ def show(adapter_id: Annotated[str, typer.Argument(help="Adapter id.")], db: DbO
         return
     for key, value in row.items():
         if key not in ("modules", "fingerprint", "policy"):
-            print(f"{key}: {value}")
+            print(f"{key}: {printable(value)}")
     print(f"modules: {len(row['modules'])}")

@@ -37,8 +37,11 @@ def is_abort(exc: BaseException) -> bool:
 
 
 def one_line(text: str) -> str:
-    """Collapse whitespace (newlines included) so a message prints as one line."""
-    return re.sub(r"\s+", " ", str(text)).strip()
+    """Collapse whitespace (newlines included) so a message prints as one line; other control characters (an
+    adapter id's ESC) are escaped."""
+    from lora_recycle.escaping import printable
+
+    return printable(re.sub(r"\s+", " ", str(text)).strip())
 
 
 def error_lines(exc: BaseException) -> list[str]:

@@ -25,6 +25,7 @@ from lora_recycle.errors import UserError
 from lora_recycle.recipe.choices import params_problem
 from lora_recycle.recipe.presets import METHODS
 from lora_recycle.recipe.settings import CHOICE_FIELDS, MergeSettings, Metric, SelectionSplit, init_problem
+from lora_recycle.recipe.target import path_name_problem
 from lora_recycle.selection.strategies import STRATEGIES
 from lora_recycle.tuning.tuners import TUNERS
 from lora_recycle.user_files import read_yaml
@@ -238,6 +239,14 @@ class ExperimentConfig(_Strict):
     def _task_list(cls, value: Any) -> Any:
         if isinstance(value, list):  # a list of task directories: named by their folder
             return {Path(str(p)).name: p for p in value}
+        return value
+
+    @field_validator("tasks")
+    @classmethod
+    def _plain_task_names(cls, value: dict[str, Path] | None) -> dict[str, Path] | None:
+        for name in value or {}:  # a name becomes part of cache paths: never ../ or a hidden file
+            if (problem := path_name_problem(name)) is not None:
+                raise ValueError(f"task name {problem}")
         return value
 
     @model_validator(mode="after")

@@ -411,24 +411,26 @@ def _per_task_lines(tables: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_report(results_path: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Write ``report.md``, ``tables.json`` and the PNG figures to ``out_dir``; return the tables and files."""
+def write_report(results_path: str | Path, out_dir: str | Path, overwrite: bool = False) -> dict[str, Any]:
+    """Write ``report.md``, ``tables.json`` and the PNG figures to ``out_dir``; return the tables and files.
+
+    Written atomically (``outputs.atomic_dir``): a non-empty ``out_dir`` needs ``overwrite``, and a killed
+    run leaves no report.
+    """
     import json
 
     from lora_recycle.experiments.figures import draw_figures
     from lora_recycle.extras import require_extra
+    from lora_recycle.outputs import atomic_dir, check_out_dir
 
     require_extra("report", "report")  # before anything is written
-    with ResultsStore(results_path, create=False) as store:
+    out_dir = check_out_dir(out_dir, overwrite)
+    with ResultsStore(results_path, create=False, read_only=True) as store:
         rows = store.rows()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tables = build_tables(rows)
-    figures, notes = draw_figures(tables, out_dir)
-    report = out_dir / "report.md"
-    report.write_text(render_markdown(tables, figures, notes, str(results_path)), encoding="utf-8")
-    (out_dir / "tables.json").write_text(json.dumps(json_safe(tables), indent=2) + "\n", encoding="utf-8")
-    return {"report": str(report), "figures": {k: str(v) if v else None for k, v in figures.items()},
-            "skipped": notes, "tables": tables}
-
-
+    with atomic_dir(out_dir, overwrite) as partial:
+        drawn, notes = draw_figures(tables, partial)
+        (partial / "report.md").write_text(render_markdown(tables, drawn, notes, str(results_path)), encoding="utf-8")
+        (partial / "tables.json").write_text(json.dumps(json_safe(tables), indent=2) + "\n", encoding="utf-8")
+    figures = {k: str(out_dir / v.name) if v else None for k, v in drawn.items()}
+    return {"report": str(out_dir / "report.md"), "figures": figures, "skipped": notes, "tables": tables}

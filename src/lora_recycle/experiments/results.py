@@ -7,7 +7,9 @@ Only the driver process writes; workers return plain dictionaries.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -92,21 +94,57 @@ def _refuse_foreign_file(conn: sqlite3.Connection, path: Path) -> None:
     raise UserError(f"{path}: {kind}, not a lora-recycle results database")
 
 
-class ResultsStore:
-    """Open (or create) a results database; use as a context manager."""
+def _not_writable(path: Path) -> str | None:
+    """Why the database at ``path`` cannot be written here (a read-only file or folder), or None."""
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"the file is read-only: {os.strerror(errno.EACCES)}"
+    if not os.access(path.parent, os.W_OK):
+        return f"its folder {path.parent} is read-only: {os.strerror(errno.EACCES)}"
+    return None
 
-    def __init__(self, path: str | Path, create: bool = True) -> None:
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that never writes, also to a WAL database in a read-only folder (which cannot get its -shm
+    file: it is then opened as immutable, which is safe as no process can write there either)."""
+    uri = path.absolute().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60, isolation_level=None)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if _not_writable(path) is None:
+            raise
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=60, isolation_level=None)
+
+
+class ResultsStore:
+    """Open (or create) a results database; use as a context manager. ``read_only`` never writes to it (the
+    report and status may read a results file in a folder they cannot write)."""
+
+    def __init__(self, path: str | Path, create: bool = True, read_only: bool = False) -> None:
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise UserError(f"{self.path}: results database not found")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"{self.path}: cannot create its folder ({exc.strerror}: {exc.filename})") from None
+            if (why := _not_writable(self.path)) is not None:
+                raise UserError(f"{self.path}: cannot write the results database ({why}); `report` and "
+                                "`experiment status` can still read it")
         try:
-            self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+            if read_only:
+                self.conn = _connect_read_only(self.path)
+            else:
+                self.conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
             _refuse_foreign_file(self.conn, self.path)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
-            if create:
+            if not read_only:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=FULL")
+            if create and not read_only:
                 self.conn.executescript(SCHEMA)
             meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as exc:

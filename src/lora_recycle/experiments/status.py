@@ -57,7 +57,7 @@ def recorded_seconds(results: str | Path) -> dict[str, float]:
     """``{run_hash: total seconds}`` of every run recorded in ``results`` (empty if the file does not exist)."""
     if not Path(results).is_file():
         return {}
-    with ResultsStore(results, create=False) as store:
+    with ResultsStore(results, create=False, read_only=True) as store:
         return store.run_seconds()
 
 

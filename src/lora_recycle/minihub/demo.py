@@ -65,23 +65,25 @@ def demo_key(hub, task, seed: int, pool_ids: list[str]) -> str:
 
 
 def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: str | None = None, seed: int = 0,
-             out_dir: Path = Path("demo-output"), log=print, workers: int | None = None) -> list[DemoRow]:
+             out_dir: Path = Path("demo-output"), log=print, workers: int | None = None,
+             overwrite: bool = False) -> list[DemoRow]:
     """Build or reuse the mini-hub, run every row of the demo on one target task, write a report.
 
     ``workers`` processes run the rows side by side (default: as the hub build, one per core and at most 2 on
-    a CPU, 1 for the tiny profile).
+    a CPU, 1 for the tiny profile). ``out_dir`` is checked first and written atomically at the end; a
+    non-empty one is replaced only with ``overwrite``.
     """
     from lora_recycle.errors import UserError
     from lora_recycle.minihub import demo_rows
+    from lora_recycle.outputs import atomic_dir, check_out_dir
 
+    check_out_dir(out_dir, overwrite)  # before the hub is built
     hub = build_hub(profile, cache_dir, seed)
     name = task_name or hub.target_tasks[0]
     if name not in hub.tasks:
         raise UserError(f"unknown task {name!r}; targets of this hub: {', '.join(hub.target_tasks)}")
     task = load_task(hub.tasks[name])
     model, tokenizer = load_base_model(hub.base_model)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     accepted = accepted_ids(hub.catalog)
     steps, eval_every, target_steps = demo_budgets(hub.profile)
     ours = preset("ours").with_overrides(steps=steps, eval_every=eval_every, seed=seed, k=hub.profile.demo_k)
@@ -95,7 +97,7 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
     plan = DemoPlan(hub.base_model, hub.base_model_id, hub.catalog, hub.tasks[name], hub.precision,
                     hub.profile.test_limit, seed, tuple(a.adapter_id for a in pool), ours, config,
                     target_lora_dir(hub.root, name, task, config, f"minihub:{hub.profile.name}:seed{seed}"),
-                    hub.root / "demo" / f"{name}-{demo_key(hub, task, seed, [a.adapter_id for a in pool])}", out_dir)
+                    hub.root / "demo" / f"{name}-{demo_key(hub, task, seed, [a.adapter_id for a in pool])}")
     jobs = [RowJob("prompting (zero-shot base)", "prompting"), RowJob("target-task LoRA", "target"),
             RowJob(f"average of the {len(pool)} selected", "average"), RowJob("ours", "ours"),
             RowJob("ours + target LoRA", "ours", with_target=True),
@@ -108,7 +110,8 @@ def run_demo(profile: str = "small", cache_dir: Path | None = None, task_name: s
     done = run_rows(plan, jobs, workers, lambda row: log(
         f"  {row.method:<34} test accuracy {row.accuracy:.3f} ({metric_label(row.metric)})"))
     rows = [done[job.label] for job in jobs]
-    write_report(rows, name, hub, out_dir, metric_label(resolve_metric(task)), budget_note(hub.profile))
+    with atomic_dir(out_dir, overwrite) as partial:
+        write_report(rows, name, hub, partial, metric_label(resolve_metric(task)), budget_note(hub.profile))
     return rows
 
 

@@ -82,8 +82,7 @@ class DemoPlan:
     ours: MergeSettings
     target_config: TargetLoraConfig
     target_dir: Path  # where the target-task LoRA is trained once and read back
-    cache_dir: Path  # the RowCache
-    out_dir: Path  # the Arrow libraries
+    cache_dir: Path  # the RowCache, and the Arrow libraries of its rows
 
 
 _loaded: dict[str, tuple] = {}  # this process's base model and tokenizer, by path
@@ -133,7 +132,7 @@ def _build(plan: DemoPlan, job: RowJob, model, tokenizer, task) -> tuple[object,
         return target, ""
     if job.kind == "arrow":  # data-free: every accepted adapter, no selection
         arrow = preset("arrow").with_overrides(seed=plan.seed)
-        library = plan.out_dir / ("arrow-target" if job.with_target else "arrow")
+        library = plan.cache_dir / ("arrow-target" if job.with_target else "arrow")
         experts = route_pool(model, tokenizer, task, PoolRequest(db=plan.catalog, target=target), arrow,
                              library).pool["experts"]
         return library, f"{len(experts)} experts, top_k {arrow.top_k}; not one adapter"

@@ -12,6 +12,7 @@ from lora_recycle.errors import UserError
 from lora_recycle.pool.records import AdapterRecord
 
 FORMAT_VERSION = 1
+_SQLITE_IOERR_WRITE = 778  # sqlite3.SQLITE_IOERR_WRITE from Python 3.11; a write refused by a file-size limit
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS adapters (
@@ -47,6 +48,18 @@ _ADAPTER_COLUMNS = (
     "base_model", "rank", "alpha", "use_rslora", "target_modules", "weights_file", "sha256", "size",
     "max_delta_ratio", "delta_norm", "fingerprint", "policy", "scanned_at",
 )  # fmt: skip
+
+
+def catalog_write_error(path: Path, exc: sqlite3.Error) -> UserError | None:
+    """One line for a catalog write the disk refused (full: SQLITE_FULL; a file-size limit: an I/O write error),
+    or None for any other error. Each adapter is written in one transaction, so the catalog stays consistent."""
+    from lora_recycle.outputs import disk_full_error
+
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code in (sqlite3.SQLITE_FULL, _SQLITE_IOERR_WRITE) or str(exc) in ("database or disk is full", "disk I/O error"):
+        return disk_full_error(f"--db {path}", Path(path), str(exc), None,
+                               "the adapters catalogued before it are kept; free some space and scan again")
+    return None
 
 
 def layer_targets(paths: list[str]) -> dict[int, list[str]]:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from lora_recycle.adapters.peft_io import CONFIG_NAME
 from lora_recycle.adapters.untrusted import MAX_CONFIG_BYTES
 from lora_recycle.pool.base_spec import BaseModelSpec
-from lora_recycle.pool.catalog import Catalog
+from lora_recycle.pool.catalog import Catalog, catalog_write_error
 from lora_recycle.pool.records import AdapterRecord
 from lora_recycle.pool.sources import CARD_NAME, MARKER_NAMES, Candidate, iter_source
 from lora_recycle.pool.validate import ValidationPolicy, ValidationResult, validate_adapter
@@ -36,9 +36,30 @@ class ScanSummary:
     accepted: int = 0
     rejected: int = 0
     reasons: Counter = field(default_factory=Counter)
+    conflicts: list[str] = field(default_factory=list)  # candidates not catalogued: their id is another's
 
     def to_dict(self) -> dict:
         return {**asdict(self), "reasons": dict(sorted(self.reasons.items()))}
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def id_conflict(catalog: Catalog, candidate: Candidate, claimed: dict[str, Path]) -> str | None:
+    """Why ``candidate`` may not take its id (another folder of this scan, or a catalogued folder that still
+    exists, has it), or None. A catalogued folder that is gone (a pool moved elsewhere) yields its id."""
+    other = claimed.get(candidate.adapter_id)
+    if other is None:
+        row = catalog.get(candidate.adapter_id)
+        other = Path(row["path"]) if row is not None and os.path.isdir(row["path"]) else None
+    if other is None or _same_folder(other, candidate.path):
+        return None
+    return (f"adapter id {candidate.adapter_id!r}: {candidate.path} is not catalogued, {other} has that id "
+            "(scan both folders' parent as one source, or rename one)")
 
 
 def policy_key(base: BaseModelSpec, policy: ValidationPolicy) -> str:
@@ -150,6 +171,7 @@ def scan_pool(
     catalog.set_meta("num_layers", str(base.num_layers))
     revisions = {repo: hint["sha"] for repo, hint in hub_hints.items() if hint.get("sha")}
     summary = ScanSummary()
+    claimed: dict[str, Path] = {}  # id -> folder, in this scan: the same folder name in two sources must not clash
     bar = tqdm(desc="scanning adapters", unit="adapter", file=sys.stderr, disable=not progress)
     try:
         for source in sources:
@@ -159,7 +181,14 @@ def scan_pool(
                 fingerprint = file_fingerprint(candidate)
                 if catalog.is_current(candidate.adapter_id, fingerprint, key):
                     summary.unchanged += 1
+                    claimed[candidate.adapter_id] = candidate.path
                     continue
+                conflict = id_conflict(catalog, candidate, claimed)
+                if conflict is not None:
+                    summary.conflicts.append(conflict)
+                    summary.reasons["id_conflict"] += 1
+                    continue
+                claimed[candidate.adapter_id] = candidate.path
                 repo_id = candidate.adapter_id if candidate.source_kind == "hf_cache" else None
                 hints = hub_hints.get(repo_id or "", {})
                 if hints:
@@ -170,6 +199,11 @@ def scan_pool(
                 summary.accepted += result.accepted
                 summary.rejected += not result.accepted
                 summary.reasons.update(result.reasons.keys())
+    except sqlite3.OperationalError as exc:
+        error = catalog_write_error(catalog.path, exc)
+        if error is None:
+            raise
+        raise error from None
     finally:
         bar.close()
     return summary

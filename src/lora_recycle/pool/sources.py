@@ -191,10 +191,13 @@ def iter_hf_cache(root: Path, revisions: dict[str, str] | None = None) -> Iterat
 
 
 def iter_source(source: str | Path, revisions: dict[str, str] | None = None) -> Iterator[Candidate]:
-    """Candidates of one source: a Hugging Face cache if it looks like one, else a folder tree."""
-    root = Path(source)
-    if not root.is_dir():
-        raise UserError(f"pool source {root}: not a directory")
+    """Candidates of one source: a Hugging Face cache if it looks like one, else a folder tree.
+
+    Paths are absolute and resolved, so the catalog stays valid from any working directory.
+    """
+    if not Path(source).is_dir():
+        raise UserError(f"pool source {source}: not a directory")
+    root = Path(source).expanduser().resolve()
     if is_hf_cache(root):
         yield from iter_hf_cache(root, revisions)
     else:

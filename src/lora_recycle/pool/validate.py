@@ -151,7 +151,7 @@ def _validate(
         config = read_adapter_config(directory)
     except UserError as exc:
         result.reject(getattr(exc, "code", "corrupt"), str(exc))
-        _locate_weights(directory, result, hints, deadline)
+        _locate_weights(directory, result, hints)
         return
     is_mlx = (directory / MLX_WEIGHTS_NAME).is_file() or "lora_parameters" in config
     result.format = "mlx" if is_mlx else "peft"
@@ -164,7 +164,7 @@ def _validate(
         result.reject("base_mismatch", f"adapter is for {result.base_model}, the pool is for {base.name}")
     settings = _lora_settings(config, is_mlx, str(directory), result, policy)
     deadline.check("reading the config")
-    weights = _locate_weights(directory, result, hints, deadline)
+    weights = _locate_weights(directory, result, hints)
     if weights is None:
         return
     with _open_weights(weights, result, policy) as tensors:
@@ -173,6 +173,8 @@ def _validate(
         factors = _map_factors(tensors.header, is_mlx, result)
         modules = _check_shapes(factors, base, result, settings, policy, deadline)
         if modules and not {"corrupt", "shape_mismatch", "rank_too_large"} & result.reasons.keys():
+            # hashed only now: the header, its layout against the file size and the shapes bound what is read
+            result.sha256 = file_sha256(weights, deadline=deadline)
             _check_tensors(modules, tensors, base, policy, result, deadline)
 
 
@@ -222,13 +224,12 @@ def _lora_settings(
     return _LoraSettings(numbers, None, where)
 
 
-def _locate_weights(directory: Path, result: ValidationResult, hints: dict, deadline: Deadline) -> Path | None:
-    """The weights file to read; records ``not_safetensors`` / ``corrupt`` when there is none to read."""
+def _locate_weights(directory: Path, result: ValidationResult, hints: dict) -> Path | None:
+    """The weights file to read (not read yet); records ``not_safetensors`` / ``corrupt`` when there is none."""
     for name in (WEIGHTS_NAME, MLX_WEIGHTS_NAME, *PICKLE_NAMES):
         if (directory / name).is_file():
             path = directory / name
             result.weights_file, result.size = path, path.stat().st_size
-            result.sha256 = file_sha256(path, deadline=deadline)
             return path
     if any(name in PICKLE_NAMES for name in hints.get("remote_files", ())):
         result.reject("not_safetensors", "the Hub repo has only pickle weights (not downloaded)")

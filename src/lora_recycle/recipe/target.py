@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -21,6 +22,19 @@ from lora_recycle.tasks.format import Task
 from lora_recycle.tuning.target_lora import TargetLoraConfig
 
 RECORD_NAME = "training.json"
+_PATH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def path_name_problem(name: str) -> str | None:
+    """Why ``name`` (a task name) cannot be used as one file or folder name, or None.
+
+    It becomes part of cache paths (``target-lora/<task>-seed0-...``): a ``/`` or ``..`` would write outside
+    them, so only letters, digits and ``. _ + -`` are taken, not first a dot, at most 128 characters.
+    """
+    if _PATH_NAME.fullmatch(name):
+        return None
+    return (f"{name!r} is not a plain name (letters, digits, '.', '_', '+', '-'; starting with a letter or digit; "
+            "at most 128 characters)")
 
 
 def short_hash(data: Any) -> str:
@@ -31,6 +45,10 @@ def short_hash(data: Any) -> str:
 def target_lora_dir(root: str | Path, task_name: str, task: Task, config: TargetLoraConfig, model_ref: str,
                     dtype: str = "float32") -> Path:
     """``root/target-lora/<task>-seed<seed>-<hash of task, model, dtype and config>``."""
+    from lora_recycle.errors import UserError
+
+    if (problem := path_name_problem(task_name)) is not None:
+        raise UserError(f"task name {problem}")
     key = short_hash({"task": task_name, "task_hash": task.content_hash(), "model": model_ref, "dtype": dtype,
                       "config": config.identity()})
     return Path(root) / "target-lora" / f"{task_name}-seed{config.seed}-{key}"

@@ -21,6 +21,7 @@ from lora_recycle.adapters.export import write_record
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.adapters.peft_io import write_peft_adapter
 from lora_recycle.errors import UserError
+from lora_recycle.escaping import table_cell
 from lora_recycle.recipe.settings import MergeSettings
 from lora_recycle.routing.pool import ArrowPool, ModuleRule
 from lora_recycle.user_files import read_json
@@ -79,39 +80,38 @@ def _with_alpha_for_rank(adapter: LoraAdapter, rank: int) -> LoraAdapter:
 
 
 def write_arrow_dir(pool: ArrowPool, out_dir: str | Path, base_model: str, method: str, settings: ArrowSettings,
-                    sources: list[dict], record: dict | None = None) -> Path:
+                    sources: list[dict], record: dict | None = None, overwrite: bool = False) -> Path:
     """Write ``out_dir``: ``experts/NN`` and ``general/NN`` PEFT adapters, ``arrow_config.json``, a README.
 
     Each adapter keeps its own factors and scales (``rank_pattern``-free, ``alpha_pattern`` where a
     module's scale differs), so PEFT's GenKnowSub averages the same factors it would on the originals.
+    Written atomically (``outputs.atomic_dir``): a non-empty ``out_dir`` needs ``overwrite``, and a killed run
+    leaves nothing that loads.
     """
-    out_dir = Path(out_dir)
-    if (out_dir / ARROW_CONFIG_NAME).exists() or any((out_dir / d).exists() for d in ("experts", "general")):
-        import shutil
+    from lora_recycle.outputs import atomic_dir
 
-        for sub in ("experts", "general"):
-            shutil.rmtree(out_dir / sub, ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    experts = []
-    for i, adapter in enumerate(pool.experts):
-        rel = f"experts/{_adapter_dir_name(i)}"
-        write_peft_adapter(_with_alpha_for_rank(adapter, pool.rank), out_dir / rel, base_model, servable=False)
-        experts.append(rel)
-    general = []
-    for i, adapter in enumerate(pool.general):
-        rel = f"general/{_adapter_dir_name(i)}"
-        write_peft_adapter(_with_alpha_for_rank(adapter, pool.rank), out_dir / rel, base_model, servable=False)
-        general.append(rel)
-    spec = {"format_version": FORMAT_VERSION, "lora_recycle_version": __version__, "method": method,
-            "base_model": base_model, "arrow_config": settings.peft_config(len(experts)),
-            "requested_top_k": settings.top_k, "module_rule": settings.arrow_modules,
-            "task_adapters": experts, "general_adapters": general,
-            "expert_ids": [a.adapter_id for a in pool.experts], "general_ids": [a.adapter_id for a in pool.general],
-            "pool": pool.summary()}
-    (out_dir / ARROW_CONFIG_NAME).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
-    write_record(out_dir, method, {"base_model": base_model, "sources": sources, "routing": spec, **(record or {})})
-    (out_dir / "README.md").write_text(readme_text(spec, sources), encoding="utf-8")
-    return out_dir
+    with atomic_dir(out_dir, overwrite) as partial:
+        experts = []
+        for i, adapter in enumerate(pool.experts):
+            rel = f"experts/{_adapter_dir_name(i)}"
+            write_peft_adapter(_with_alpha_for_rank(adapter, pool.rank), partial / rel, base_model, servable=False)
+            experts.append(rel)
+        general = []
+        for i, adapter in enumerate(pool.general):
+            rel = f"general/{_adapter_dir_name(i)}"
+            write_peft_adapter(_with_alpha_for_rank(adapter, pool.rank), partial / rel, base_model, servable=False)
+            general.append(rel)
+        spec = {"format_version": FORMAT_VERSION, "lora_recycle_version": __version__, "method": method,
+                "base_model": base_model, "arrow_config": settings.peft_config(len(experts)),
+                "requested_top_k": settings.top_k, "module_rule": settings.arrow_modules,
+                "task_adapters": experts, "general_adapters": general,
+                "expert_ids": [a.adapter_id for a in pool.experts], "general_ids": [a.adapter_id for a in pool.general],
+                "pool": pool.summary()}
+        (partial / ARROW_CONFIG_NAME).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+        write_record(partial, method, {"base_model": base_model, "sources": sources, "routing": spec,
+                                       **(record or {})})
+        (partial / "README.md").write_text(readme_text(spec, sources), encoding="utf-8")
+    return Path(out_dir)
 
 
 def readme_text(spec: dict, sources: list[dict]) -> str:
@@ -147,10 +147,11 @@ def readme_text(spec: dict, sources: list[dict]) -> str:
         "| expert | adapter | license |", "| --- | --- | --- |",
     ]
     licenses = {s.get("id"): s.get("license") for s in sources}
-    for rel, adapter_id in zip(spec["task_adapters"], spec["expert_ids"], strict=True):
-        lines.append(f"| {rel} | {adapter_id} | {licenses.get(adapter_id) or 'unknown'} |")
-    for rel, adapter_id in zip(spec["general_adapters"], spec["general_ids"], strict=True):
-        lines.append(f"| {rel} | {adapter_id} (general) | {licenses.get(adapter_id) or 'unknown'} |")
+    rows = [(rel, i, "") for rel, i in zip(spec["task_adapters"], spec["expert_ids"], strict=True)]
+    rows += [(rel, i, " (general)") for rel, i in zip(spec["general_adapters"], spec["general_ids"], strict=True)]
+    for rel, adapter_id, role in rows:
+        license_name = licenses.get(adapter_id) or "unknown"
+        lines.append(f"| {rel} | {table_cell(adapter_id)}{role} | {table_cell(license_name)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -161,6 +162,10 @@ def is_arrow_dir(path: str | Path) -> bool:
 
 def read_arrow_spec(path: str | Path) -> dict:
     """The parsed ``arrow_config.json`` of an Arrow directory, checked for the fields loading needs."""
+    from lora_recycle.outputs import incomplete_reason
+
+    if (incomplete := incomplete_reason(path)) is not None:
+        raise UserError(f"{path}: {incomplete}")
     config_file = Path(path) / ARROW_CONFIG_NAME
     spec = read_json(config_file)
     if not isinstance(spec, dict):

@@ -125,10 +125,11 @@ def route_adapters(model, tokenizer, task, experts: list[LoraAdapter], general: 
                    evaluate_split: str | None = None, device: torch.device | str = "cpu",
                    required_ids: tuple[str, ...] = (), sources: list[dict] | None = None,
                    limit: int | None = None, reserve: list[str] = (),
-                   load: Callable[[str], LoraAdapter] | None = None) -> RoutedOutcome:
+                   load: Callable[[str], LoraAdapter] | None = None, overwrite: bool = False) -> RoutedOutcome:
     """Fit the pool to Arrow, write ``out`` (what PEFT reloads) and optionally score it on a split.
 
-    Adapters the module rule drops are replaced from ``reserve`` (catalog ids read with ``load``).
+    Adapters the module rule drops are replaced from ``reserve`` (catalog ids read with ``load``); a
+    non-empty ``out`` is replaced only with ``overwrite``.
     """
     from lora_recycle.tasks.scoring import evaluate_task
 
@@ -140,7 +141,7 @@ def route_adapters(model, tokenizer, task, experts: list[LoraAdapter], general: 
     if sources is None:
         sources = [{"id": a.adapter_id, "license": a.metadata.get("license"), "source": a.metadata.get("source")}
                    for a in [*pool.experts, *pool.general]]
-    write_arrow_dir(pool, out, base_model, method, settings, sources)
+    write_arrow_dir(pool, out, base_model, method, settings, sources, overwrite=overwrite)
     evaluation = None
     if evaluate_split is not None and task is not None:
         with routed(model, out) as scored:
@@ -150,13 +151,15 @@ def route_adapters(model, tokenizer, task, experts: list[LoraAdapter], general: 
 
 def route_pool(model, tokenizer, task, request: PoolRequest, settings: MergeSettings, out: str | Path,
                evaluate_split: str | None = None, device: torch.device | str = "cpu", limit: int | None = None,
-               explicit: list[LoraAdapter] | None = None, base_model: str | None = None) -> RoutedOutcome:
+               explicit: list[LoraAdapter] | None = None, base_model: str | None = None,
+               overwrite: bool = True) -> RoutedOutcome:
     """Arrow per ``settings`` (a routed method's ``MergeSettings``) over the requested pool, on a loaded model.
 
     The explicit adapters (``explicit``: already read), then, from a catalog without ids, ``k`` selected
     as for any merge; the random-init control on every non-target expert (replacements too); the
     target-task LoRA first; general adapters are directories or catalog ids. ``outcome.scores`` holds
-    every selection score.
+    every selection score. ``out`` is replaced whole (atomically) only with ``overwrite`` (the runner's and demo's
+    own folders; the CLI passes ``--overwrite``).
     """
     from lora_recycle.merging.controls import random_init_like
     from lora_recycle.models.loading import base_model_name
@@ -185,7 +188,7 @@ def route_pool(model, tokenizer, task, request: PoolRequest, settings: MergeSett
     outcome = route_adapters(model, tokenizer, task, experts, general, ArrowSettings.from_settings(settings),
                              settings.method, out, base_model or base_model_name(model), evaluate_split, device,
                              (target.adapter_id,) if target else (), limit=limit, reserve=reserve,
-                             load=load if request.db is not None else None)
+                             load=load if request.db is not None else None, overwrite=overwrite)
     outcome.scores = scores
     return outcome
 
@@ -196,6 +199,7 @@ def run_route(model_dir: Path, task_dir: Path | None, request: PoolRequest, sett
     """Route per ``settings`` over the requested pool, write the Arrow library to ``export.out`` (optionally
     scored on ``export.evaluate_split``) and return the JSON summary, in the shape of ``run_merge``'s."""
     from lora_recycle.models.loading import base_model_name
+    from lora_recycle.outputs import check_out_dir
 
     unused = {"--merge-into-base": export.merge_into_base, "--save-dtype": export.save_dtype,
               "--base-model-id": export.base_model_id}
@@ -206,8 +210,9 @@ def run_route(model_dir: Path, task_dir: Path | None, request: PoolRequest, sett
         raise UserError("--selection needs --db POOL.db")
     check_request(request, settings, task_dir)
     check_general(ArrowSettings.from_settings(settings).use_gks, bool(settings.general_adapters), settings.method)
+    check_out_dir(export.out, export.overwrite)  # before any model or adapter loads
     inputs = open_inputs(model_dir, task_dir, request, settings, export.evaluate_split, device, dtype, log)
     outcome = route_pool(inputs.model, inputs.tokenizer, inputs.task, request, settings, export.out,
                          export.evaluate_split, inputs.device, explicit=inputs.explicit,
-                         base_model=base_model_name(inputs.model) or str(model_dir))
+                         base_model=base_model_name(inputs.model) or str(model_dir), overwrite=export.overwrite)
     return outcome.summary(settings.method)
