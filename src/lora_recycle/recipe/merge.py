@@ -16,7 +16,7 @@ from lora_recycle.models.inject import MergedModel
 from lora_recycle.recipe.presets import METHODS
 from lora_recycle.recipe.settings import MergeSettings
 from lora_recycle.tasks.format import Task
-from lora_recycle.tuning.loop import CoefficientFit
+from lora_recycle.tuning.loop import CoefficientFit, LoopConfig, TuneConfig
 from lora_recycle.tuning.tuners import TUNERS
 
 
@@ -107,7 +107,7 @@ def merge_adapters(
         if tuner is not None and tuner.tune is not None:
             if task is None:
                 raise ValueError("adaptive merging needs a task")
-            fit = tuner.function()(merged, tokenizer, task, settings, device)
+            fit = tuner.function()(merged, tokenizer, task, tune_config(settings), device)
         values = fit.values if fit is not None else merged.activated().detach()
         adapter = merged.merged_adapter(values, adapter_id=f"merged-{settings.method}")
         table = merged.coefficient_table(values)
@@ -121,6 +121,13 @@ def merge_adapters(
         adapter, refinement = refined.adapter, refined.record()
     adapter, report = fit_export_rank(adapter, settings.max_rank, settings.max_error, export_ceiling(settings))
     return MergeOutcome(adapter, table, settings, fit, report.record(), fresh_record, refinement)
+
+
+def tune_config(settings: MergeSettings) -> TuneConfig:
+    """The tuner's typed view of the settings: its loop's budget (the paper's appendix C.1 by default)."""
+    loop = LoopConfig(steps=settings.steps, lr=settings.lr, batch_size=settings.batch_size,
+                      micro_batch_size=settings.batch_size, eval_every=settings.eval_every, seed=settings.seed)
+    return TuneConfig(loop, keep_start=settings.keep_start)
 
 
 def export_ceiling(settings: MergeSettings) -> int:

@@ -9,7 +9,7 @@ from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.format import Task
 from lora_recycle.tasks.loss import batch_loss, dataset_loss
 from lora_recycle.tasks.prompting import collate, pad_token_id
-from lora_recycle.tuning.loop import CoefficientFit, LoopConfig, run_training
+from lora_recycle.tuning.loop import CoefficientFit, LoopConfig, TuneConfig, run_training
 
 
 def merged_loss(merged: MergedModel, batch: dict) -> torch.Tensor:
@@ -77,20 +77,13 @@ def tune_coefficients(
     return CoefficientFit(values, merged.raw.detach().clone(), loop)
 
 
-def _loop_config(settings) -> LoopConfig:
-    return LoopConfig(steps=settings.steps, lr=settings.lr, batch_size=settings.batch_size,
-                      micro_batch_size=settings.batch_size, eval_every=settings.eval_every, seed=settings.seed)
+def tune_gradient(merged: MergedModel, tokenizer, task: Task, config: TuneConfig,
+                  device: torch.device | str = "cpu") -> CoefficientFit:
+    """The ``gradient`` tuner: coefficients only."""
+    return tune_coefficients(merged, tokenizer, task, config.loop, device, keep_start=config.keep_start)
 
 
-def tune_gradient(merged: MergedModel, tokenizer, task: Task, settings, device: torch.device | str = "cpu"
-                  ) -> CoefficientFit:
-    """The ``gradient`` tuner: coefficients only, per the merge's settings."""
-    return tune_coefficients(merged, tokenizer, task, _loop_config(settings), device,
-                             keep_start=settings.keep_start)
-
-
-def tune_joint(merged: MergedModel, tokenizer, task: Task, settings, device: torch.device | str = "cpu"
-               ) -> CoefficientFit:
+def tune_joint(merged: MergedModel, tokenizer, task: Task, config: TuneConfig,
+               device: torch.device | str = "cpu") -> CoefficientFit:
     """The ``joint`` tuner (pi-Tuning): coefficients and every attached adapter's factors."""
-    return tune_coefficients(merged, tokenizer, task, _loop_config(settings), device, joint=True,
-                             keep_start=settings.keep_start)
+    return tune_coefficients(merged, tokenizer, task, config.loop, device, joint=True, keep_start=config.keep_start)

@@ -10,7 +10,7 @@ from lora_recycle.progress import progress_bar
 from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.format import Task
 from lora_recycle.tasks.loss import dataset_loss
-from lora_recycle.tuning.loop import CoefficientFit, LoopResult
+from lora_recycle.tuning.loop import CoefficientFit, LoopResult, TuneConfig
 
 
 def tune_gradient_free(
@@ -64,6 +64,7 @@ def tune_gradient_free(
     return CoefficientFit(values, best_raw, loop)
 
 
-def tune(merged: MergedModel, tokenizer, task: Task, settings, device: torch.device | str = "cpu") -> CoefficientFit:
-    """The ``gradient_free`` tuner: ``settings.steps`` evaluations, seeded by ``settings.seed``."""
-    return tune_gradient_free(merged, tokenizer, task, budget=settings.steps, seed=settings.seed, device=device)
+def tune(merged: MergedModel, tokenizer, task: Task, config: TuneConfig, device: torch.device | str = "cpu"
+         ) -> CoefficientFit:
+    """The ``gradient_free`` tuner: ``config.loop.steps`` evaluations, seeded by ``config.loop.seed``."""
+    return tune_gradient_free(merged, tokenizer, task, budget=config.loop.steps, seed=config.loop.seed, device=device)

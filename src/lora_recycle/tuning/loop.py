@@ -39,6 +39,15 @@ class LoopConfig:
     patience: int | None = None  # stop after this many validations without a new best (None: run every step)
 
 
+@dataclass(frozen=True)
+class TuneConfig:
+    """What a tuner reads of a merge's settings (``recipe/merge.py:tune_config`` makes it): the loop's budget,
+    and whether the untrained start may win the best snapshot."""
+
+    loop: LoopConfig
+    keep_start: bool = False
+
+
 @dataclass
 class LoopResult:
     """Best snapshot (lowest validation loss) and the loss history."""

@@ -1,8 +1,9 @@
 """The tuner registry: how an adaptive merge learns its coefficients (``MergeSettings.tuning``).
 
 Entries name their implementation as ``"module:function"`` so the CLI can list them without importing
-torch. A tuner is ``tune(merged, tokenizer, task, settings, device) -> CoefficientFit``; ``settings``
-is the merge's ``MergeSettings``. Adding a tuner is one file plus one ``register_tuner`` line here.
+torch. A tuner is ``tune(merged, tokenizer, task, config, device) -> CoefficientFit``; ``config`` is a
+``tuning.loop.TuneConfig`` (the loop's budget, typed), made from the merge's settings at the recipe's edge.
+Adding a tuner is one file plus one ``register_tuner`` line here.
 """
 
 from __future__ import annotations
