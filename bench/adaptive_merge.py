@@ -216,8 +216,9 @@ try:
     from lora_recycle.models.precision import computing_in
     region = computing_in(model, args["precision"])
 except ImportError:  # revisions before models/precision.py: eager attention and autocast, as their runner did
-    import contextlib
-    from lora_recycle.models.precision import attention_for, autocast
+    import contextlib, importlib
+    old = importlib.import_module("lora_recycle." + "tuning.precision")  # spelled apart: renames must not touch it
+    attention_for, autocast = old.attention_for, old.autocast
     region = contextlib.ExitStack()
     region.enter_context(attention_for(model, args["precision"]))
     region.enter_context(autocast(args["precision"]))
