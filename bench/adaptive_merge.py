@@ -113,16 +113,17 @@ def lora_flops(merged: MergedModel, tokens: int) -> float:
     total = 0.0
     for layer in merged.layers.values():
         costs = strategy_costs(layer.rank_sum, tokens, layer.base.out_features, layer.base.in_features)
-        total += costs[layer.choose_strategy(tokens)] if layer.choose_strategy(tokens) in costs else min(costs.values())
+        total += costs.get(layer.choose_strategy(tokens), min(costs.values()))
     return total
 
 
-def delta_build_seconds(merged: MergedModel) -> float:
-    """What materialising every layer's merged weight costs (the part of a materialized/hybrid forward)."""
+def delta_build_seconds(merged: MergedModel, tokens: int) -> float:
+    """What materialising the merged weight costs in the layers whose strategy at ``tokens`` builds it
+    (materialized, hybrid): the part of their forward that factored layers do not pay."""
     start = time.perf_counter()
     with torch.no_grad():
         for layer in merged.layers.values():
-            if layer.choose_strategy(1 << 20) != "factored" and layer.coefficients is not None:
+            if layer.choose_strategy(tokens) != "factored" and layer.coefficients is not None:
                 col = layer.column_weights()
                 torch.addmm(layer.base.weight, layer.B_cat * col.to(layer.B_cat.dtype), layer.A_cat)
     return time.perf_counter() - start
@@ -164,7 +165,7 @@ def measure_steps(model, tokenizer, task, adapters: list[LoraAdapter], precision
                 answer_mask = torch.zeros_like(batch["labels"], dtype=torch.bool)
                 answer_mask[:, :-1] = positions
                 prefix = shared_prefix_length(batch["input_ids"], batch["attention_mask"], answer_mask)
-                record["delta_build"] = delta_build_seconds(merged)
+                record["delta_build"] = delta_build_seconds(merged, int(batch["input_ids"].numel()))
                 parts.append(record)
                 tokens.append(n_tokens)
                 answers.append(int(positions.sum()))
