@@ -161,12 +161,47 @@ def figure_in_house(tables: dict[str, Any], path: Path) -> Path | None:
     return _save(figure, path)
 
 
+def figure_budget(tables: dict[str, Any], path: Path) -> Path | None:
+    """Accuracy against merge steps: each sweep with the target LoRA, its random-init control (dashed), and the
+    target-task LoRA alone (gray line); the paper's budget (100 steps) dotted."""
+    entries = [e for e in tables.get("budget") or [] if e["accuracy"]]
+    if not entries:
+        return None
+    figure, axes = _figure(6.5, 4.2)
+    ax = axes[0]
+    series: dict[tuple, list[dict]] = defaultdict(list)
+    for e in entries:
+        series[(e["method"], e["k"])].append(e)
+    for (method, k), group in sorted(series.items()):
+        steps = [e["steps"] for e in group]
+        ax.errorbar(steps, [e["accuracy"]["mean"] for e in group], yerr=[e["accuracy"]["std"] for e in group],
+                    marker="o", capsize=3, label=f"{method} (k={k}) + target LoRA")
+        noise = [e for e in group if e["random_init"]]
+        if noise:
+            ax.errorbar([e["steps"] for e in noise], [e["random_init"]["mean"] for e in noise],
+                        yerr=[e["random_init"]["std"] for e in noise], marker="s", capsize=3, linestyle="--",
+                        label=f"random-init control (k={k}) + target LoRA")
+    target = tables.get("target_lora")
+    if target:
+        ax.axhline(target["mean"], color="gray", linewidth=1.2, label="target-task LoRA alone")
+    ax.axvline(PAPER_MERGE_STEPS, color="gray", linestyle=":", linewidth=1, label="the paper's budget")
+    ax.set_xscale("log")
+    ax.set_xticks(sorted({e["steps"] for e in entries}), [str(s) for s in sorted({e["steps"] for e in entries})])
+    ax.set_xlabel("merge steps (coefficient-tuning budget)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Accuracy against the merge budget")
+    ax.legend(fontsize=8)
+    return _save(figure, path)
+
+
 FIGURES = {
     "fig2_improvement": (figure_improvement, "no merge runs with prompting or target-LoRA baselines"),
     "fig3_accuracy_vs_k": (figure_k_curve, "no merge runs with a selected k"),
     "fig4_coefficients": (figure_coefficients, "no merge runs with learned coefficients"),
     "fig5_in_house": (figure_in_house, "no in-house pool runs (controls.in_house)"),
+    "fig_budget": (figure_budget, None),  # only a budget sweep's results have it: its absence is no gap
 }
+PAPER_MERGE_STEPS = 100  # appendix C.1: 100 coefficient steps per adaptive merge
 
 
 def draw_figures(tables: dict[str, Any], out_dir: Path) -> tuple[dict[str, Path | None], dict[str, str]]:
@@ -175,6 +210,6 @@ def draw_figures(tables: dict[str, Any], out_dir: Path) -> tuple[dict[str, Path 
     notes: dict[str, str] = {}
     for name, (draw, why) in FIGURES.items():
         paths[name] = draw(tables, out_dir / f"{name}.png")
-        if paths[name] is None:
+        if paths[name] is None and why is not None:
             notes[name] = why
     return paths, notes

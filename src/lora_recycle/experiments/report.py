@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from lora_recycle.experiments.findings import MEANINGFUL_GAIN
 from lora_recycle.experiments.paper import PAPER_SETTING
 from lora_recycle.experiments.results import ResultsStore
 from lora_recycle.serialization import json_safe
@@ -223,6 +224,7 @@ def metrics_used(rows: Iterable[Row]) -> list[str]:
 
 def build_tables(rows: list[Row]) -> dict[str, Any]:
     """Every table of the report, as plain JSON-ready data."""
+    from lora_recycle.experiments.budget_curve import budget_curve
     from lora_recycle.experiments.coefficients import coefficient_points, coefficient_summary
     from lora_recycle.experiments.findings import findings, per_task_table, recipe_table
 
@@ -243,6 +245,7 @@ def build_tables(rows: list[Row]) -> dict[str, Any]:
         "exclude_top": exclude_top_curve(rows),
         "target_lora": seed_stat(task_means(r for r in rows if r["kind"] == "target_lora")),
         "target_lora_training": target_lora_training(rows),
+        "budget": budget_curve(rows),
     }
 
 
@@ -281,7 +284,7 @@ def render_markdown(tables: dict[str, Any], figures: dict[str, Path | None], not
     for entry in tables["improvement"]:
         lines.append(f"| {entry['method']} | {'yes' if entry['with_target'] else 'no'} | "
                      f"{_fmt(entry['vs_prompting'], 1)} | {_fmt(entry['vs_target_lora'], 1)} |")
-    lines += _findings_lines(tables) + _recipe_lines(tables) + _per_task_lines(tables)
+    lines += _findings_lines(tables) + _budget_lines(tables, figures) + _recipe_lines(tables) + _per_task_lines(tables)
     titles = {"fig2_improvement": "Figure 2: improvement over the baselines",
               "fig3_accuracy_vs_k": "Figure 3: accuracy against k (selection and random-init control)",
               "fig4_coefficients": "Figure 4: learned coefficients of the target-task LoRA and the others",
@@ -383,6 +386,35 @@ def _findings_lines(tables: dict[str, Any]) -> list[str]:
     for f in tables["findings"]:
         outcomes = "; ".join(f"**{name}** when {rule}" for name, rule in f["outcomes"].items())
         lines.append(f"- {f['question']} ({f['rule']}): {outcomes}.")
+    return lines
+
+
+def _budget_lines(tables: dict[str, Any], figures: dict[str, Path | None]) -> list[str]:
+    """The budget sweep: accuracy, best step and the target LoRA's coefficient per step budget, with Q2's and
+    Q3's comparisons at each budget (only when the results hold a sweep)."""
+    entries = tables.get("budget") or []
+    if not entries:
+        return []
+    target = tables.get("target_lora")
+    lines = ["", "## Accuracy against the merge budget", "",
+             "The same merge with the target-task LoRA at each step budget (validation keeps the best snapshot), "
+             f"beside its random-init control; the target-task LoRA alone scores {_fmt(target)}. Coefficients start at 0; "
+             "the target LoRA's is its learned value (mean over runs of the mean over module groups; max: the "
+             "largest group value of any run). Intervals are paired bootstraps; verdicts test equivalence within "
+             f"±{MEANINGFUL_GAIN:g} (Q2: vs the target LoRA, Q3: vs the random-init control).", "",
+             "| method (k) | steps | accuracy | random-init control | best step (median; last in) | target LoRA "
+             "coef. mean / max | vs target LoRA [95% CI] | Q2 verdict | vs random-init [95% CI] | Q3 verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for e in entries:
+        coef = e["target_coefficient"]
+        coefs = f"{coef['mean']:.2f} / {coef['max']:.2f}" if coef["mean"] is not None else "–"
+        best = f"{e['best_step']:g} ({e['last_step_best']}/{e['runs']})" if e["best_step"] is not None else "–"
+        lines.append(f"| {e['method']} ({e['k']}) | {e['steps']} | {_fmt(e['accuracy'])} | {_fmt(e['random_init'])} "
+                     f"| {best} | {coefs} | {_interval(e['vs_target_lora'])} | {e['vs_target_lora_verdict']} | "
+                     f"{_interval(e['vs_random_init'])} | {e['vs_random_init_verdict']} |")
+    path = figures.get("fig_budget")
+    if path is not None:
+        lines += ["", f"![Accuracy against the merge budget]({path.name})"]
     return lines
 
 
