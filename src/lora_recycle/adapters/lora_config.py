@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lora_recycle.adapters.patterns import PatternRules, compile_patterns, is_finite_number
+from lora_recycle.adapters.patterns import MatchBudget, PatternRules, compile_patterns, is_finite_number
 from lora_recycle.adapters.untrusted import AdapterProblem
 
 HARD_MAX_RANK = 1 << 16  # no projection of any model this toolkit serves is wider
@@ -67,8 +67,9 @@ def lora_numbers(config: dict, where: str, max_rank: int | None = None) -> LoraN
         use_rslora = False
     if not isinstance(use_rslora, bool):
         raise AdapterProblem("bad_config", f"{where}: field use_rslora must be true or false, got {_show(use_rslora)}")
-    rank_pattern = compile_patterns(config.get("rank_pattern"), "rank_pattern", where)
-    alpha_pattern = compile_patterns(config.get("alpha_pattern"), "alpha_pattern", where)
+    budget = MatchBudget()  # one for both fields: the adapter's pattern work is bounded as a whole
+    rank_pattern = compile_patterns(config.get("rank_pattern"), "rank_pattern", where, budget)
+    alpha_pattern = compile_patterns(config.get("alpha_pattern"), "alpha_pattern", where, budget)
     for key, _, value in rank_pattern.rules:
         check_rank(value, f"rank_pattern[{key!r}]", where, max_rank)
     for key, _, value in alpha_pattern.rules:

@@ -13,9 +13,9 @@ import torch
 
 from lora_recycle.adapters.card import read_card_data
 from lora_recycle.adapters.lora import LoraAdapter
-from lora_recycle.adapters.paths import peft_key
+from lora_recycle.adapters.paths import ambiguous_factor, peft_key
 from lora_recycle.adapters.peft_io import CONFIG_NAME, adapter_from_tensors, read_adapter_config
-from lora_recycle.adapters.untrusted import read_json_file
+from lora_recycle.adapters.untrusted import AdapterProblem, read_json_file
 from lora_recycle.adapters.weights_file import load_safetensors
 from lora_recycle.errors import UserError
 
@@ -74,6 +74,9 @@ def mlx_lora_settings(config: dict, where: str) -> tuple[int, float]:
 def mlx_to_peft(tensors: dict[str, torch.Tensor], config: dict, where: str) -> tuple[dict[str, torch.Tensor], dict]:
     """Turn mlx tensors and config into PEFT-style ones (transposed factors, ``lora_alpha = scale * r``)."""
     rank, scale = mlx_lora_settings(config, where)
+    ambiguous = ambiguous_factor(tensors, mlx_factor)  # e.g. with and without ``language_model.``
+    if ambiguous is not None:
+        raise AdapterProblem("ambiguous_key", f"{where}: {ambiguous}; refusing to pick one")
     converted: dict[str, torch.Tensor] = {}
     for key, tensor in tensors.items():
         parsed = mlx_factor(key)

@@ -7,6 +7,7 @@ no PEFT ``base_model.model.`` prefix and no adapter name.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,3 +69,25 @@ def canonical_path(peft_key: str) -> tuple[str, str] | None:
 def peft_key(path: str, factor: str) -> str:
     """The key PEFT writes for a canonical path's factor ``"A"`` or ``"B"``."""
     return f"{_PEFT_PREFIX}{path}.lora_{factor}.weight"
+
+
+def ambiguous_factor(
+    keys: Iterable[str], parse: Callable[[str], tuple[str, str] | None] = canonical_path
+) -> str | None:
+    """Why two of ``keys`` name the same factor of one module, or None if no two do.
+
+    ``lora_A.weight`` beside ``lora_A.default.weight``, or a key with and without ``base_model.model.``, are two
+    copies of one factor: whichever a reader kept would decide what is merged, so neither may be chosen.
+
+    >>> ambiguous_factor(["m.lora_A.weight", "base_model.model.m.lora_A.weight"])
+    "tensors 'm.lora_A.weight' and 'base_model.model.m.lora_A.weight' are both lora_A of module m"
+    """
+    seen: dict[tuple[str, str], str] = {}
+    for key in keys:
+        parsed = parse(key)
+        if parsed is None:
+            continue
+        if parsed in seen:
+            return f"tensors {seen[parsed]!r} and {key!r} are both lora_{parsed[1]} of module {parsed[0]}"
+        seen[parsed] = key
+    return None

@@ -17,9 +17,9 @@ from lora_recycle.adapters.card import read_card_data
 from lora_recycle.adapters.finite import require_finite, require_finite_tensors
 from lora_recycle.adapters.lora import LoraAdapter, LoraModule, lora_scale
 from lora_recycle.adapters.lora_config import lora_numbers
-from lora_recycle.adapters.paths import canonical_path, coordinates, peft_key
+from lora_recycle.adapters.paths import ambiguous_factor, canonical_path, coordinates, peft_key
 from lora_recycle.adapters.patterns import pattern_value  # noqa: F401 - part of this module's API
-from lora_recycle.adapters.untrusted import read_json_file
+from lora_recycle.adapters.untrusted import AdapterProblem, read_json_file
 from lora_recycle.adapters.weights_file import load_pickle_weights, load_safetensors
 from lora_recycle.errors import UserError
 from lora_recycle.outputs import incomplete_reason
@@ -82,6 +82,9 @@ def adapter_from_tensors(
 ) -> LoraAdapter:
     """Build a canonical adapter from PEFT-style tensors and config (scale per module from its patterns)."""
     check_lora_config(config, where)
+    ambiguous = ambiguous_factor(tensors)
+    if ambiguous is not None:
+        raise AdapterProblem("ambiguous_key", f"{where}: {ambiguous}; refusing to pick one")
     factors: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
         parsed = canonical_path(key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 
@@ -21,9 +22,14 @@ def _described(bounds: dict[str, float]) -> str:
 
 
 def bounded(bounds: dict[str, float]) -> Callable[[float | None], float | None]:
-    """A callback refusing values outside ``bounds`` (pydantic's ge/gt/le/lt, as ``MergeSettings`` declares them)."""
+    """A callback refusing values outside ``bounds`` (pydantic's ge/gt/le/lt, as ``MergeSettings`` declares them)
+    and any NaN or infinity (``--lr inf``, ``--coef nan``)."""
     def check(value: float | None) -> float | None:
-        if value is not None and not all(_TESTS[key](value, bound) for key, bound in bounds.items()):
+        if value is None:
+            return value
+        if not math.isfinite(value):
+            raise typer.BadParameter(f"must be a finite number {_described(bounds)}, got {value}")
+        if not all(_TESTS[key](value, bound) for key, bound in bounds.items()):
             raise typer.BadParameter(f"must be {_described(bounds)}, got {value}")
         return value
 
@@ -31,3 +37,4 @@ def bounded(bounds: dict[str, float]) -> Callable[[float | None], float | None]:
 
 
 positive = bounded({"gt": 0})  # learning rates, alphas
+non_negative = bounded({"ge": 0})  # pool scan's ratios, norms and seconds

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from lora_recycle.cli.checks import non_negative
 from lora_recycle.cli.output import emit_json, info
 from lora_recycle.errors import UserError
 from lora_recycle.escaping import printable
@@ -31,7 +32,8 @@ AliasOpt = Annotated[
 ]
 OutlierOpt = Annotated[
     float,
-    typer.Option("--max-outlier-ratio", min=0.0, help="Reject when ||delta||_F / ||W||_F exceeds this."),
+    typer.Option("--max-outlier-ratio", callback=non_negative,
+                 help="Reject when ||delta||_F / ||W||_F exceeds this."),
 ]
 RankCapOpt = Annotated[
     int | None,
@@ -39,12 +41,14 @@ RankCapOpt = Annotated[
 ]
 TimeLimitOpt = Annotated[
     float | None,
-    typer.Option("--time-limit", min=0.0, help="Seconds of validation per adapter, then timeout [default: 30]."),
+    typer.Option("--time-limit", callback=non_negative,
+                 help="Seconds of validation per adapter, then timeout [default: 30]."),
 ]
 MinNormOpt = Annotated[
     float | None,
-    typer.Option("--min-norm", min=0.0, help="Reject as near_empty when ||s B A||_F <= this (default: off; "
-                 "the paper's 8B pool used 1.0). `pool stats` shows the norms."),
+    typer.Option("--min-norm", callback=non_negative,
+                 help="Reject as near_empty when ||s B A||_F <= this (default: off; the paper's 8B pool used 1.0). "
+                 "`pool stats` shows the norms."),
 ]
 # Columns `pool list` shows; `pool show` adds the rest.
 LIST_FIELDS = (
@@ -65,13 +69,15 @@ def _base_spec(model_dir: Path, base_name: str | None, aliases: list[str] | None
 
 
 def _scan(sources, spec, db, require_license, allow_pickle, max_outlier_ratio, hints=None, min_norm=None,
-          **limits) -> dict:
+          max_folders=None, **limits) -> dict:
     from lora_recycle.pool import Catalog, ValidationPolicy, scan_pool
+    from lora_recycle.pool.sources import MAX_TREE_FOLDERS
 
     limits = {key: value for key, value in limits.items() if value is not None}  # unset: the policy's default
     policy = ValidationPolicy(require_license, allow_pickle, max_outlier_ratio, min_norm=min_norm, **limits)
     with Catalog(db) as catalog:
-        summary = scan_pool(sources, spec, catalog, policy, hub_hints=hints, progress=True)
+        summary = scan_pool(sources, spec, catalog, policy, hub_hints=hints, progress=True,
+                            max_folders=max_folders or MAX_TREE_FOLDERS)
         totals = catalog.counts()
     for conflict in summary.conflicts:
         info(f"warning: {conflict}")
@@ -101,12 +107,15 @@ def scan(
     rank_cap: RankCapOpt = None,
     time_limit: TimeLimitOpt = None,
     min_norm: MinNormOpt = None,
+    max_folders: Annotated[int | None, typer.Option(
+        "--max-folders", min=1, help="Refuse a source of more folders than this, symlinks followed [default: "
+        "100000].")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate every adapter under SOURCES into the catalog (incremental: unchanged files are skipped)."""
     spec = _base_spec(base_model, base_name, alias)
     data = _scan(sources, spec, db, require_license, allow_pickle, max_outlier_ratio, max_rank=rank_cap,
-                 time_limit=time_limit, min_norm=min_norm)
+                 time_limit=time_limit, min_norm=min_norm, max_folders=max_folders)
     emit_json(data) if as_json else _print_summary(data)
 
 

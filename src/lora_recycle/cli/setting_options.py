@@ -8,6 +8,7 @@ settings follow from it.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
@@ -81,10 +82,13 @@ def _field_value(name: str, hint: Any, value: Any) -> Any:
     words = [w for a in get_args(hint) if get_origin(a) is Literal for w in get_args(a)]
     if isinstance(value, str) and float in get_args(hint) and value not in words:
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
             from lora_recycle.errors import UserError
 
-            raise UserError(f"{choices.flag(name)} {value!r}: expected {', '.join(words)} or a number") from None
+            raise UserError(f"{choices.flag(name)} {value!r}: expected {', '.join(words)} or a finite number")
+        return number
     return value
 

@@ -17,14 +17,21 @@ import json
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any, Literal, get_type_hints
+from typing import Annotated, Any, Literal, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from lora_recycle.errors import UserError
 from lora_recycle.recipe.choices import params_problem
 from lora_recycle.recipe.presets import METHODS
-from lora_recycle.recipe.settings import CHOICE_FIELDS, MergeSettings, Metric, SelectionSplit, init_problem
+from lora_recycle.recipe.settings import (
+    CHOICE_FIELDS,
+    MAX_ABS_COEF,
+    MergeSettings,
+    Metric,
+    SelectionSplit,
+    init_problem,
+)
 from lora_recycle.recipe.target import path_name_problem
 from lora_recycle.selection.strategies import STRATEGIES
 from lora_recycle.tuning.tuners import TUNERS
@@ -120,7 +127,8 @@ def _override_fields() -> dict[str, Any]:
             bounds = {key: f.metadata[key] for key in ("ge", "gt", "le", "lt") if key in f.metadata}
             out[f.name] = (hints[f.name] | None, Field(default=None, description=f.metadata.get("help"), **bounds))
     # paper Table 4 sweeps C over {1, 0.3, 1/k}: "1/k" restores the 1/k default of a preset with its own C
-    out["coef"] = (float | Literal["1/k"] | None, Field(default=None, description=out["coef"][1].description))
+    coef = Annotated[float, Field(ge=-MAX_ABS_COEF, le=MAX_ABS_COEF, allow_inf_nan=False)]
+    out["coef"] = (coef | Literal["1/k"] | None, Field(default=None, description=out["coef"][1].description))
     return out
 
 

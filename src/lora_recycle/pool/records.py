@@ -28,6 +28,7 @@ REASONS = (
     "rank_too_large",
     "timeout",
     "outside_source",
+    "ambiguous_key",
 )
 
 

@@ -19,11 +19,11 @@ from lora_recycle.adapters.untrusted import MAX_CONFIG_BYTES
 from lora_recycle.pool.base_spec import BaseModelSpec
 from lora_recycle.pool.catalog import Catalog, catalog_write_error
 from lora_recycle.pool.records import AdapterRecord
-from lora_recycle.pool.sources import CARD_NAME, MARKER_NAMES, Candidate, iter_source
+from lora_recycle.pool.sources import CARD_NAME, MARKER_NAMES, MAX_TREE_FOLDERS, Candidate, iter_source
 from lora_recycle.pool.validate import ValidationPolicy, ValidationResult, validate_adapter
 
 # Bump when validation rules change, so every adapter is re-validated once.
-VALIDATOR_VERSION = 3  # 3: records the adapter norm ||s B A||_F (delta_norm)
+VALIDATOR_VERSION = 4  # 3: records the adapter norm ||s B A||_F (delta_norm); 4: ambiguous_key
 
 
 @dataclass
@@ -158,47 +158,49 @@ def scan_pool(
     policy: ValidationPolicy | None = None,
     hub_hints: dict[str, dict] | None = None,
     progress: bool = False,
+    max_folders: int = MAX_TREE_FOLDERS,
 ) -> ScanSummary:
     """Validate every adapter of ``sources`` into ``catalog``; adapters whose files are unchanged are skipped.
 
     ``hub_hints`` maps Hub repo id -> ``{"license", "base_model", "remote_files", "sha"}`` from a fetch.
-    Adapters are handled one at a time, so memory does not grow with the pool.
+    Every source is walked first (a source of more than ``max_folders`` folders is a UserError before anything
+    is catalogued); adapters are then read one at a time, so memory does not grow with the pool.
     """
     policy = policy or ValidationPolicy()
     hub_hints = hub_hints or {}
     key = policy_key(base, policy)
+    revisions = {repo: hint["sha"] for repo, hint in hub_hints.items() if hint.get("sha")}
+    found = [candidate for source in sources for candidate in iter_source(source, revisions, max_folders)]
     catalog.set_meta("base_model", base.name)
     catalog.set_meta("num_layers", str(base.num_layers))
-    revisions = {repo: hint["sha"] for repo, hint in hub_hints.items() if hint.get("sha")}
     summary = ScanSummary()
     claimed: dict[str, Path] = {}  # id -> folder, in this scan: the same folder name in two sources must not clash
     bar = tqdm(desc="scanning adapters", unit="adapter", file=sys.stderr, disable=not progress)
     try:
-        for source in sources:
-            for candidate in iter_source(source, revisions):
-                summary.seen += 1
-                bar.update(1)
-                fingerprint = file_fingerprint(candidate)
-                if catalog.is_current(candidate.adapter_id, fingerprint, key):
-                    summary.unchanged += 1
-                    claimed[candidate.adapter_id] = candidate.path
-                    continue
-                conflict = id_conflict(catalog, candidate, claimed)
-                if conflict is not None:
-                    summary.conflicts.append(conflict)
-                    summary.reasons["id_conflict"] += 1
-                    continue
+        for candidate in found:
+            summary.seen += 1
+            bar.update(1)
+            fingerprint = file_fingerprint(candidate)
+            if catalog.is_current(candidate.adapter_id, fingerprint, key):
+                summary.unchanged += 1
                 claimed[candidate.adapter_id] = candidate.path
-                repo_id = candidate.adapter_id if candidate.source_kind == "hf_cache" else None
-                hints = hub_hints.get(repo_id or "", {})
-                if hints:
-                    candidate = Candidate(**{**asdict(candidate), "source_kind": "hub"})
-                result = _validate_candidate(candidate, base, policy, hints)
-                _put(catalog, candidate, result, fingerprint, key)
-                summary.validated += 1
-                summary.accepted += result.accepted
-                summary.rejected += not result.accepted
-                summary.reasons.update(result.reasons.keys())
+                continue
+            conflict = id_conflict(catalog, candidate, claimed)
+            if conflict is not None:
+                summary.conflicts.append(conflict)
+                summary.reasons["id_conflict"] += 1
+                continue
+            claimed[candidate.adapter_id] = candidate.path
+            repo_id = candidate.adapter_id if candidate.source_kind == "hf_cache" else None
+            hints = hub_hints.get(repo_id or "", {})
+            if hints:
+                candidate = Candidate(**{**asdict(candidate), "source_kind": "hub"})
+            result = _validate_candidate(candidate, base, policy, hints)
+            _put(catalog, candidate, result, fingerprint, key)
+            summary.validated += 1
+            summary.accepted += result.accepted
+            summary.rejected += not result.accepted
+            summary.reasons.update(result.reasons.keys())
     except sqlite3.OperationalError as exc:
         error = catalog_write_error(catalog.path, exc)
         if error is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +38,8 @@ class Candidate:
 
 
 MAX_TREE_DEPTH = 32
+# Folders one source may hold (links followed): a Hugging Face cache of 10,000 adapters has about 40,000.
+MAX_TREE_FOLDERS = 100_000
 
 
 def _is_file(path: Path) -> bool:
@@ -75,32 +77,54 @@ def _subdirectories(directory: Path) -> list[tuple[str, tuple[int, int]]]:
     return sorted(found)
 
 
-def _walk_adapter_dirs(root: Path) -> Iterator[Path]:
+@dataclass
+class FolderWalk:
+    """The folders one source's walk has reached, by ``(device, inode)``, and its cap (``--max-folders``)."""
+
+    source: Path
+    max_folders: int = MAX_TREE_FOLDERS
+    seen: set[tuple[int, int]] = field(default_factory=set)
+
+    def first_visit(self, identity: tuple[int, int]) -> bool:
+        """True the first time a folder is reached; UserError once more than ``max_folders`` were."""
+        if identity in self.seen:
+            return False
+        self.seen.add(identity)
+        if len(self.seen) > self.max_folders:
+            raise UserError(
+                f"pool source {self.source}: more than {self.max_folders} folders (symlinks followed); scan a "
+                "narrower folder, or raise --max-folders"
+            )
+        return True
+
+
+def _walk_adapter_dirs(root: Path, walk: FolderWalk) -> Iterator[Path]:
     """Adapter directories under ``root`` (sorted, hidden folders skipped, at most MAX_TREE_DEPTH deep).
 
-    Symlinked folders are followed unless they lead back to a folder on their own path (a loop, however
-    many links it takes); only the current path's folder identities are kept, so memory does not grow
-    with the tree.
+    Symlinked folders are followed, but every real folder is walked once, under the first path that reaches
+    it (depth-first, sorted): a loop, a second link to a folder, or a diamond of links that would reach one
+    folder by 2^n paths adds nothing. ``walk`` counts the folders against its cap.
     """
     try:
         stat = os.stat(root)
     except OSError:
         return
-    stack = [(root, ((stat.st_dev, stat.st_ino),))]
+    if not walk.first_visit((stat.st_dev, stat.st_ino)):
+        return
+    stack = [(root, 0)]
     while stack:
-        directory, ancestors = stack.pop()
+        directory, depth = stack.pop()
         if is_adapter_dir(directory):
             yield directory
-        if len(ancestors) > MAX_TREE_DEPTH:
+        if depth >= MAX_TREE_DEPTH:
             continue
-        for name, identity in reversed(_subdirectories(directory)):
-            if identity not in ancestors:
-                stack.append((directory / name, (*ancestors, identity)))
+        fresh = [name for name, identity in _subdirectories(directory) if walk.first_visit(identity)]
+        stack.extend((directory / name, depth + 1) for name in reversed(fresh))
 
 
-def iter_directory_tree(root: Path) -> Iterator[Candidate]:
+def iter_directory_tree(root: Path, max_folders: int = MAX_TREE_FOLDERS) -> Iterator[Candidate]:
     """Adapters in a folder tree; ids are folder paths relative to ``root`` (its name if it is one)."""
-    for directory in _walk_adapter_dirs(root):
+    for directory in _walk_adapter_dirs(root, FolderWalk(root, max_folders)):
         relative = directory.relative_to(root).as_posix()
         adapter_id = root.resolve().name if relative == "." else relative
         yield Candidate(adapter_id, directory, "directory", str(root))
@@ -168,12 +192,15 @@ def snapshot_dir(repo_dir: Path, prefer: str | None = None) -> Path | None:
     return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name)) if candidates else None
 
 
-def iter_hf_cache(root: Path, revisions: dict[str, str] | None = None) -> Iterator[Candidate]:
+def iter_hf_cache(
+    root: Path, revisions: dict[str, str] | None = None, max_folders: int = MAX_TREE_FOLDERS
+) -> Iterator[Candidate]:
     """Adapters in a Hugging Face cache; ids are Hub repo ids (plus a subfolder when nested).
 
     ``revisions`` maps repo id -> commit sha to read instead of ``refs/main`` (what ``fetch`` just got).
     """
     revisions = revisions or {}
+    walk = FolderWalk(root, max_folders)
     for repo_dir in _repo_dirs(root):
         repo_id = repo_id_of(repo_dir)
         owner = repo_id.split("/", 1)[0] if "/" in repo_id else None
@@ -184,21 +211,24 @@ def iter_hf_cache(root: Path, revisions: dict[str, str] | None = None) -> Iterat
             continue
         if snapshot is None:
             continue
-        for directory in _walk_adapter_dirs(snapshot):
+        for directory in _walk_adapter_dirs(snapshot, walk):
             relative = directory.relative_to(snapshot).as_posix()
             adapter_id = repo_id if relative == "." else f"{repo_id}/{relative}"
             yield Candidate(adapter_id, directory, "hf_cache", str(root), owner, snapshot.name, root=root)
 
 
-def iter_source(source: str | Path, revisions: dict[str, str] | None = None) -> Iterator[Candidate]:
+def iter_source(
+    source: str | Path, revisions: dict[str, str] | None = None, max_folders: int = MAX_TREE_FOLDERS
+) -> Iterator[Candidate]:
     """Candidates of one source: a Hugging Face cache if it looks like one, else a folder tree.
 
-    Paths are absolute and resolved, so the catalog stays valid from any working directory.
+    Paths are absolute and resolved, so the catalog stays valid from any working directory. A source of more
+    than ``max_folders`` folders is a UserError.
     """
     if not Path(source).is_dir():
         raise UserError(f"pool source {source}: not a directory")
     root = Path(source).expanduser().resolve()
     if is_hf_cache(root):
-        yield from iter_hf_cache(root, revisions)
+        yield from iter_hf_cache(root, revisions, max_folders)
     else:
-        yield from iter_directory_tree(root)
+        yield from iter_directory_tree(root, max_folders)

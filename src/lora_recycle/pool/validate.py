@@ -21,7 +21,7 @@ from lora_recycle.adapters.card import read_card_data
 from lora_recycle.adapters.lora import lora_scale
 from lora_recycle.adapters.lora_config import LoraNumbers, check_alpha, check_rank, lora_numbers
 from lora_recycle.adapters.mlx_io import MLX_WEIGHTS_NAME, mlx_factor, mlx_lora_settings
-from lora_recycle.adapters.paths import canonical_path
+from lora_recycle.adapters.paths import ambiguous_factor, canonical_path
 from lora_recycle.adapters.peft_io import WEIGHTS_NAME, check_lora_config, read_adapter_config
 from lora_recycle.adapters.untrusted import AdapterProblem
 from lora_recycle.errors import UserError
@@ -172,7 +172,7 @@ def _validate(
             return
         factors = _map_factors(tensors.header, is_mlx, result)
         modules = _check_shapes(factors, base, result, settings, policy, deadline)
-        if modules and not {"corrupt", "shape_mismatch", "rank_too_large"} & result.reasons.keys():
+        if modules and not {"corrupt", "shape_mismatch", "rank_too_large", "ambiguous_key"} & result.reasons.keys():
             # hashed only now: the header, its layout against the file size and the shapes bound what is read
             result.sha256 = file_sha256(weights, deadline=deadline)
             _check_tensors(modules, tensors, base, policy, result, deadline)
@@ -286,7 +286,11 @@ def _load_pickle(path: Path, result: ValidationResult, policy: ValidationPolicy)
 def _map_factors(
     header: dict[str, tuple[str, tuple[int, ...]]], is_mlx: bool, result: ValidationResult
 ) -> list[_Factor]:
-    """Parse every key into a LoRA factor; other content is ``unsupported_type``."""
+    """Parse every key into a LoRA factor; other content is ``unsupported_type``, two keys for one factor
+    ``ambiguous_key``."""
+    ambiguous = ambiguous_factor(header, mlx_factor if is_mlx else canonical_path)
+    if ambiguous is not None:
+        result.reject("ambiguous_key", ambiguous)
     factors = []
     for key, (dtype, shape) in header.items():
         parsed = mlx_factor(key) if is_mlx else canonical_path(key)

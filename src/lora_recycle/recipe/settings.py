@@ -14,6 +14,7 @@ from lora_recycle.merging.options import Activation, Composition, Granularity, I
 
 Metric = Literal["loglik", "exact_match"]  # tasks/scoring.py METRICS
 SelectionSplit = Literal["train", "labelled"]  # labelled: train + validation (the paper's selection split)
+MAX_ABS_COEF = 100.0  # fixed coefficients in the literature are 0.3-1 (negation: -1); beyond this, nonsense
 
 
 def _opt(default: Any, help: str, **bounds: float | bool) -> Any:
@@ -41,7 +42,8 @@ class MergeSettings:
     seed: int = _opt(0, "Seed of every random choice.")
     strategy: Strategy = _opt("auto", "How merged layers compute: auto, calibrate, factored, materialized, hybrid.")
     prune: float = _opt(0.6, "TIES/DARE: fraction of each task vector dropped (density = 1 - prune).", ge=0, lt=1)
-    coef: float | None = _opt(None, "Non-adaptive coefficient C per adapter (None: 1/k).")
+    coef: float | None = _opt(None, "Non-adaptive coefficient C per adapter (None: 1/k).", ge=-MAX_ABS_COEF,
+                              le=MAX_ABS_COEF)
     max_rank: int | None = _opt(None, "Compress the export to this rank (default: the exact update, any rank).",
                                 ge=1)
     max_error: float | None = _opt(None, "Per module the smallest rank within this relative Frobenius error, then "
