@@ -34,6 +34,17 @@ def assert_usage_error(result: subprocess.CompletedProcess, *needles: str) -> st
     return lines[0]
 
 
+def assert_error_line(result: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2 with one ``error:`` line last on stderr (after any progress bars), no traceback, nothing on stdout."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert lines[-1].startswith("error: ") and sum(line.startswith("error") for line in lines) == 1, result.stderr
+    assert result.stdout == ""
+    for needle in needles:
+        assert needle in lines[-1], lines[-1]
+    return lines[-1]
+
+
 @pytest.mark.parametrize("args,needles", [
     (["merge", "--bogus"], ["--bogus"]),  # unknown option
     (["evaluate"], ["missing option", "--model"]),  # missing required option

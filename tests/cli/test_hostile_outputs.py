@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from test_console_script import KILL_HOOK, assert_usage_error, average_merge_args, console
+from test_console_script import KILL_HOOK, assert_error_line, assert_usage_error, average_merge_args, console
 
 # root ignores file modes: without these two capabilities a read-only folder is read-only for it too
 AS_USER = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--") if os.geteuid() == 0 else ()
@@ -56,17 +56,6 @@ def _experiment(path: Path, model: Path, db: Path, tasks: dict[str, Path]) -> Pa
               "baselines": False}
     path.write_text(json.dumps(config))  # JSON is YAML
     return path
-
-
-def _error_line(result, *needles: str) -> str:
-    """Exit 2 with one ``error:`` line last on stderr (after any progress bars), no traceback, nothing on stdout."""
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert lines[-1].startswith("error: ") and sum(line.startswith("error") for line in lines) == 1, result.stderr
-    assert result.stdout == ""
-    for needle in needles:
-        assert needle in lines[-1], lines[-1]
-    return lines[-1]
 
 
 def _catalog_rows(db: Path) -> list[dict]:
@@ -281,7 +270,7 @@ def test_merge_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, tiny_mo
     work = tmp_path / "work"
     work.mkdir()
     out = work / "X"
-    line = _error_line(console(*average_merge_args(tiny_model_dir, adapter_dirs, out), timeout=120,
+    line = assert_error_line(console(*average_merge_args(tiny_model_dir, adapter_dirs, out), timeout=120,
                                preexec_fn=_file_size_limit(2048)), str(out))
     assert "space" in line and "needs more than" in line, line
     assert list(work.iterdir()) == []
@@ -296,7 +285,7 @@ def test_scan_onto_a_full_disk_is_one_line_and_keeps_the_catalog(tmp_path, tiny_
     assert first.returncode == 0, first.stderr
     for name in ("qv_r8", "rslora_r2", "patterns"):
         shutil.copytree(adapter_dirs[name], source / name)
-    line = _error_line(console("pool", "scan", source, "--base-model", tiny_model_dir, "--db", db,
+    line = assert_error_line(console("pool", "scan", source, "--base-model", tiny_model_dir, "--db", db,
                                "--no-require-license", preexec_fn=_file_size_limit(db.stat().st_size), timeout=120),
                        str(db))
     assert "space" in line, line

@@ -34,3 +34,14 @@ def require_finite_tensors(tensors: Mapping[str, torch.Tensor], what: str) -> No
     bad = first_nonfinite(tensors)
     if bad is not None:
         raise AdapterProblem("nonfinite", f"{what}: tensor {bad} has NaN or Inf; nothing written")
+
+
+def require_representable(adapter: LoraAdapter, dtype: torch.dtype, what: str) -> None:
+    """Refuse to write an adapter whose update ``s B A`` would overflow ``dtype`` where it is served, though
+    each factor fits (``||s B A||_F`` bounds every entry of the product)."""
+    largest = torch.finfo(dtype).max
+    for path, module in adapter.modules.items():
+        norm = module.delta_norm()
+        if not norm <= largest:
+            raise AdapterProblem("nonfinite", f"{what}: module {path} has ||s B A||_F = {norm:.3g}, beyond "
+                                 f"{str(dtype).removeprefix('torch.')}'s {largest:.3g}; nothing written")

@@ -42,6 +42,11 @@ class LoraModule:
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> LoraModule:
         return replace(self, A=self.A.to(device=device, dtype=dtype), B=self.B.to(device=device, dtype=dtype))
 
+    def delta_norm(self) -> float:
+        """``||scale * B @ A||_F`` in float64 without building the product: ``sqrt(tr((B^T B)(A A^T)))``."""
+        A, B = self.A.detach().double(), self.B.detach().double()
+        return abs(self.scale) * float(((B.T @ B) * (A @ A.T)).sum().clamp(min=0)) ** 0.5
+
 
 def lora_scale(alpha: float, rank: int, use_rslora: bool) -> float:
     """PEFT's scaling rule: ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA."""

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from lora_recycle.adapters.card import read_card_data
-from lora_recycle.adapters.finite import require_finite, require_finite_tensors
+from lora_recycle.adapters.finite import require_finite, require_finite_tensors, require_representable
 from lora_recycle.adapters.lora import LoraAdapter, LoraModule, lora_scale
 from lora_recycle.adapters.lora_config import lora_numbers
 from lora_recycle.adapters.paths import ambiguous_factor, canonical_path, coordinates, peft_key
@@ -185,6 +185,7 @@ def write_peft_adapter(
     if not paths:
         raise ValueError("cannot write an adapter with no modules")
     use_rslora = bool(adapter.metadata.get("use_rslora", False)) and not servable
+    require_representable(adapter, dtype, f"adapter for {directory}")
     if servable:
         rank, alpha, rank_pattern, alpha_pattern, tensors = _servable_tensors(adapter, paths, dtype)
     else:

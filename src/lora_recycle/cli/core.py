@@ -43,7 +43,6 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     """Score the base model, or the base model with one adapter, on a task split."""
-    from lora_recycle.adapters import read_peft_adapter
     from lora_recycle.models.loading import load_base_model, resolve_device
     from lora_recycle.models.precision import computing_in, resolve_precision
     from lora_recycle.routing.arrow import is_arrow_dir, read_arrow_spec, routed_precision, scoring_model
@@ -56,7 +55,7 @@ def evaluate(
     routed = adapter is not None and is_arrow_dir(adapter)
     if routed:
         read_arrow_spec(adapter)  # checked before the model loads
-    lora = adapter if routed else read_peft_adapter(adapter) if adapter else None
+    lora = adapter if routed or adapter is None else _checked(adapter, model)  # before the model loads
     dev = resolve_device(device)
     precision = resolve_precision(precision, dev)
     base, tokenizer = load_base_model(model, dev, dtype)
@@ -241,7 +240,6 @@ def select(
     quiet: QuietOpt = False,
 ) -> None:
     """Select k adapters from a pool catalog for a task (scores are cached in the catalog)."""
-    from lora_recycle.adapters import read_peft_adapter
     from lora_recycle.errors import UserError
     from lora_recycle.escaping import printable
     from lora_recycle.models.loading import load_base_model, resolve_device
@@ -252,7 +250,7 @@ def select(
     if include_target and target_lora is None:
         raise UserError("--include-target needs --target-lora DIR")
     loaded_task = load_task(task)
-    target = read_peft_adapter(target_lora, adapter_id=f"target:{target_lora.name}") if target_lora else None
+    target = _checked(target_lora, model, f"target:{target_lora.name}") if target_lora else None
     _warn_if_k_exceeds_pool(db, k)
     needs_model = choices.STRATEGIES[strategy].needs == "model"
     from lora_recycle.recipe.with_target import recycled_count
@@ -273,6 +271,13 @@ def select(
         for adapter_id in selected:
             score = scores.get(adapter_id)
             print(printable(adapter_id) if score is None else f"{printable(adapter_id)}\t{score:.4f}")
+
+
+def _checked(adapter_dir: Path, model_dir: Path, adapter_id: str | None = None):
+    """An adapter folder given on the command line, read through the pool's validation against ``--model``."""
+    from lora_recycle.pool import load_base_spec, read_checked_adapter
+
+    return read_checked_adapter(adapter_dir, load_base_spec(model_dir, flag="--model"), adapter_id)
 
 
 def _warn_if_k_exceeds_pool(db: Path, k: int) -> None:

@@ -74,7 +74,11 @@ def load_base_model(path: str | Path, device: str | torch.device = "cpu", dtype:
     model.to(device if isinstance(device, torch.device) else resolve_device(device))
     model.eval()
     model.requires_grad_(False)
-    return model, load_tokenizer(path)
+    tokenizer = load_tokenizer(path)
+    context = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(context, int) and 0 < context < tokenizer.model_max_length:  # prompts are held to the model's
+        tokenizer.model_max_length = context
+    return model, tokenizer
 
 
 def base_model_name(model) -> str:

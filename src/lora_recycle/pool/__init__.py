@@ -13,7 +13,7 @@ from lora_recycle.pool.base_spec import BaseModelSpec, load_base_spec, normalise
 from lora_recycle.pool.catalog import FORMAT_VERSION, Catalog
 from lora_recycle.pool.header import HeaderError, read_safetensors_header
 from lora_recycle.pool.hub import HubAdapter, HubClient, fetch_hub_adapters
-from lora_recycle.pool.loading import load_pool_adapters
+from lora_recycle.pool.loading import load_pool_adapters, read_checked_adapter
 from lora_recycle.pool.records import REASONS, AdapterRecord, ModuleInfo, ValidationResult
 from lora_recycle.pool.scan import ScanSummary, scan_pool
 from lora_recycle.pool.sources import Candidate, iter_source
@@ -40,6 +40,7 @@ __all__ = [
     "load_pool_adapters",
     "normalise_model_name",
     "pool_stats",
+    "read_checked_adapter",
     "read_safetensors_header",
     "scan_pool",
     "validate_adapter",

@@ -117,15 +117,17 @@ def _weight_files(model_dir: Path) -> dict[str, Path]:
     return {}
 
 
-def load_base_spec(model_dir: str | Path, base_name: str | None = None, aliases: tuple[str, ...] = ()) -> BaseModelSpec:
+def load_base_spec(model_dir: str | Path, base_name: str | None = None, aliases: tuple[str, ...] = (),
+                   flag: str = "--base-model") -> BaseModelSpec:
     """Describe the local base model directory ``model_dir`` (which must hold ``config.json``).
 
     ``base_name`` says which Hub id the directory is; otherwise ``_name_or_path`` or the directory name.
+    ``flag`` is the option that named the directory, for the error message.
     """
     model_dir = Path(model_dir)
     config_file = model_dir / "config.json"
     if not config_file.is_file():
-        raise UserError(f"--base-model {model_dir}: expected a local model directory with config.json")
+        raise UserError(f"{flag} {model_dir}: expected a local model directory with config.json")
     config = read_json(config_file)
     if not isinstance(config, dict):
         raise UserError(f"{config_file}: expected a JSON object")

@@ -1,4 +1,6 @@
-"""Load accepted adapters of a pool catalog for merging (``merge --db POOL.db --ids ...``)."""
+"""Load adapters for merging: accepted adapters of a pool catalog (``merge --db POOL.db --ids ...``), and
+folders given directly (``--adapters``, ``--adapter``, ``--target-lora``, ``--general-adapters``), which
+go through the scan's own validation first."""
 
 from __future__ import annotations
 
@@ -7,10 +9,20 @@ from pathlib import Path
 
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.adapters.reader import read_adapter
+from lora_recycle.adapters.untrusted import AdapterProblem
 from lora_recycle.errors import UserError
+from lora_recycle.outputs import incomplete_reason
+from lora_recycle.pool.base_spec import BaseModelSpec
 from lora_recycle.pool.catalog import Catalog
 from lora_recycle.pool.scan import file_fingerprint
 from lora_recycle.pool.sources import Candidate
+from lora_recycle.pool.validate import ValidationPolicy, validate_adapter
+
+# A folder given by name is the user's choice: its card's license is not asked for and its config may call
+# the base model by another name; everything else (shapes against the base model, ranks, patterns, keys,
+# finiteness, ||delta||_F / ||W||_F) is checked as `pool scan` checks it.
+GIVEN_POLICY = ValidationPolicy(require_license=False)
+_NOT_CHECKED_WHEN_GIVEN = ("no_license", "base_mismatch")
 
 
 def load_pool_adapters(db_path: str | Path, ids: Sequence[str]) -> list[LoraAdapter]:
@@ -43,3 +55,28 @@ def load_pool_adapters(db_path: str | Path, ids: Sequence[str]) -> list[LoraAdap
         )
         adapters.append(adapter)
     return adapters
+
+
+def read_checked_adapter(
+    directory: str | Path, base: BaseModelSpec, adapter_id: str | None = None, policy: ValidationPolicy = GIVEN_POLICY
+) -> LoraAdapter:
+    """Read an adapter folder given directly, through the pool's validation against ``base``.
+
+    The weights are parsed from the very bytes that were validated (their sha256), so what is checked is
+    what is merged. A rejection is an ``AdapterProblem`` with its reason code, naming the adapter and folder.
+    """
+    directory = Path(directory)
+    adapter_id = adapter_id or directory.name
+    if not directory.is_dir():
+        raise UserError(f"{directory}: adapter directory not found")
+    if (incomplete := incomplete_reason(directory)) is not None:
+        raise UserError(f"{directory}: {incomplete}")
+    result = validate_adapter(directory, base, policy)
+    reasons = {code: detail for code, detail in result.reasons.items() if code not in _NOT_CHECKED_WHEN_GIVEN}
+    if reasons:
+        code, detail = next(iter(reasons.items()))
+        detail = detail.removeprefix(f"{directory}: ")
+        more = f" (also {', '.join(list(reasons)[1:])})" if len(reasons) > 1 else ""
+        raise AdapterProblem(code, f"adapter {adapter_id} ({directory}) is refused, {code}: {detail}{more}")
+    return read_adapter(directory, allow_pickle=policy.allow_pickle, adapter_id=adapter_id,
+                        expected_sha256=result.sha256)

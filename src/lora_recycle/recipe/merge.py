@@ -12,7 +12,7 @@ from lora_recycle.merging.module_merge import ModuleMerge
 from lora_recycle.merging.nonadaptive import merge_nonadaptive
 from lora_recycle.merging.rank_budget import VLLM_MAX_RANK, fit_export_rank
 from lora_recycle.models.fresh_lora import FRESH_LORA_ID, fresh_lora, modal_fresh_lora
-from lora_recycle.models.inject import MergedModel
+from lora_recycle.models.inject import MergedModel, require_fits
 from lora_recycle.recipe.presets import METHODS
 from lora_recycle.recipe.settings import MergeSettings
 from lora_recycle.tasks.format import Task
@@ -80,6 +80,8 @@ def merge_adapters(
 ) -> MergeOutcome:
     """Merge ``adapters`` on ``model`` per ``settings``; the model is left exactly as it came in.
 
+    Every adapter must fit the model (``require_fits``: its shapes, and an update at most 100 x ||W||_F).
+
     ``settings.method`` names a registered merge method (``recipe/presets.py``): one that holds a per-module
     ``merge`` merges with fixed coefficients; the others mix the adapters by coefficients, learned by
     the tuner ``settings.tuning`` (``tuning/tuners.py``) when the settings are adaptive.
@@ -89,6 +91,7 @@ def merge_adapters(
     if method.routed:
         raise ValueError(f"{settings.method} routes per token and makes no merged adapter: "
                          "use lora_recycle.routing.recipe.route_adapters")
+    require_fits(model, adapters)  # every input, however it was read: shapes and a sane ||delta|| / ||W||
     if method.merge is not None:
         return _merge_per_module(adapters, settings, method.merge)
     tuner = TUNERS.lookup(settings.tuning) if settings.adaptive else None

@@ -19,6 +19,7 @@ from lora_recycle.recipe.settings import MergeSettings
 from lora_recycle.tasks.format import Task
 
 if TYPE_CHECKING:
+    from lora_recycle.pool.base_spec import BaseModelSpec
     from lora_recycle.selection.sharded import Workers
 
 DEFAULT_K = 30  # paper: 30 selected adapters unless the method says otherwise (its preset's k)
@@ -33,8 +34,10 @@ class PoolRequest:
     selects by ``settings.selection`` (``all`` without k: every accepted adapter; ``all`` with k:
     random). ``target`` (the target-task LoRA) informs similarity selection and, when ``include_target``,
     comes first, never randomised, with k - 1 selected after it; ``target_dir`` is read as
-    ``target:<folder name>``. ``random_init`` replaces the other adapters by noise of the same shape, with
-    ``noise_std`` ``pooled`` (one std per module over the recycled adapters) or ``per_adapter``.
+    ``target:<folder name>``. With ``base`` (the base model's spec; ``run_merge`` sets it from the model
+    folder), folders are checked as ``pool scan`` checks them (``read_checked_adapter``). ``random_init``
+    replaces the other adapters by noise of the same shape, with ``noise_std`` ``pooled`` (one std per
+    module over the recycled adapters) or ``per_adapter``.
     """
 
     adapters: list[LoraAdapter] = field(default_factory=list)
@@ -49,6 +52,7 @@ class PoolRequest:
     noise_std: str = "pooled"
     precision: str = "fp32"  # model-scored selection (evaluation, loss) runs and caches its scores in this
     workers: Workers | None = None  # model-scored selection in shards on these (e.g. Ray); None: on the model
+    base: BaseModelSpec | None = None  # folders are read through the pool's validation against it (if set)
 
     @property
     def with_target(self) -> bool:
@@ -67,11 +71,20 @@ class Pool:
         return [a.adapter_id for a in self.adapters]
 
 
-def explicit_adapters(request: PoolRequest) -> list[LoraAdapter]:
-    """The given adapters and folders plus explicit catalog ids (read and checked before any model loads)."""
+def read_folder(request: PoolRequest, directory: str | Path, adapter_id: str) -> LoraAdapter:
+    """One adapter folder given by the user: through the pool's validation when ``request.base`` is set."""
+    if request.base is not None:
+        from lora_recycle.pool import read_checked_adapter
+
+        return read_checked_adapter(directory, request.base, adapter_id)
     from lora_recycle.adapters import read_peft_adapter
 
-    adapters = [*request.adapters, *(read_peft_adapter(p, adapter_id=Path(p).name) for p in request.adapter_dirs)]
+    return read_peft_adapter(directory, adapter_id=adapter_id)
+
+
+def explicit_adapters(request: PoolRequest) -> list[LoraAdapter]:
+    """The given adapters and folders plus explicit catalog ids (read and checked before any model loads)."""
+    adapters = [*request.adapters, *(read_folder(request, p, Path(p).name) for p in request.adapter_dirs)]
     if request.db is not None and request.ids:
         from lora_recycle.pool import load_pool_adapters
 
@@ -82,9 +95,7 @@ def explicit_adapters(request: PoolRequest) -> list[LoraAdapter]:
 def read_target(request: PoolRequest) -> None:
     """Read ``target_dir`` into ``target`` (once)."""
     if request.target is None and request.target_dir is not None:
-        from lora_recycle.adapters import read_peft_adapter
-
-        request.target = read_peft_adapter(request.target_dir, adapter_id=f"target:{Path(request.target_dir).name}")
+        request.target = read_folder(request, request.target_dir, f"target:{Path(request.target_dir).name}")
 
 
 def selected_adapters(request: PoolRequest, settings: MergeSettings, model=None, tokenizer=None,

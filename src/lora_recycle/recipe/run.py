@@ -73,6 +73,10 @@ def open_inputs(model_dir: Path, task_dir: Path | None, request: PoolRequest, se
         if task is None:
             raise UserError(f"--evaluate {evaluate_split} scores the merge on a task: give --task DIR")
         task.require_rows(evaluate_split, f"merge --evaluate {evaluate_split}")
+    if request.base is None and (request.adapter_dirs or request.target_dir or settings.general_adapters):
+        from lora_recycle.pool import load_base_spec
+
+        request.base = load_base_spec(model_dir, flag="--model")  # folders are checked as a scan checks them
     explicit = explicit_adapters(request)  # unknown ids fail before the model loads
     read_target(request)
     shortfall = k_shortfall(request, settings)

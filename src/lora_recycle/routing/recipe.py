@@ -12,17 +12,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.errors import UserError
-from lora_recycle.recipe.pool import PoolRequest, explicit_adapters, read_target
+from lora_recycle.recipe.pool import PoolRequest, explicit_adapters, read_folder, read_target
 from lora_recycle.recipe.run import ExportOptions, check_request, open_inputs
 from lora_recycle.recipe.settings import MergeSettings
 from lora_recycle.routing.arrow import ArrowSettings, routed, write_arrow_dir
 from lora_recycle.routing.pool import ArrowPool, ModuleRule, prepare_arrow_pool
 from lora_recycle.tasks.scoring import EvalResult
+
+if TYPE_CHECKING:
+    from lora_recycle.pool.base_spec import BaseModelSpec
 
 
 @dataclass
@@ -103,14 +107,13 @@ def check_general(use_gks: bool, given: bool, method: str) -> None:
         raise UserError(f"--general-adapters is only used by arrow_gks, not {method}")
 
 
-def read_general_adapters(values: list[str], db: Path | None) -> list[LoraAdapter]:
-    """``--general-adapters``: each value an adapter directory, or else a catalog id of ``--db``."""
-    from lora_recycle.adapters import read_peft_adapter
-
+def read_general_adapters(values: list[str], db: Path | None, base: BaseModelSpec | None = None) -> list[LoraAdapter]:
+    """``--general-adapters``: each value an adapter directory (with ``base``, checked as ``pool scan`` checks
+    it), or else a catalog id of ``--db``."""
     out = []
     for value in values:
         if Path(value).is_dir():
-            out.append(read_peft_adapter(value, adapter_id=f"general:{Path(value).name}"))
+            out.append(read_folder(PoolRequest(base=base), value, f"general:{Path(value).name}"))
         elif db is not None:
             from lora_recycle.pool import load_pool_adapters
 
@@ -131,9 +134,11 @@ def route_adapters(model, tokenizer, task, experts: list[LoraAdapter], general: 
     Adapters the module rule drops are replaced from ``reserve`` (catalog ids read with ``load``); a
     non-empty ``out`` is replaced only with ``overwrite``.
     """
+    from lora_recycle.models.inject import require_fits
     from lora_recycle.tasks.scoring import evaluate_task
 
     check_general(settings.use_gks, bool(general), method)
+    require_fits(model, [*experts, *general])
     if load is not None and reserve:
         pool = fill_dropped(experts, general, list(reserve), load, settings.arrow_modules, required_ids)
     else:
@@ -165,7 +170,7 @@ def route_pool(model, tokenizer, task, request: PoolRequest, settings: MergeSett
     from lora_recycle.models.loading import base_model_name
     from lora_recycle.pool import load_pool_adapters
 
-    general = read_general_adapters(list(settings.general_adapters), request.db)
+    general = read_general_adapters(list(settings.general_adapters), request.db, request.base)
     experts = list(explicit) if explicit is not None else explicit_adapters(request)
     read_target(request)
     target = request.target if request.include_target else None

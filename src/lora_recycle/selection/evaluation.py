@@ -15,7 +15,7 @@ from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.models.fold import folded
 from lora_recycle.progress import progress_bar
 from lora_recycle.tasks.format import Task
-from lora_recycle.tasks.scoring import evaluate_task
+from lora_recycle.tasks.scoring import NonFiniteLogits, evaluate_task
 
 
 def evaluation_scores(
@@ -32,8 +32,11 @@ def evaluation_scores(
     for adapter_id in progress_bar(ids, desc=f"evaluating pool on {task.name}", unit="adapter"):
         adapter = load(adapter_id)
         with folded(model, adapter):
-            scores[adapter_id] = evaluate_task(model, tokenizer, task, split, device, limit,
+            try:
+                scores[adapter_id] = evaluate_task(model, tokenizer, task, split, device, limit,
                                                    metric=metric).accuracy
+            except NonFiniteLogits as exc:
+                raise NonFiniteLogits(f"adapter {adapter_id}: {exc}") from None
     return scores
 
 

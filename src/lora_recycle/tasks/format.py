@@ -3,12 +3,19 @@
 Rows have ``input``, ``target``, optional ``choices`` (multiple choice), ``id`` and ``split``
 (``train`` / ``validation``). Without ``split``, the first 80% of ``train.jsonl`` trains and the last
 20% validates. Every malformed file or row raises a UserError naming the file and line.
+
+Task files may come from anyone, so what they cost is bounded before a model sees them: a row is at most
+``MAX_ROW_BYTES`` (read without loading a longer line), the template holds only plain ``{input}`` fields
+(no format spec such as ``{input:>300000000}``, conversion, attribute or index), and the filled-in prompt is
+at most ``MAX_PROMPT_CHARS`` characters (counted, not built); ``tasks/prompting.py`` then holds its tokens
+to the model's context.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,6 +31,8 @@ Split = Literal["train", "validation", "test"]
 SPLIT_ALIASES = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
 # All labelled examples (train + validation): the paper's evaluation-based selection scores on these.
 LABELLED_SPLITS = ("labelled", "train+val")
+MAX_ROW_BYTES = 1 << 20  # one JSONL line; rows in the wild are well under 100 KB
+MAX_PROMPT_CHARS = 1 << 20  # system prompt + filled template, before tokenising (~250k tokens, beyond any context)
 
 
 class TaskSpec(BaseModel):
@@ -44,13 +53,24 @@ class TaskSpec(BaseModel):
     @field_validator("template")
     @classmethod
     def _has_input_field(cls, template: str) -> str:
-        if "{input}" not in template:
+        try:  # parsed, never formatted: "{input:>300000000}" would build a 300 MB string
+            fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                      if name is not None]
+        except ValueError as exc:
+            raise ValueError(f"template is not a format string ({exc}); escape braces as {{{{ }}}}") from None
+        for name, spec, conversion in fields:
+            if name != "input" or spec or conversion:
+                shown = f"{{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+                raise ValueError(f"template field {shown[:60]} is not a plain {{input}} (other fields, format specs, "
+                                 "conversions, attributes and indexes are not allowed; escape braces as {{ }})")
+        if not fields:
             raise ValueError("template must contain the field {input}")
-        try:
-            template.format(input="")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"template has fields other than {{input}} ({exc}); escape braces as {{{{ }}}}") from None
         return template
+
+    def prompt_chars(self, text: str) -> int:
+        """Characters of the system prompt and the template filled with ``text`` (counted, never built)."""
+        count = sum(name is not None for _, name, _, _ in string.Formatter().parse(self.template))
+        return len(self.system or "") + len(self.template.format(input="")) + count * len(text)
 
 
 @dataclass(frozen=True)
@@ -61,6 +81,7 @@ class Example:
     target: str
     choices: tuple[str, ...] | None = None
     id: str | None = None
+    where: str | None = field(default=None, compare=False)  # ``file:line`` it was read from, for errors
 
 
 @dataclass
@@ -147,20 +168,36 @@ def _parse_row(raw: str, where: str, task_type: TaskType) -> tuple[Example, str 
     if split is not None and split not in ("train", "validation", "val"):
         raise UserError(f"{where}: field 'split' must be 'train' or 'validation', got {split!r}")
     row_id = row.get("id")
-    return Example(row["input"], row["target"], choices, None if row_id is None else str(row_id)), split
+    return Example(row["input"], row["target"], choices, None if row_id is None else str(row_id), where), split
+
+
+def jsonl_lines(path: Path, max_bytes: int = MAX_ROW_BYTES):
+    """``(line number, text)`` of a UTF-8 JSONL file, one line at a time; a line above ``max_bytes`` is a
+    UserError naming file and line, raised before more of it is read."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(iter(lambda: handle.readline(max_bytes + 1), b""), start=1):
+            line = raw.rstrip(b"\r\n")
+            if len(line) > max_bytes:
+                raise UserError(f"{path}:{number}: row longer than {max_bytes} bytes (the cap on one JSONL row)")
+            try:
+                text = line.decode("utf-8-sig" if number == 1 else "utf-8")  # a byte-order mark is not row 1's
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{path}:{number}: not UTF-8 text ({exc.reason})") from None
+            yield number, text
 
 
 def read_jsonl(path: Path, task_type: TaskType) -> list[tuple[Example, str | None]]:
     """Parse a task JSONL file into ``(example, split field)`` pairs; blank lines are skipped."""
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is not part of row 1
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    for number, raw in enumerate(lines, start=1):
-        if raw.strip():
-            rows.append(_parse_row(raw, f"{path}:{number}", task_type))
-    return rows
+    return [_parse_row(text, f"{path}:{number}", task_type) for number, text in jsonl_lines(path) if text.strip()]
+
+
+def check_prompt_sizes(spec: TaskSpec, examples: list[Example]) -> None:
+    """Refuse a row whose prompt (system + filled template) would exceed ``MAX_PROMPT_CHARS``."""
+    for ex in examples:
+        chars = spec.prompt_chars(ex.input)
+        if chars > MAX_PROMPT_CHARS:
+            raise UserError(f"{ex.where}: the prompt would be {chars} characters, above the {MAX_PROMPT_CHARS} cap "
+                            "(template and system prompt filled with this input)")
 
 
 def load_spec(directory: Path) -> TaskSpec:
@@ -199,6 +236,7 @@ def load_task(directory: str | Path) -> Task:
         validation = [ex for ex, _ in rows[cut:]]
     test_file = directory / "test.jsonl"
     test = [ex for ex, _ in read_jsonl(test_file, spec.type)] if test_file.is_file() else []
+    check_prompt_sizes(spec, [ex for ex, _ in rows] + test)
     return Task(spec, directory, {"train": train, "validation": validation, "test": test})
 
 

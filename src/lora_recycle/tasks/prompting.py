@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lora_recycle.errors import UserError
 from lora_recycle.tasks.format import Example, TaskSpec
 
 IGNORE_INDEX = -100
@@ -22,16 +23,34 @@ def render_prompt(tokenizer, spec: TaskSpec, example: Example) -> str:
     return f"{prefix}{user}\n"
 
 
-def encode_prompt(tokenizer, spec: TaskSpec, example: Example) -> list[int]:
-    """Token ids of the rendered prompt (special tokens already in the text are parsed, none added)."""
-    ids = tokenizer(render_prompt(tokenizer, spec, example), add_special_tokens=False)["input_ids"]
-    if not getattr(tokenizer, "chat_template", None) and tokenizer.bos_token_id is not None:
-        ids = [tokenizer.bos_token_id, *ids]
+def context_length(tokenizer) -> int | None:
+    """The most tokens a sequence may have: the tokenizer's ``model_max_length``, which ``load_base_model`` holds
+    to the model's context; None when unknown (transformers' placeholder is 1e30)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 1 << 40 else None
+
+
+def require_in_context(tokenizer, ids: list[int], example: Example, what: str) -> list[int]:
+    """``ids``, or a UserError naming the row when they are longer than the model's context."""
+    limit = context_length(tokenizer)
+    if limit is not None and len(ids) > limit:
+        raise UserError(f"{example.where or 'a task row'}: the {what} is {len(ids)} tokens, longer than the "
+                        f"model's context of {limit} tokens")
     return ids
 
 
+def encode_prompt(tokenizer, spec: TaskSpec, example: Example) -> list[int]:
+    """Token ids of the rendered prompt (special tokens already in the text are parsed, none added); a prompt
+    longer than the model's context is a UserError naming its row."""
+    # verbose=False: too long a sequence is our error to report, not a library warning
+    ids = tokenizer(render_prompt(tokenizer, spec, example), add_special_tokens=False, verbose=False)["input_ids"]
+    if not getattr(tokenizer, "chat_template", None) and tokenizer.bos_token_id is not None:
+        ids = [tokenizer.bos_token_id, *ids]
+    return require_in_context(tokenizer, ids, example, "prompt")
+
+
 def encode_answer(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,7 @@ def encode_for_training(tokenizer, spec: TaskSpec, example: Example) -> Training
     answer = encode_answer(tokenizer, example.target)
     if spec.type == "generation" and tokenizer.eos_token_id is not None:
         answer = [*answer, tokenizer.eos_token_id]
+    require_in_context(tokenizer, prompt + answer, example, "prompt with its answer")
     return TrainingSequence(prompt + answer, [IGNORE_INDEX] * len(prompt) + answer)
 
 

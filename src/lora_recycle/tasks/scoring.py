@@ -7,6 +7,7 @@ the paper scores every task, multiple choice included, this way). Every result n
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from dataclasses import asdict, dataclass
@@ -21,6 +22,35 @@ from lora_recycle.tasks.format import Example, Task
 from lora_recycle.tasks.loss import selected_logits, supports_selective_head
 from lora_recycle.tasks.prompting import pad_token_id
 from lora_recycle.tasks.shared_prefix import cache_keyword, choice_logprobs, prefix_cached_prompts
+
+
+class NonFiniteLogits(UserError):
+    """The model computed NaN or infinite logits (an overflowing model or adapter): no score is reported."""
+
+
+def _nonfinite(where: str | None, task: Task) -> NonFiniteLogits:
+    return NonFiniteLogits(f"{where or f'task {task.name}'}: the model's logits are NaN or infinite on this row "
+                           "(an overflowing model or adapter); no score reported")
+
+
+def require_finite_scores(task: Task, examples: list[Example], scores: list[list[float]]) -> None:
+    """Refuse choice log-likelihoods that are NaN or infinite (NaN logits would still pick a choice)."""
+    for ex, row in zip(examples, scores, strict=True):
+        if not all(math.isfinite(value) for value in row):
+            raise _nonfinite(ex.where, task)
+
+
+class FiniteLogits:
+    """A ``generate`` logits processor that stops decoding with ``NonFiniteLogits`` at the first NaN or Inf."""
+
+    def __init__(self, task: Task, examples: list[Example]):
+        self.task, self.examples = task, examples
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        finite = torch.isfinite(scores).all(dim=-1)
+        if not bool(finite.all()):
+            raise _nonfinite(self.examples[int((~finite).nonzero()[0, 0])].where, self.task)
+        return scores
 
 
 @dataclass
@@ -189,7 +219,7 @@ def greedy_generate(model, tokenizer, task: Task, examples: list[Example], batch
     ``stop_past_targets``: a row stops as soon as it can no longer match its target (``PastMatching``); its
     text is then cut short, but whether it matches is not changed (what exact-match scoring needs).
     """
-    from transformers import StoppingCriteriaList
+    from transformers import LogitsProcessorList, StoppingCriteriaList
 
     spec = task.spec
     pad = pad_token_id(tokenizer)
@@ -205,8 +235,10 @@ def greedy_generate(model, tokenizer, task: Task, examples: list[Example], batch
         if stop_past_targets:
             extra["stopping_criteria"] = StoppingCriteriaList(
                 [PastMatching(tokenizer, [examples[i].target for i in index], width)])
+        finite = LogitsProcessorList([FiniteLogits(task, [examples[i] for i in index])])
         generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=spec.max_new_tokens,
-                                   do_sample=False, pad_token_id=pad, eos_token_id=stop_ids, **extra)
+                                   do_sample=False, pad_token_id=pad, eos_token_id=stop_ids, logits_processor=finite,
+                                   **extra)
         for row, i in enumerate(index):
             outputs[i] = tokenizer.decode(generated[row, width:], skip_special_tokens=True).strip()
     return outputs
@@ -234,8 +266,11 @@ def teacher_forced_hits(model, tokenizer, task: Task, examples: list[Example], b
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         logits = _continuation_logits(model, [checks[i] for i in chunk], pad, device)
+        finite = torch.isfinite(logits).all(dim=-1).cpu().split([len(checks[i][1]) for i in chunk])
         picked = logits.argmax(-1).cpu().split([len(checks[i][1]) for i in chunk])
-        for i, row in zip(chunk, picked, strict=True):
+        for i, ok, row in zip(chunk, finite, picked, strict=True):
+            if not bool(ok.all()):  # argmax would still "pick" a token from NaN logits
+                raise _nonfinite(examples[i].where, task)
             hits[i] = row.tolist() == checks[i][1]
     return hits
 
@@ -261,7 +296,8 @@ def greedy_exact_match(model, tokenizer, task: Task, examples: list[Example], ba
 def evaluate_task(model, tokenizer, task: Task, split: str = "test", device="cpu", limit: int | None = None,
                   batch_size: int = 32, metric: str | None = None, start: int = 0) -> EvalResult:
     """Score the model on a split of the task (``limit`` examples from row ``start``, by default its first
-    ones) by ``metric`` (see ``resolve_metric``); the model is put in eval mode."""
+    ones) by ``metric`` (see ``resolve_metric``); the model is put in eval mode. NaN or infinite logits are a
+    ``NonFiniteLogits`` error naming the row, never an accuracy."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise UserError(f"limit {limit!r}: give a positive number of examples")
     name = resolve_metric(task, metric)
@@ -271,6 +307,7 @@ def evaluate_task(model, tokenizer, task: Task, split: str = "test", device="cpu
         return EvalResult(task.name, split, 0, float("nan"), metric=name)
     if name == "loglik":
         scores = choice_logliks(model, tokenizer, task, examples, batch_size, device)
+        require_finite_scores(task, examples, scores)
         correct, correct_norm, predictions, gold_nll = [], 0, [], 0.0
         for ex, row in zip(examples, scores, strict=True):
             gold = ex.choices.index(ex.target)
