@@ -43,7 +43,7 @@ _BACKREFS = {sre_parse.GROUPREF, sre_parse.GROUPREF_EXISTS}
 class MatchBudget:
     """Seconds of pattern matching one adapter may spend, over both pattern fields and every module.
 
-    ``spend`` raises a ``bad_pattern`` AdapterProblem once they are used up; one step overruns by at most its
+    ``match`` raises a ``bad_pattern`` AdapterProblem once they are used up; one match overruns by at most its
     own timeout.
     """
 
@@ -52,13 +52,13 @@ class MatchBudget:
         self.left = seconds
         self._clock = clock
 
-    def spend(self, step: Callable[[float], object], where: str, field: str) -> object:
-        """Run ``step(timeout)`` (the timeout: what is left, at most ``MATCH_TIMEOUT_S``) and charge its time."""
+    def match(self, pattern: regex.Pattern, path: str, where: str, field: str) -> bool:
+        """``pattern.match(path)`` within what is left (at most ``MATCH_TIMEOUT_S``), its time charged."""
         self.check(where, field)
         timeout = min(MATCH_TIMEOUT_S, self.left)
         start = self._clock()
         try:
-            return step(timeout)
+            return pattern.match(path, timeout=timeout) is not None
         except TimeoutError:
             if timeout < MATCH_TIMEOUT_S:  # cut short by the budget, not by its own timeout: say so
                 self.left = 0.0
@@ -88,8 +88,7 @@ class PatternRules:
         """The value of the first key matching the end of ``path`` (PEFT's rule), else ``default``."""
         for key, pattern, value in self.rules:
             try:
-                found = self.budget.spend(lambda timeout, p=pattern: p.match(path, timeout=timeout), where,
-                                          self.field)
+                found = self.budget.match(pattern, path, where, self.field)
             except TimeoutError:
                 raise AdapterProblem(
                     "bad_pattern",
@@ -119,7 +118,9 @@ def compile_patterns(patterns: object, field: str, where: str, budget: MatchBudg
         if not isinstance(key, str) or not key or len(key) > MAX_KEY_CHARS:
             raise AdapterProblem("bad_pattern", f"{where}: {field} key {str(key)[:80]!r} is empty or too long")
         try:
-            problem, compiled = _compiled(key)
+            re.compile(key)
+            problem = unsafe_shape(key)
+            compiled = regex.compile(rf"(.*\.)?({key})$", regex.VERSION0)
         except (re.error, regex.error, OverflowError, RecursionError) as exc:
             detail = f"{where}: {field} key {key[:80]!r} is not a valid regex ({exc})"
             raise AdapterProblem("bad_pattern", detail) from None
@@ -127,12 +128,6 @@ def compile_patterns(patterns: object, field: str, where: str, budget: MatchBudg
             raise AdapterProblem("bad_pattern", f"{where}: {field} key {key[:80]!r} {problem}")
         rules.append((key, compiled, value))
     return PatternRules(field, tuple(rules), budget)
-
-
-def _compiled(key: str) -> tuple[str | None, regex.Pattern]:
-    """``(why its shape is unsafe or None, PEFT's full-match pattern)``; ``re`` must accept the key as PEFT does."""
-    re.compile(key)
-    return unsafe_shape(key), regex.compile(rf"(.*\.)?({key})$", regex.VERSION0)
 
 
 def unsafe_shape(key: str) -> str | None:

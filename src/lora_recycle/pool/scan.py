@@ -170,37 +170,38 @@ def scan_pool(
     hub_hints = hub_hints or {}
     key = policy_key(base, policy)
     revisions = {repo: hint["sha"] for repo, hint in hub_hints.items() if hint.get("sha")}
-    found = [candidate for source in sources for candidate in iter_source(source, revisions, max_folders)]
+    walked = [list(iter_source(source, revisions, max_folders)) for source in sources]  # before any write
     catalog.set_meta("base_model", base.name)
     catalog.set_meta("num_layers", str(base.num_layers))
     summary = ScanSummary()
     claimed: dict[str, Path] = {}  # id -> folder, in this scan: the same folder name in two sources must not clash
     bar = tqdm(desc="scanning adapters", unit="adapter", file=sys.stderr, disable=not progress)
     try:
-        for candidate in found:
-            summary.seen += 1
-            bar.update(1)
-            fingerprint = file_fingerprint(candidate)
-            if catalog.is_current(candidate.adapter_id, fingerprint, key):
-                summary.unchanged += 1
+        for candidates in walked:
+            for candidate in candidates:
+                summary.seen += 1
+                bar.update(1)
+                fingerprint = file_fingerprint(candidate)
+                if catalog.is_current(candidate.adapter_id, fingerprint, key):
+                    summary.unchanged += 1
+                    claimed[candidate.adapter_id] = candidate.path
+                    continue
+                conflict = id_conflict(catalog, candidate, claimed)
+                if conflict is not None:
+                    summary.conflicts.append(conflict)
+                    summary.reasons["id_conflict"] += 1
+                    continue
                 claimed[candidate.adapter_id] = candidate.path
-                continue
-            conflict = id_conflict(catalog, candidate, claimed)
-            if conflict is not None:
-                summary.conflicts.append(conflict)
-                summary.reasons["id_conflict"] += 1
-                continue
-            claimed[candidate.adapter_id] = candidate.path
-            repo_id = candidate.adapter_id if candidate.source_kind == "hf_cache" else None
-            hints = hub_hints.get(repo_id or "", {})
-            if hints:
-                candidate = Candidate(**{**asdict(candidate), "source_kind": "hub"})
-            result = _validate_candidate(candidate, base, policy, hints)
-            _put(catalog, candidate, result, fingerprint, key)
-            summary.validated += 1
-            summary.accepted += result.accepted
-            summary.rejected += not result.accepted
-            summary.reasons.update(result.reasons.keys())
+                repo_id = candidate.adapter_id if candidate.source_kind == "hf_cache" else None
+                hints = hub_hints.get(repo_id or "", {})
+                if hints:
+                    candidate = Candidate(**{**asdict(candidate), "source_kind": "hub"})
+                result = _validate_candidate(candidate, base, policy, hints)
+                _put(catalog, candidate, result, fingerprint, key)
+                summary.validated += 1
+                summary.accepted += result.accepted
+                summary.rejected += not result.accepted
+                summary.reasons.update(result.reasons.keys())
     except sqlite3.OperationalError as exc:
         error = catalog_write_error(catalog.path, exc)
         if error is None:
