@@ -397,10 +397,11 @@ def _budget_lines(tables: dict[str, Any], figures: dict[str, Path | None]) -> li
         return []
     target = tables.get("target_lora")
     lines = ["", "## Accuracy against the merge budget", "",
-             "The same merge with the target-task LoRA at each step budget (validation keeps the best snapshot), "
-             f"beside its random-init control; the target-task LoRA alone scores {_fmt(target)}. Coefficients start at 0; "
-             "the target LoRA's is its learned value (mean over runs of the mean over module groups; max: the "
-             "largest group value of any run). Intervals are paired bootstraps; verdicts test equivalence within "
+             "The same merge with the target-task LoRA at each step budget (validation keeps the best "
+             "snapshot), beside its random-init control; the target-task LoRA alone scores "
+             f"{_fmt(target)}. Coefficients start at 0; the target LoRA's is its learned value (mean over "
+             "runs of the mean over module groups; max: the largest group value of any run). Intervals are "
+             "paired bootstraps; verdicts test equivalence within "
              f"±{MEANINGFUL_GAIN:g} (Q2: vs the target LoRA, Q3: vs the random-init control).", "",
              "| method (k) | steps | accuracy | random-init control | best step (median; last in) | target LoRA "
              "coef. mean / max | vs target LoRA [95% CI] | Q2 verdict | vs random-init [95% CI] | Q3 verdict |",
