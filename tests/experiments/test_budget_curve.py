@@ -65,3 +65,14 @@ def test_methods_with_other_settings_are_separate_sweeps():
     rows += [_merge(t, s, 0.4, method="adamerging") for t in TASKS for s in (10, 20)]
     entries = budget_curve(rows)
     assert {e["method"] for e in entries} == {"ours"}  # adamerging ran at two budgets only
+
+
+def test_a_sweep_under_way_reads_every_budget_on_the_same_tasks():
+    rows = _rows({10: 0.3, 20: 0.5, 50: 0.6})
+    # task c: its 10- and 20-step runs are in, its 50-step run and every control are not
+    rows.append({"kind": "target_lora", "task": "c", "seed": 0, "accuracy": 1.0, "correct": _marks(1.0), "spec": {}})
+    rows += [_merge("c", s, 1.0) for s in (10, 20)]
+    entries = budget_curve(rows)
+    assert all(e["tasks"] == 2 and e["incomplete_tasks"] == ["c"] for e in entries)
+    assert entries[0]["accuracy"]["mean"] == pytest.approx(0.3)  # c's 1.0 is not averaged in
+    assert entries[0]["target_lora"]["mean"] == pytest.approx(0.6)

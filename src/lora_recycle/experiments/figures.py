@@ -181,7 +181,7 @@ def figure_budget(tables: dict[str, Any], path: Path) -> Path | None:
             ax.errorbar([e["steps"] for e in noise], [e["random_init"]["mean"] for e in noise],
                         yerr=[e["random_init"]["std"] for e in noise], marker="s", capsize=3, linestyle="--",
                         label=f"random-init control (k={k}) + target LoRA")
-    target = tables.get("target_lora")
+    target = entries[0].get("target_lora") or tables.get("target_lora")  # on the sweep's complete cells
     if target:
         ax.axhline(target["mean"], color="gray", linewidth=1.2, label="target-task LoRA alone")
     ax.axvline(PAPER_MERGE_STEPS, color="gray", linestyle=":", linewidth=1, label="the paper's budget")

@@ -395,11 +395,15 @@ def _budget_lines(tables: dict[str, Any], figures: dict[str, Path | None]) -> li
     entries = tables.get("budget") or []
     if not entries:
         return []
-    target = tables.get("target_lora")
+    first = entries[0]
+    target = first.get("target_lora")
+    left_out = first.get("incomplete_tasks") or []
+    scope = (f"on the {first['tasks']} target(s) where every budget and its control ran"
+             + (f" ({', '.join(left_out)} still under way, left out)" if left_out else ""))
     lines = ["", "## Accuracy against the merge budget", "",
              "The same merge with the target-task LoRA at each step budget (validation keeps the best "
-             "snapshot), beside its random-init control; the target-task LoRA alone scores "
-             f"{_fmt(target)}. Coefficients start at 0; the target LoRA's is its learned value (mean over "
+             f"snapshot), beside its random-init control, {scope}; the target-task LoRA alone scores "
+             f"{_fmt(target)} on them. Coefficients start at 0; the target LoRA's is its learned value (mean over "
              "runs of the mean over module groups; max: the largest group value of any run). Intervals are "
              "paired bootstraps; verdicts test equivalence within "
              f"±{MEANINGFUL_GAIN:g} (Q2: vs the target LoRA, Q3: vs the random-init control).", "",
