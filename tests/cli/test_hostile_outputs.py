@@ -89,6 +89,26 @@ def test_report_out_is_guarded(tmp_path):
     assert list(locked.iterdir()) == []
 
 
+def test_report_into_the_results_folder_keeps_the_results(tmp_path):
+    """`report docs/study/results.db --out docs/study` (how the published study regenerates) replaces only the
+    report's own files: the database, its artifacts and a previous report's stale figure are handled, nothing
+    else is deleted, with or without --overwrite."""
+    study = tmp_path / "study"
+    results = _empty_results(study / "results.db")
+    (study / "results-artifacts").mkdir()
+    (study / "results-artifacts" / "keep.txt").write_text("artifact")
+    (study / "discussion.md").write_text("mine")
+    (study / "fig9_gone.png").write_bytes(b"stale figure of an earlier report")
+    for extra in ((), ("--overwrite",)):
+        done = console("report", results, "--out", study, *extra, timeout=120)
+        assert done.returncode == 0, done.stderr
+        names = {p.name for p in study.iterdir()}
+        assert {"results.db", "results-artifacts", "discussion.md", "report.md", "tables.json"} <= names
+        assert "fig9_gone.png" not in names and not [n for n in names if n.startswith(".")]
+        assert (study / "results-artifacts" / "keep.txt").read_text() == "artifact"
+        assert json.loads((study / "tables.json").read_text())["tasks"] == []
+
+
 def test_killed_report_leaves_no_report(tmp_path, monkeypatch):
     results = _empty_results(tmp_path / "r" / "results.db")
     work = tmp_path / "work"

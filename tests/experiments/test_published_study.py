@@ -1,5 +1,5 @@
-"""The published studies (docs/study and its archived earlier hub): tables regenerate, identical, from the
-committed results databases."""
+"""The published studies (docs/study, its archived earlier hub and the budget sweep): tables regenerate,
+identical, from the committed results databases."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from lora_recycle.serialization import json_safe
 STUDY = Path(__file__).resolve().parents[2] / "docs" / "study"
 
 
-@pytest.mark.parametrize("folder", [STUDY, STUDY / "hub-64e318b0c383"], ids=["current", "archived"])
+@pytest.mark.parametrize("folder", [STUDY, STUDY / "hub-64e318b0c383", STUDY / "budget"],
+                         ids=["current", "archived", "budget"])
 def test_report_tables_regenerate_from_the_committed_results(tmp_path, folder):
     assert (folder / "results.db").is_file(), f"{folder / 'results.db'} is missing"
     written = write_report(folder / "results.db", tmp_path)
@@ -29,3 +30,10 @@ def test_the_published_study_covers_the_whole_grid():
     assert len(tables["tasks"]) == 6 and tables["seeds"] == [0, 1, 2]
     training = tables["target_lora_training"]
     assert len(training) == 18 and not [r for r in training if r["untrained"]]
+
+
+def test_the_budget_sweep_reads_every_budget_on_all_six_targets():
+    """docs/study/budget: 10 to 200 steps, each with its random-init control, on the same six targets."""
+    curve = json.loads((STUDY / "budget" / "tables.json").read_text())["budget"]
+    assert [entry["steps"] for entry in curve] == [10, 20, 50, 100, 200]
+    assert all(entry["tasks"] == 6 and not entry["incomplete_tasks"] and entry["random_init"] for entry in curve)

@@ -128,7 +128,8 @@ def _sliced(config: Path, only_task: list[str] | None, only_seed: list[int] | No
 
 def report(
     results: Annotated[Path, typer.Argument(help="Results SQLite file of `experiment run`.")],
-    out: Annotated[Path, typer.Option("--out", help="Directory for report.md, tables.json and the PNG figures.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for report.md, tables.json and the PNG figures "
+                                      "(the results file's own folder: only those files are replaced).")],
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:

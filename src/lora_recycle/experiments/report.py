@@ -448,11 +448,33 @@ def _per_task_lines(tables: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _holds(folder: str | Path, path: str | Path) -> bool:
+    """Whether ``path`` lies inside ``folder`` (both resolved, so links and ``..`` cannot hide it)."""
+    return Path(path).expanduser().resolve().is_relative_to(Path(folder).expanduser().resolve())
+
+
+def _replace_report_files(built: Path, out_dir: Path) -> None:
+    """Move the report files in ``built`` into ``out_dir`` one atomic rename each, dropping a previous report's
+    figures that this one no longer draws; nothing else in ``out_dir`` (the results database) is touched."""
+    import os
+    import shutil
+
+    fresh = {p.name for p in built.iterdir()}
+    for old in out_dir.glob("fig*_*.png"):
+        if old.name not in fresh:
+            old.unlink()
+    for name in sorted(fresh, key=lambda n: n == "report.md"):  # report.md last: it names the figures
+        os.replace(built / name, out_dir / name)
+    shutil.rmtree(built, ignore_errors=True)
+
+
 def write_report(results_path: str | Path, out_dir: str | Path, overwrite: bool = False) -> dict[str, Any]:
     """Write ``report.md``, ``tables.json`` and the PNG figures to ``out_dir``; return the tables and files.
 
     Written atomically (``outputs.atomic_dir``): a non-empty ``out_dir`` needs ``overwrite``, and a killed
-    run leaves no report.
+    run leaves no report. When ``out_dir`` holds the results database itself (``report docs/study/results.db
+    --out docs/study``), only the report's own files are replaced, each by one rename, and the database and
+    its artifacts stay: ``--overwrite`` must never delete the results it reads.
     """
     import json
 
@@ -461,13 +483,17 @@ def write_report(results_path: str | Path, out_dir: str | Path, overwrite: bool 
     from lora_recycle.outputs import atomic_dir, check_out_dir
 
     require_extra("report", "report")  # before anything is written
-    out_dir = check_out_dir(out_dir, overwrite)
+    beside_results = _holds(out_dir, results_path)
+    out_dir = check_out_dir(out_dir, overwrite or beside_results)
     with ResultsStore(results_path, create=False, read_only=True) as store:
         rows = store.rows()
     tables = build_tables(rows)
-    with atomic_dir(out_dir, overwrite) as partial:
+    staging = out_dir.parent / f".{out_dir.name}.report"  # ours alone: a leftover of a killed run is replaced
+    with atomic_dir(staging if beside_results else out_dir, overwrite or beside_results) as partial:
         drawn, notes = draw_figures(tables, partial)
         (partial / "report.md").write_text(render_markdown(tables, drawn, notes, str(results_path)), encoding="utf-8")
         (partial / "tables.json").write_text(json.dumps(json_safe(tables), indent=2) + "\n", encoding="utf-8")
+    if beside_results:
+        _replace_report_files(staging, out_dir)
     figures = {k: str(out_dir / v.name) if v else None for k, v in drawn.items()}
     return {"report": str(out_dir / "report.md"), "figures": figures, "skipped": notes, "tables": tables}
