@@ -59,7 +59,7 @@ def test_tiny_hub_and_demo(tmp_path, cache_dir, capsys):
     # the verdict names the budgets it was drawn at and the paper's, and points to the budget reading
     budgets = ("Budgets: 20 merge steps (validation every 4), a 40-step target-task LoRA; the paper's are 100 merge "
                "steps and a 400-step target-task LoRA.")
-    assert budgets in report and budgets in table and "docs/study/discussion.md" in report
+    assert budgets in report and budgets in table and "docs/study/budget/report.md" in report
     results = json.loads((out / "results.json").read_text())
     assert len(results) == 9 and all(0.0 <= r["accuracy"] <= 1.0 and r["n"] > 0 for r in results)
 

@@ -30,7 +30,7 @@ DEMO_FORMAT = 2  # bump when a row's computation changes: cached rows of older r
 # 2: merges and scoring in the hub's precision (bf16 autocast where native)
 
 
-BUDGET_READING = "docs/study/discussion.md"  # how the study's answer depends on the merge budget
+BUDGET_READING = "docs/study/budget/report.md"  # the budget figure: how the study's answer depends on the steps
 
 
 def demo_budgets(profile) -> tuple[int, int, int]:
