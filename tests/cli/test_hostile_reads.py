@@ -129,7 +129,12 @@ def test_a_source_above_the_folder_cap_is_one_line_and_catalogues_nothing(tmp_pa
     db = tmp_path / "pool.db"
     assert_usage_error(hostile("pool", "scan", pool, "--base-model", tiny_model_dir, "--db", db,
                                "--max-folders", "10"), f"pool source {pool}", "more than 10 folders", "--max-folders")
-    assert catalog(db) == {}
+    assert not db.exists() and list(tmp_path.glob("pool.db*")) == []  # no empty catalog left behind
+    scan(pool, tiny_model_dir, db)  # a catalog that existed before a refused scan is kept as it was
+    before = catalog(db)
+    assert before and hostile("pool", "scan", pool, "--base-model", tiny_model_dir, "--db", db,
+                              "--max-folders", "10").returncode == 2
+    assert catalog(db) == before
 
 
 # -- 3. unbounded prompts ------------------------------------------------------------------------------------

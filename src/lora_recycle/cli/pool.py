@@ -75,10 +75,17 @@ def _scan(sources, spec, db, require_license, allow_pickle, max_outlier_ratio, h
 
     limits = {key: value for key, value in limits.items() if value is not None}  # unset: the policy's default
     policy = ValidationPolicy(require_license, allow_pickle, max_outlier_ratio, min_norm=min_norm, **limits)
-    with Catalog(db) as catalog:
-        summary = scan_pool(sources, spec, catalog, policy, hub_hints=hints, progress=True,
-                            max_folders=max_folders or MAX_TREE_FOLDERS)
-        totals = catalog.counts()
+    created = not Path(db).exists()
+    try:
+        with Catalog(db) as catalog:
+            summary = scan_pool(sources, spec, catalog, policy, hub_hints=hints, progress=True,
+                                max_folders=max_folders or MAX_TREE_FOLDERS)
+            totals = catalog.counts()
+    except UserError:  # refused (a source too large, a bad folder): a catalog this scan created is not left behind
+        if created:
+            for leftover in (Path(db), Path(f"{db}-wal"), Path(f"{db}-shm")):
+                leftover.unlink(missing_ok=True)
+        raise
     for conflict in summary.conflicts:
         info(f"warning: {conflict}")
     return {**summary.to_dict(), "catalog": totals, "base_model": spec.name, "db": str(db)}
