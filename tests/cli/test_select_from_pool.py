@@ -123,3 +123,26 @@ def test_merge_with_target_selects_k_minus_one(capsys, tmp_path, pool_db, tiny_m
     assert main([*ranking[:-3], "--k", "3", "--target-lora", str(adapter_dirs["qv_r8"]), "--include-target",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["selected"] == ["target:qv_r8", *ranked[:2]]
+
+
+def test_select_precision_scores_and_caches_apart(capsys, pool_db, tiny_model_dir, colour_task_dir):
+    """`select --precision bf16` scores under autocast and caches beside (never over) the fp32 scores."""
+    from lora_recycle.pool import Catalog
+    from lora_recycle.tasks import load_task
+
+    capsys.readouterr()
+    args = ["select", "--model", str(tiny_model_dir), "--db", str(pool_db), "--task", str(colour_task_dir),
+            "--strategy", "evaluation", "--k", "2", "--json"]
+    assert main([*args, "--precision", "bf16"]) == 0
+    bf16 = json.loads(capsys.readouterr().out)["scores"]
+    task_hash = load_task(colour_task_dir).content_hash()
+    with Catalog(pool_db) as catalog:
+        assert catalog.get_scores(task_hash, "evaluation@bf16") == pytest.approx(bf16)
+        assert catalog.get_scores(task_hash, "evaluation") == {}
+    assert main(args) == 0
+    fp32 = json.loads(capsys.readouterr().out)["scores"]
+    assert set(fp32) == set(bf16) and fp32 == pytest.approx(bf16, abs=0.5)
+    with Catalog(pool_db) as catalog:
+        assert catalog.get_scores(task_hash, "evaluation") == pytest.approx(fp32)
+    assert main([*args, "--precision", "fp16"]) == 2
+    assert "fp16" in capsys.readouterr().err

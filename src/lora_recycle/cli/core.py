@@ -234,15 +234,17 @@ def select(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
+    precision: PrecisionOpt = "fp32",
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Select k adapters from a pool catalog for a task (scores are cached in the catalog)."""
+    """Select k adapters from a pool catalog for a task (scores are cached in the catalog, per precision)."""
     from lora_recycle.errors import UserError
     from lora_recycle.escaping import printable
     from lora_recycle.models.loading import load_base_model, resolve_device
+    from lora_recycle.models.precision import resolve_precision
     from lora_recycle.selection.from_catalog import select_from_catalog
     from lora_recycle.tasks import load_task
 
@@ -261,8 +263,9 @@ def select(
         dev = resolve_device(device) if workers is None else device  # Ray workers resolve it themselves
         base, tokenizer = load_base_model(model, dev, dtype) if needs_model and workers is None else (None, None)
         selected, scores = select_from_catalog(db, strategy, count, seed, base, tokenizer, loaded_task, dev, target,
-                                               metric=metric, split=split, workers=workers,
-                                               log=info) if count else ([], {})
+                                               metric=metric, split=split, workers=workers, log=info,
+                                               precision=resolve_precision(precision, resolve_device(device)),
+                                               ) if count else ([], {})
     if include_target:
         selected = [target.adapter_id, *selected]
     if as_json:
