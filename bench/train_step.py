@@ -34,7 +34,7 @@ from torch import nn
 from lora_recycle.minihub.base_model import build_tiny_model, default_cache_dir
 from lora_recycle.minihub.pool import BATCH_SIZE
 from lora_recycle.models.loading import load_base_model
-from lora_recycle.models.precision import attention_for, autocast, native_bf16
+from lora_recycle.models.precision import attention_for, autocast, matmul_seconds, native_bf16
 from lora_recycle.tasks import load_task
 from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.loss import batch_loss
@@ -63,15 +63,9 @@ def non_embedding_params(model: nn.Module) -> int:
 
 
 def matmul_flops(dtype: torch.dtype, m: int, hidden: int, inter: int, seconds: float = 0.3) -> float:
-    """FLOP/s of ``[m, hidden] @ [hidden, inter]`` and back, the shapes of the model's MLP at this batch."""
-    a, w1, w2 = torch.randn(m, hidden, dtype=dtype), torch.randn(hidden, inter, dtype=dtype), \
-        torch.randn(inter, hidden, dtype=dtype)
-    (a @ w1) @ w2
-    n, start = 0, clock()
-    while clock() - start < seconds:
-        (a @ w1) @ w2
-        n += 1
-    return 4 * m * hidden * inter * n / (clock() - start)
+    """FLOP/s of ``[m, hidden] @ [hidden, inter]`` and back, the shapes of the model's MLP at this batch (best of a
+    ``seconds`` loop, as ``bench/adaptive_merge.py`` measures its floor)."""
+    return 4 * m * hidden * inter / matmul_seconds(dtype, "cpu", m, hidden, inter, budget=seconds, clock=clock)
 
 
 class MultiLora(nn.Module):
