@@ -9,9 +9,16 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `-n auto`: one worker per core already; the tests' tensors are tiny, and a second torch thread per worker
+    # only spins against the other worker (and the console scripts the tests start inherit this too)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 from lora_recycle.tasks.format import Example, TaskSpec, write_task
 
