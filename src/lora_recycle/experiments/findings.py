@@ -179,7 +179,8 @@ def recipe_table(rows: list[Row], baseline_method: str = "ours") -> list[dict[st
                     "vs_target_lora": margin.to_dict() if margin else None,
                     "control_vs_target_lora": (paired(control, target).to_dict() if control else None),
                     "vs_control": over_control.to_dict() if over_control else None, "goal": goal,
-                    "is_paper": method == baseline_method, "lr_variants": recipe[0].get("lr_variants")})
+                    "is_paper": method == baseline_method,
+                    **({"lr_variants": recipe[0]["lr_variants"]} if recipe[0].get("lr_variants") else {})})
     return out
 
 

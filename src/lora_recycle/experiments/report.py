@@ -92,8 +92,9 @@ def table2(rows: list[Row]) -> list[dict[str, Any]]:
     out = []
     merges = _group((r for r in rows if is_main_merge(r)), lambda r: (r["method"], r["k"]))
     for (method, k), group in sorted(merges.items(), key=lambda item: (item[0][0], item[0][1] or 10**9)):
-        entry: dict[str, Any] = {"method": method_label(group[0]), "name": method, "k": k,
-                                 "lr_variants": group[0].get("lr_variants")}
+        entry: dict[str, Any] = {"method": method_label(group[0]), "name": method, "k": k}
+        if group[0].get("lr_variants"):  # only then, so reports of one-lr studies keep their tables as published
+            entry["lr_variants"] = group[0]["lr_variants"]
         for flag, column in ((False, "without_target"), (True, "with_target")):
             cell = complete_seeds([r for r in group if r["with_target"] == flag])
             stat = seed_stat(task_means(cell))
@@ -247,7 +248,7 @@ def build_tables(rows: list[Row]) -> dict[str, Any]:
     runs = len(rows)
     rows, lr_incomplete = average_lr_variants(rows)
     return {
-        "lr_incomplete": lr_incomplete,
+        **({"lr_incomplete": lr_incomplete} if lr_incomplete else {}),
         "findings": findings(rows),
         "recipes": recipe_table(rows),
         "per_task": per_task_table(rows),
