@@ -6,6 +6,7 @@ import json
 import sqlite3
 
 from lora_recycle.experiments import ResultsStore, load_config, resolve_experiment, run_experiment
+from lora_recycle.recipe import TARGET_ADAPTER_ID
 
 
 def test_smoke_grid_end_to_end(smoke_results):
@@ -96,3 +97,19 @@ def test_similarity_selection_uses_the_target_lora(tmp_path, world):
     selected, scores = (json.loads(x) for x in rows[0])
     assert len(scores) == 2 and "fresh-lora" not in scores
     assert all(-1.0 <= v <= 1.0 for v in scores.values())
+
+
+def test_pi_tuning_adds_its_fresh_lora_only_without_the_target_lora(tmp_path, world):
+    """The runner passes the pool's target-task LoRA to the merge: with it, k tuned adapters and no fresh LoRA."""
+    from experiment_configs import write_config
+
+    path = write_config(tmp_path / "pi.yaml", world, methods=[{"preset": "pi_tuning", "k": [2], "steps": 2}],
+                        include_target_lora="both")
+    results = tmp_path / "pi.db"
+    run_experiment(resolve_experiment(load_config(path), str(path)), results, log=lambda line: None)
+    with sqlite3.connect(results) as db:
+        rows = db.execute("SELECT with_target, coefficients FROM runs WHERE kind = 'merge'").fetchall()
+        assert not db.execute("SELECT * FROM failures").fetchall()
+    tuned = {bool(flag): list(next(iter(json.loads(coefficients).values()))) for flag, coefficients in rows}
+    assert len(tuned[True]) == 2 and TARGET_ADAPTER_ID in tuned[True] and "fresh-lora" not in tuned[True]
+    assert len(tuned[False]) == 3 and "fresh-lora" in tuned[False]

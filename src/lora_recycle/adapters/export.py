@@ -34,7 +34,7 @@ def export_merge(
 
     ``base_model`` is the base's Hub id (see ``adapters.base_model_id``; a plain string that is not one is taken as a
     local path). ``sources`` holds one dict per merged adapter (``id``, ``license``, ``source``); ``record``'s
-    ``coefficients`` and ``compression`` (as ``MergeOutcome.record()`` has them) also go into the card.
+    ``coefficients``, ``compression`` and ``fresh_lora`` (as ``MergeOutcome.record()`` has them) also go into the card.
     """
     if isinstance(base_model, str):
         base_model = BaseModelId(base_model, "option" if is_hub_id(base_model, require_namespace=False)
@@ -47,7 +47,7 @@ def export_merge(
               "dtype": dtype_name, "sources": sources, **record}
     write_record(out_dir, method, record)
     info = MergeCardInfo(base_model.name, base_model.is_hub_id, method, sources, record.get("coefficients") or {},
-                         config["r"], dtype_name, record.get("compression"), __version__)
+                         config["r"], dtype_name, record.get("compression"), __version__, record.get("fresh_lora"))
     write_card(out_dir, *merge_card(info, RECORD_NAME))
     return out_dir
 

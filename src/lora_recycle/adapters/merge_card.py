@@ -58,6 +58,7 @@ class MergeCardInfo:
     dtype: str = "float32"
     compression: dict | None = None  # ``fit_export_rank``'s record, when the update was compressed
     version: str = ""
+    fresh_lora: dict | None = None  # pi-Tuning: ``MergeOutcome.fresh_lora`` (whether a fresh LoRA was added)
 
 
 def merge_card(info: MergeCardInfo, record_name: str = "merge_result.json") -> tuple[dict, str]:
@@ -89,6 +90,7 @@ def merge_card(info: MergeCardInfo, record_name: str = "merge_result.json") -> t
     for source in info.sources:
         lines.append(f"| {table_cell(source.get('id'))} | {table_cell(source.get('license') or UNKNOWN_LICENSE)} "
                      f"| {coefficient_summary(info.coefficients, str(source.get('id')))} |")
+    lines += _fresh_lora_lines(info.fresh_lora, info.coefficients)
     lines += ["", "Each merged adapter's license applies to this derivative work.",
               f"Every coefficient, the settings and the metrics are in `{record_name}`."]
     return data, "\n".join(lines)
@@ -102,3 +104,18 @@ def _compression_line(compression: dict | None) -> str:
     return (f"Rank-compressed ({rule}): relative Frobenius error per module at most "
             f"{compression['max_relative_error']:.4f} (mean {compression['mean_relative_error']:.4f}); "
             "every module's rank and error are in the record.")
+
+
+def _fresh_lora_lines(fresh: dict | None, coefficients: dict[str, dict[str, float]]) -> list[str]:
+    """pi-Tuning's fresh LoRA, said either way: trained beside the adapters (its row), or not added and why."""
+    if not fresh:
+        return []
+    if not fresh.get("added", True):
+        return ["", "The adapters' own factors were trained with the coefficients (pi-Tuning); no fresh LoRA was "
+                f"added: {table_cell(fresh.get('reason'))}."]
+    fresh_id = str(fresh.get("id"))
+    return [f"| {table_cell(fresh_id)} (fresh LoRA) | none (trained in this merge) | "
+            f"{coefficient_summary(coefficients, fresh_id)} |", "",
+            "The adapters' own factors were trained with the coefficients (pi-Tuning), beside one fresh LoRA "
+            f"(rank {fresh.get('rank')}, scale {fresh.get('scale', 0):.4g}, {fresh.get('modules')} modules; "
+            "A ~ N(0, 0.01), B = 0 at the start)."]

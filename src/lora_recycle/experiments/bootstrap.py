@@ -1,13 +1,15 @@
 """Seeded bootstrap confidence intervals over test examples and seeds (paired between two conditions).
 
 A condition is ``{seed: correctness string}`` (``"1011..."``, one mark per test example, the same
-examples in the same order for every condition). Each resample draws seeds with replacement and,
+examples in the same order for every condition), or ``{seed: [fractions]}`` where a row is the mean of
+several runs (learning-rate variants, ``experiments/lr_variants.py``). Each resample draws seeds with replacement and,
 independently, test examples with replacement, and applies the same draw to both conditions, so
 the interval of a difference reflects both example noise and seed-to-seed variation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -32,16 +34,20 @@ class Interval:
         return self.low > 0 or self.high < 0
 
 
-def marks(condition: dict[int, str], seeds: list[int]) -> np.ndarray:
-    """``[seeds, examples]`` matrix of 0/1 correctness."""
-    rows = [[1.0 if c == "1" else 0.0 for c in condition[s]] for s in seeds]
+Marks = str | Sequence[float]  # "1011..." or per-example fractions (a mean over learning-rate variants)
+
+
+def marks(condition: dict[int, Marks], seeds: list[int]) -> np.ndarray:
+    """``[seeds, examples]`` matrix of correctness (0/1, or fractions where runs were averaged)."""
+    rows = [[1.0 if c == "1" else 0.0 for c in m] if isinstance(m, str) else [float(c) for c in m]
+            for m in (condition[s] for s in seeds)]
     lengths = {len(r) for r in rows}
     if len(lengths) != 1:
         raise ValueError(f"conditions were scored on different numbers of test examples: {sorted(lengths)}")
     return np.asarray(rows)
 
 
-def bootstrap_difference(a: dict[int, str], b: dict[int, str] | None = None, resamples: int = 2000, seed: int = 0,
+def bootstrap_difference(a: dict[int, Marks], b: dict[int, Marks] | None = None, resamples: int = 2000, seed: int = 0,
                          level: float = 0.95) -> Interval:
     """Accuracy of ``a`` minus accuracy of ``b`` (or ``a``'s accuracy when ``b`` is None), with its interval.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
@@ -82,6 +83,18 @@ class _MethodEntry(_Strict):
     def _k_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, int) and not isinstance(value, bool) else value
 
+    @field_validator("lr", mode="after", check_fields=False)
+    @classmethod
+    def _lr_variants(cls, value: Any) -> Any:
+        values = value if isinstance(value, list) else [] if value is None else [value]
+        if any(not 0 < lr < math.inf for lr in values):
+            raise ValueError("Input should be greater than 0 (and finite)")
+        if not isinstance(value, list):
+            return value
+        if not value or len(set(value)) != len(value):
+            raise ValueError("a list of learning rates needs at least one, each once")
+        return value[0] if len(value) == 1 else value  # one learning rate: the same runs as a plain number
+
     @field_validator("selection", check_fields=False)
     @classmethod
     def _known_selection(cls, value: str | None) -> str | None:
@@ -98,7 +111,7 @@ class _MethodEntry(_Strict):
 
     @model_validator(mode="after")
     def _declared_params(self) -> Any:
-        problem = params_problem(self.preset, self.overrides())
+        problem = params_problem(self.preset, {**self.overrides(), **({"lr": self.lr} if self.lr_variants else {})})
         if problem:
             raise ValueError(problem)
         preset_settings = METHODS[self.preset].settings
@@ -112,9 +125,15 @@ class _MethodEntry(_Strict):
     def label(self) -> str:
         return self.name or self.preset
 
+    @property
+    def lr_variants(self) -> tuple[float, ...]:
+        """The learning rates of ``lr: [a, b]`` (one run each, reported as one row: their mean); () for one lr."""
+        lr = getattr(self, "lr", None)
+        return tuple(lr) if isinstance(lr, list) else ()
+
     def overrides(self) -> dict[str, Any]:
-        """The design choices this entry changes in its preset."""
-        skip = {"preset", "name", "k", "seeds", "include_target_lora"}
+        """The design choices this entry changes in its preset (a list of learning rates: see ``lr_variants``)."""
+        skip = {"preset", "name", "k", "seeds", "include_target_lora", *(("lr",) if self.lr_variants else ())}
         return {key: value for key, value in self.model_dump().items() if key not in skip and value is not None}
 
 
@@ -129,6 +148,10 @@ def _override_fields() -> dict[str, Any]:
     # paper Table 4 sweeps C over {1, 0.3, 1/k}: "1/k" restores the 1/k default of a preset with its own C
     coef = Annotated[float, Field(ge=-MAX_ABS_COEF, le=MAX_ABS_COEF, allow_inf_nan=False)]
     out["coef"] = (coef | Literal["1/k"] | None, Field(default=None, description=out["coef"][1].description))
+    # the paper reports pi-Tuning as the mean over two learning rates: ``lr: [1.0e-4, 5.0e-5]`` runs each
+    # (bounds checked by MethodSpec._lr_variants: a union would report a list's bad value as "not a number")
+    out["lr"] = (float | list[float] | None, Field(default=None, description=out["lr"][1].description
+                                                   + " A list runs each and reports their mean as one row."))
     return out
 
 
@@ -267,7 +290,8 @@ class ExperimentConfig(_Strict):
         labels = [m.label for m in self.methods]
         settings: dict[str, tuple] = {}
         for m in self.methods:  # a name may repeat to run more k or seeds of the same settings
-            if settings.setdefault(m.label, (m.preset, m.overrides())) != (m.preset, m.overrides()):
+            if settings.setdefault(m.label, (m.preset, m.overrides(), m.lr_variants)) != (m.preset, m.overrides(),
+                                                                                       m.lr_variants):
                 raise ValueError(f"method name {m.label!r} is used for different settings (set name:)")
         random_init = self.controls.random_init or []
         named = [(control, f"random_init[{i}]" if len(random_init) > 1 else "random_init")

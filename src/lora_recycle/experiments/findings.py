@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from lora_recycle.experiments.bootstrap import Interval, bootstrap_difference
+from lora_recycle.experiments.lr_variants import marks
 
 Row = dict[str, Any]
 RESAMPLES = 2000
@@ -78,10 +79,10 @@ def merges(rows: Iterable[Row], method: str, k: int | None, with_target: bool, r
                   pool=pool, exclude_top=exclude_top)
 
 
-def _by_seed_task(rows: Iterable[Row]) -> dict[int, dict[str, str]]:
-    out: dict[int, dict[str, str]] = {}
+def _by_seed_task(rows: Iterable[Row]) -> dict[int, dict[str, list[float]]]:
+    out: dict[int, dict[str, list[float]]] = {}
     for r in rows:
-        out.setdefault(r["seed"], {})[r["task"]] = r["correct"]
+        out.setdefault(r["seed"], {})[r["task"]] = marks(r["correct"])
     return out
 
 
@@ -95,8 +96,8 @@ def paired(a: list[Row], b: list[Row] | None, resamples: int = RESAMPLES, seed: 
                                       for s in seeds)))
     if not tasks:
         return None
-    joined_a = {s: "".join(left[s][t] for t in tasks) for s in seeds}
-    joined_b = {s: "".join(right[s][t] for t in tasks) for s in seeds} if right is not None else None
+    joined_a = {s: [m for t in tasks for m in left[s][t]] for s in seeds}
+    joined_b = {s: [m for t in tasks for m in right[s][t]] for s in seeds} if right is not None else None
     return bootstrap_difference(joined_a, joined_b, resamples=resamples, seed=seed)
 
 
@@ -178,7 +179,8 @@ def recipe_table(rows: list[Row], baseline_method: str = "ours") -> list[dict[st
                     "vs_target_lora": margin.to_dict() if margin else None,
                     "control_vs_target_lora": (paired(control, target).to_dict() if control else None),
                     "vs_control": over_control.to_dict() if over_control else None, "goal": goal,
-                    "is_paper": method == baseline_method})
+                    "is_paper": method == baseline_method,
+                    **({"lr_variants": recipe[0]["lr_variants"]} if recipe[0].get("lr_variants") else {})})
     return out
 
 
@@ -199,6 +201,9 @@ def per_task_table(rows: list[Row]) -> dict[str, Any]:
                    and r["pool"] == "recycled" and not r["random_init"] and not r["exclude_top"]},
                   key=lambda key: (key[0], key[1] or 10**9, key[2]))
     for method, k, with_target in keys:
-        label = f"{method} ({k if k is not None else 'all'})" + (" + target" if with_target else "")
-        put(label, merges(rows, method, k, with_target))
+        group = merges(rows, method, k, with_target)
+        lrs = group[0].get("lr_variants") if group else None
+        label = (f"{method} ({k if k is not None else 'all'})" + (" + target" if with_target else "")
+                 + (f", mean of lr {', '.join(f'{lr:g}' for lr in lrs)}" if lrs else ""))
+        put(label, group)
     return {"tasks": tasks, "rows": lines}

@@ -53,11 +53,16 @@ class RunSpec:
     # the in-house pool's tasks and their data hashes (its LoRAs are trained on them); empty, and so left out
     # of the hash, for every other pool
     pool_tasks: tuple[tuple[str, str], ...] = ()
+    # the learning rates of the method entry's ``lr: [a, b]`` (this run is one of them, its settings' lr), which
+    # the report averages into one row; empty for one lr. Out of the hash: a run is the same run whatever its
+    # siblings (recorded in the row's spec, so the report knows a (task, seed) that lacks one)
+    lr_variants: tuple[float, ...] = ()
 
     @property
     def run_hash(self) -> str:
-        """sha256 (16 hex digits) of the canonical JSON of every field."""
-        payload = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        """sha256 (16 hex digits) of the canonical JSON of every field but ``lr_variants``."""
+        identity = {key: value for key, value in self.to_dict().items() if key != "lr_variants"}
+        payload = json.dumps(identity, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     @property
@@ -71,6 +76,8 @@ class RunSpec:
         parts = [self.method]
         if self.kind == "merge":
             parts.append("all" if self.k is None else f"k={self.k}")
+        if self.lr_variants and self.settings is not None:
+            parts.append(f"lr={self.settings.lr:g}")
         if self.pool == "in_house":
             parts.append("in-house" + (f" skip {self.exclude_top}" if self.exclude_top else ""))
         if self.random_init:
@@ -90,8 +97,9 @@ class RunSpec:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         if data["precision"] == "fp32":
             del data["precision"]
-        if not data["pool_tasks"]:
-            del data["pool_tasks"]
+        for name in ("pool_tasks", "lr_variants"):
+            if not data[name]:
+                del data[name]
         data["target_lora"] = self.target_lora.identity() if self.target_lora is not None else {}
         data["settings"] = self.settings.to_dict() if self.settings is not None else None
         return data
@@ -112,6 +120,12 @@ def method_settings(spec: MethodSpec, config: ExperimentConfig) -> MergeSettings
     if settings.adaptive and spec.steps is None and config.budget.merge_steps is not None:
         settings = settings.with_overrides(steps=config.budget.merge_steps)
     return settings
+
+
+def variant_settings(spec: MethodSpec, config: ExperimentConfig) -> list[MergeSettings]:
+    """The entry's settings, one per learning rate of ``lr: [a, b]`` (just the one without a list)."""
+    settings = method_settings(spec, config)
+    return [settings.with_overrides(lr=lr) for lr in spec.lr_variants] or [settings]
 
 
 def target_options(choice: bool | str) -> list[bool]:
@@ -150,30 +164,32 @@ def expand_runs(resolved: ResolvedExperiment, task_hashes: dict[str, str] | None
             for spec in config.methods:
                 if seed not in config.seeds_of(spec):
                     continue
-                settings = method_settings(spec, config)
-                ks = [None] if settings.selection == "all" else (spec.k or config.k)
+                variants = variant_settings(spec, config)
+                ks = [None] if variants[0].selection == "all" else (spec.k or config.k)
                 choice = config.include_target_lora if spec.include_target_lora is None else spec.include_target_lora
                 for k in ks:
                     for with_target in target_options(choice):
-                        add("merge", task, seed, spec.label, settings=settings, k=k, with_target=with_target,
-                            pool="recycled")
+                        for settings in variants:
+                            add("merge", task, seed, spec.label, settings=settings, k=k, with_target=with_target,
+                                pool="recycled", lr_variants=spec.lr_variants)
             for control in config.controls.random_init or []:
                 spec = config.method(control.method)
                 if seed not in config.seeds_of(control, spec.seeds):
                     continue
-                settings = method_settings(spec, config)
                 for k in control.k or spec.k or config.k:
                     for with_target in target_options(control.include_target_lora):
-                        add("merge", task, seed, spec.label, settings=settings, k=k, with_target=with_target,
-                            pool="recycled", random_init=True, noise_std=control.noise_std)
+                        for settings in variant_settings(spec, config):
+                            add("merge", task, seed, spec.label, settings=settings, k=k, with_target=with_target,
+                                pool="recycled", random_init=True, noise_std=control.noise_std,
+                                lr_variants=spec.lr_variants)
             in_house = config.controls.in_house
             if in_house is not None and seed in config.seeds_of(in_house):
                 spec = config.method(in_house.method)
-                settings = method_settings(spec, config).with_overrides(selection="evaluation")
                 cells = [(k, 0) for k in in_house.k] + [(in_house.exclude_k, m) for m in in_house.exclude_top]
                 for k, m in dict.fromkeys(cells):
-                    add("merge", task, seed, spec.label, settings=settings, k=k, with_target=True, pool="in_house",
-                        exclude_top=m)
+                    for settings in variant_settings(spec, config):
+                        add("merge", task, seed, spec.label, settings=settings.with_overrides(selection="evaluation"),
+                            k=k, with_target=True, pool="in_house", exclude_top=m, lr_variants=spec.lr_variants)
     unique = {run.run_hash: run for run in runs}
     return list(unique.values())
 

@@ -69,7 +69,15 @@ def is_main_merge(row: Row) -> bool:
 
 
 def method_label(row: Row) -> str:
-    return f"{row['method']} ({row['k'] if row['k'] is not None else 'all'})"
+    """``method (k)``, saying when the row is the mean of learning-rate variants (``ours (10)``,
+    ``pi_tuning (10), mean of lr 0.0001, 5e-05``)."""
+    return f"{row['method']} ({row['k'] if row['k'] is not None else 'all'})" + lr_note(row)
+
+
+def lr_note(row: Row) -> str:
+    """``, mean of lr a, b`` for a row averaged over learning-rate variants (``experiments/lr_variants.py``)."""
+    lrs = row.get("lr_variants")
+    return f", mean of lr {', '.join(f'{lr:g}' for lr in lrs)}" if lrs else ""
 
 
 def _group(rows: Iterable[Row], key: Callable[[Row], Any]) -> dict[Any, list[Row]]:
@@ -85,6 +93,8 @@ def table2(rows: list[Row]) -> list[dict[str, Any]]:
     merges = _group((r for r in rows if is_main_merge(r)), lambda r: (r["method"], r["k"]))
     for (method, k), group in sorted(merges.items(), key=lambda item: (item[0][0], item[0][1] or 10**9)):
         entry: dict[str, Any] = {"method": method_label(group[0]), "name": method, "k": k}
+        if group[0].get("lr_variants"):  # only then, so reports of one-lr studies keep their tables as published
+            entry["lr_variants"] = group[0]["lr_variants"]
         for flag, column in ((False, "without_target"), (True, "with_target")):
             cell = complete_seeds([r for r in group if r["with_target"] == flag])
             stat = seed_stat(task_means(cell))
@@ -223,17 +233,26 @@ def metrics_used(rows: Iterable[Row]) -> list[str]:
 
 
 def build_tables(rows: list[Row]) -> dict[str, Any]:
-    """Every table of the report, as plain JSON-ready data."""
+    """Every table of the report, as plain JSON-ready data.
+
+    A method run at several learning rates is one row throughout: per (task, seed) the mean of its variants,
+    a (task, seed) without all of them left out and listed in ``lr_incomplete`` (``experiments/lr_variants.py``);
+    the coefficients (Figure 4) are read from every run.
+    """
     from lora_recycle.experiments.budget_curve import budget_curve
     from lora_recycle.experiments.coefficients import coefficient_points, coefficient_summary
     from lora_recycle.experiments.findings import findings, per_task_table, recipe_table
+    from lora_recycle.experiments.lr_variants import average_lr_variants
 
     points = coefficient_points(rows)
+    runs = len(rows)
+    rows, lr_incomplete = average_lr_variants(rows)
     return {
+        **({"lr_incomplete": lr_incomplete} if lr_incomplete else {}),
         "findings": findings(rows),
         "recipes": recipe_table(rows),
         "per_task": per_task_table(rows),
-        "runs": len(rows),
+        "runs": runs,
         "metrics": metrics_used(rows),
         "tasks": sorted({r["task"] for r in rows}),
         "seeds": sorted({r["seed"] for r in rows}),
@@ -278,6 +297,7 @@ def render_markdown(tables: dict[str, Any], figures: dict[str, Path | None], not
         lines.append(f"| {entry['method']} | {_fmt(entry['without_target'])} | {_fmt(entry['with_target'])} | "
                      f"{_coverage(entry)} | {paper.get('row', '')} | {cells[0] if paper else ''} | "
                      f"{cells[1] if paper else ''} |")
+    lines += _lr_lines(tables)
     lines += _target_training_lines(tables)
     lines += ["", "## Figure 2: % improvement", "", metric_line, "",
               "| method | target LoRA in pool | vs prompting (%) | vs target LoRA (%) |", "| --- | --- | --- | --- |"]
@@ -298,6 +318,25 @@ def render_markdown(tables: dict[str, Any], figures: dict[str, Path | None], not
         elif path is not None:
             lines += ["", metric_line]
     return "\n".join(lines) + "\n"
+
+
+def _lr_lines(tables: dict[str, Any]) -> list[str]:
+    """How rows of several learning rates were read, and each (task, seed) left out for a missing one."""
+    averaged = [e["method"] for e in tables["table2"] if e.get("lr_variants")]
+    missing = tables.get("lr_incomplete") or []
+    if not averaged and not missing:
+        return []
+    lines = ["", "A method run at several learning rates (as the paper reports pi-Tuning) is one row: per task and "
+             "seed the mean of its learning rates' accuracies (and of their per-example correctness in the "
+             "findings' intervals). A task and seed that has not run every one of them is left out, as a missing "
+             "run is" + (":" if missing else ".")]
+    for cell in missing:
+        where = (" + target LoRA" if cell["with_target"] else "") + (" random-init" if cell["random_init"] else "") \
+            + (" in-house" if cell["pool"] == "in_house" else "")
+        lrs = ", ".join(f"{lr:g}" for lr in cell["missing_lrs"])
+        k = cell["k"] if cell["k"] is not None else "all"
+        lines.append(f"- {cell['method']} ({k}){where}, {cell['task']} seed {cell['seed']}: lr {lrs} not recorded")
+    return lines
 
 
 def _number(value: float | None) -> str:

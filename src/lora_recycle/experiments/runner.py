@@ -188,7 +188,7 @@ def _merge_cell(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device, c
     if spec.pool != "in_house":
         scores = {i: pool.scores[i] for i in pool.ids if i in pool.scores}
     clock.lap("select")
-    outcome = merge_adapters(model, tokenizer, task, pool.adapters, settings, device)
+    outcome = merge_adapters(model, tokenizer, task, pool.adapters, settings, device, target_id=pool.target_id)
     metrics["verdict"] = outcome.verdict
     if outcome.fit is not None:
         loop = outcome.fit.loop

@@ -142,7 +142,8 @@ def _build(plan: DemoPlan, job: RowJob, model, tokenizer, task) -> tuple[object,
     # with the target-task LoRA: it first, then the top k - 1 selected (k adapters either way); random-init
     # noise is drawn per module with the std pooled over the recycled adapters of that merge
     recycled = pool[: len(pool) - 1] if job.with_target else pool
-    outcome = merge_adapters(model, tokenizer, task, finish_pool(recycled, target, job.noise, plan.seed), plan.ours)
+    outcome = merge_adapters(model, tokenizer, task, finish_pool(recycled, target, job.noise, plan.seed), plan.ours,
+                             target_id=target.adapter_id if target is not None else None)
     loop = outcome.fit.loop
     return outcome.adapter, f"val loss {loop.initial_val_loss:.3f} -> {loop.best_val_loss:.3f}"
 

@@ -29,7 +29,7 @@ class MergeOutcome:
     settings: MergeSettings
     fit: CoefficientFit | None = None
     compression: dict | None = None  # the export's rank and per-module error (merging.rank_budget)
-    fresh_lora: dict | None = None  # pi-Tuning: the fresh LoRA's rank, scale and module count
+    fresh_lora: dict | None = None  # pi-Tuning: whether a fresh LoRA was added, and its shape or why not
     refinement: dict | None = None  # refine_steps: how fine-tuning the merge went (tuning/refine.py)
 
     @property
@@ -63,8 +63,13 @@ class MergeOutcome:
         return data
 
 
-def joint_fresh_lora(model, adapters: list[LoraAdapter], settings: MergeSettings) -> LoraAdapter:
-    """pi-Tuning's fresh LoRA per ``settings.fresh_lora``: the target-task LoRA's shape by default."""
+def joint_fresh_lora(model, adapters: list[LoraAdapter], settings: MergeSettings,
+                     target_id: str | None = None) -> LoraAdapter | None:
+    """pi-Tuning's fresh LoRA per ``settings.fresh_lora``, or None when none joins the pool: ``none``, or
+    ``auto`` with the target-task LoRA (``target_id``) among ``adapters`` (the authors' code re-initialises
+    a slot as a fresh LoRA only when the target-task LoRA is not in the pool)."""
+    if settings.fresh_lora == "none" or (settings.fresh_lora == "auto" and target_id is not None):
+        return None
     if settings.fresh_lora == "modal":
         return modal_fresh_lora(model, adapters, settings.seed)
     from lora_recycle.adapters.paths import MODULE_TYPES
@@ -74,13 +79,25 @@ def joint_fresh_lora(model, adapters: list[LoraAdapter], settings: MergeSettings
     return fresh_lora(model, adapters[0].base_model, settings.seed, rank, settings.fresh_alpha, MODULE_TYPES)
 
 
+def fresh_lora_record(fresh: LoraAdapter | None, settings: MergeSettings, target_id: str | None) -> dict:
+    """What the merge record and card say about pi-Tuning's fresh LoRA: ``added``, and its shape or why none."""
+    if fresh is not None:
+        return {"added": True, "rule": settings.fresh_lora, "id": FRESH_LORA_ID, "rank": max(fresh.ranks.values()),
+                "scale": next(iter(fresh.modules.values())).scale, "modules": len(fresh.modules)}
+    reason = (f"the target-task LoRA ({target_id}) is in the pool" if settings.fresh_lora == "auto"
+              else "fresh_lora none")
+    return {"added": False, "rule": settings.fresh_lora, "reason": reason}
+
+
 def merge_adapters(
     model, tokenizer, task: Task | None, adapters: list[LoraAdapter], settings: MergeSettings,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", target_id: str | None = None,
 ) -> MergeOutcome:
     """Merge ``adapters`` on ``model`` per ``settings``; the model is left exactly as it came in.
 
     Every adapter must fit the model (``require_fits``: its shapes, and an update at most 100 x ||W||_F).
+    ``target_id`` names the target-task LoRA among ``adapters`` (``Pool.target_id``; None: it is not there):
+    pi-Tuning (``fresh_lora: auto``) adds its fresh LoRA only without it.
 
     ``settings.method`` names a registered merge method (``recipe/presets.py``): one that holds a per-module
     ``merge`` merges with fixed coefficients; the others mix the adapters by coefficients, learned by
@@ -97,12 +114,13 @@ def merge_adapters(
     tuner = TUNERS.lookup(settings.tuning) if settings.adaptive else None
     if tuner is not None and tuner.tune is not None and task is not None:
         task.require_rows("train", f"merge --method {settings.method} (it learns on the task)")
+    if target_id is not None and target_id not in {a.adapter_id for a in adapters}:
+        raise ValueError(f"target_id {target_id!r} is not one of the adapters to merge")
     fresh_record = None
     if tuner is not None and tuner.trains_factors:
-        fresh = joint_fresh_lora(model, adapters, settings)
-        adapters = [*adapters, fresh]
-        fresh_record = {"rank": max(fresh.ranks.values()), "scale": next(iter(fresh.modules.values())).scale,
-                        "modules": len(fresh.modules), "id": FRESH_LORA_ID}
+        fresh = joint_fresh_lora(model, adapters, settings, target_id)
+        adapters = adapters if fresh is None else [*adapters, fresh]
+        fresh_record = fresh_lora_record(fresh, settings, target_id)
     merged = MergedModel(model, adapters, settings.granularity, settings.activation, settings.init, settings.strategy,
                          settings.composition)
     try:

@@ -61,10 +61,12 @@ class PoolRequest:
 
 @dataclass
 class Pool:
-    """The adapters to merge, in order, and the selection scores of every accepted adapter (if scored)."""
+    """The adapters to merge, in order, the selection scores of every accepted adapter (if scored), and the id
+    of the target-task LoRA among the adapters (None when it is not in the pool; ``merge_adapters`` takes it)."""
 
     adapters: list[LoraAdapter]
     scores: dict[str, float] = field(default_factory=dict)
+    target_id: str | None = None
 
     @property
     def ids(self) -> list[str]:
@@ -154,4 +156,5 @@ def assemble_pool(request: PoolRequest, settings: MergeSettings, model=None, tok
     chosen = selected_adapters(request, settings, model, tokenizer, task, device, log)
     adapters = (explicit if explicit is not None else explicit_adapters(request)) + chosen.adapters
     target = request.target if request.include_target else None
-    return Pool(finish_pool(adapters, target, request.random_init, settings.seed, request.noise_std), chosen.scores)
+    return Pool(finish_pool(adapters, target, request.random_init, settings.seed, request.noise_std), chosen.scores,
+                target.adapter_id if target is not None else None)

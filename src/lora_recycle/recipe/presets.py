@@ -69,7 +69,7 @@ register_method("adamerging", "Yang et al. 2023, AdaMerging (arXiv:2310.02575)",
                 init="uniform", steps=100, lr=5e-2)
 register_method("pi_tuning", "Wu et al. 2023, pi-Tuning (ICML 2023)", JOINT_PARAMS,
                 adaptive=True, selection="quasi_fim", tuning="joint", k=20, granularity="module",
-                activation="softmax", init="zero", steps=100, lr=1e-4)
+                activation="softmax", init="zero", steps=100, lr=1e-4, fresh_lora="auto")
 register_method("lorahub", "Huang et al. 2024, LoraHub (COLM 2024)", ADAPTIVE_PARAMS,
                 adaptive=True, selection="random", tuning="gradient_free", granularity="model", activation="linear",
                 init="zero", steps=100, composition="lorahub")

@@ -103,7 +103,7 @@ def run_merge(model_dir: Path, task_dir: Path | None, request: PoolRequest, sett
     model, tokenizer, task, dev = inputs.model, inputs.tokenizer, inputs.task, inputs.device
     with computing_in(model, request.precision, dev):  # selection scoring and tuning in the asked precision
         pool = assemble_pool(request, settings, model, tokenizer, task, dev, explicit=inputs.explicit, log=log)
-        outcome = merge_adapters(model, tokenizer, task, pool.adapters, settings, dev)
+        outcome = merge_adapters(model, tokenizer, task, pool.adapters, settings, dev, target_id=pool.target_id)
     if outcome.is_base_model and log is not None:
         log(f"no combination of the {len(pool.ids)} adapters beat the base model ({settings.method} kept "
             f"all-zero weights); the result is the base model itself, so nothing was written to {export.out}")

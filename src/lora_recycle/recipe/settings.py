@@ -14,6 +14,7 @@ from lora_recycle.merging.options import Activation, Composition, Granularity, I
 
 Metric = Literal["loglik", "exact_match"]  # tasks/scoring.py METRICS
 SelectionSplit = Literal["train", "labelled"]  # labelled: train + validation (the paper's selection split)
+FreshLora = Literal["auto", "target", "modal", "none"]  # pi-Tuning's fresh LoRA (recipe/merge.py joint_fresh_lora)
 MAX_ABS_COEF = 100.0  # fixed coefficients in the literature are 0.3-1 (negation: -1); beyond this, nonsense
 
 
@@ -51,9 +52,12 @@ class MergeSettings:
     exact_export: bool = _opt(False, "Keep the exact merge even above rank 512 (default: compress it to max_error "
                               "0.05, so vLLM serves it); still a PEFT adapter, e.g. for evaluation.", omit_default=True)
     keep_start: bool = _opt(False, "Let the untrained start win the best-validation snapshot (paper: never).")
-    fresh_lora: Literal["target", "modal"] = _opt(
-        "target", "pi-Tuning's fresh LoRA: target (the target-task LoRA's shape and scaling) or modal (the selected "
-        "adapters' most common rank, scale 1).")
+    # the dataclass default stays "target" (always one fresh LoRA) so that every other method's settings, and so
+    # its run hashes, are unchanged; the pi_tuning preset sets "auto" (recipe/presets.py)
+    fresh_lora: FreshLora = _opt(
+        "target", "pi-Tuning's fresh LoRA: auto (pi_tuning's preset: one of the target-task LoRA's shape and "
+        "scaling only when the target-task LoRA is not in the pool, as the authors' code runs it), target (always "
+        "one of that shape), modal (always one of the selected adapters' most common rank, scale 1) or none.")
     fresh_rank: int = _opt(64, "Rank of the fresh LoRA (capped like the target-task LoRA's).", ge=1)
     fresh_alpha: float = _opt(16.0, "lora_alpha of the fresh LoRA (scale alpha / rank).", gt=0)
     # Refining (beyond the paper; tuning/refine.py): left out of to_dict() at their defaults, so existing run

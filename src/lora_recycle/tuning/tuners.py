@@ -18,7 +18,8 @@ from lora_recycle.registry import Registry, resolve
 class Tuner:
     """A named way to learn coefficients; ``tune`` None means fixed coefficients (non-adaptive methods).
 
-    ``trains_factors``: the adapters' A/B train too and one fresh LoRA joins the pool (pi-Tuning).
+    ``trains_factors``: the adapters' A/B train too, and a fresh LoRA may join the pool (pi-Tuning; the
+    setting ``fresh_lora`` says when, ``recipe/merge.py`` adds it).
     """
 
     name: str
@@ -41,8 +42,8 @@ register_tuner("none", "fixed coefficients", None)
 register_tuner("gradient", "AdamW on the answer-token loss, cosine schedule; the lowest-validation-loss snapshot "
                "among the evaluations during training is kept (the start too only with keep_start)",
                "lora_recycle.tuning.gradient:tune_gradient")
-register_tuner("joint", "gradient tuning of the coefficients and every adapter's A/B, plus one fresh LoRA "
-               "(A ~ N(0, 0.01), B = 0) of the target-task LoRA's shape and scaling (pi-Tuning)",
+register_tuner("joint", "gradient tuning of the coefficients and every adapter's A/B; without the target-task LoRA "
+               "in the pool plus one fresh LoRA (A ~ N(0, 0.01), B = 0) of its shape and scaling (pi-Tuning)",
                "lora_recycle.tuning.gradient:tune_joint", trains_factors=True)
 register_tuner("gradient_free", "nevergrad NGOpt, raw coefficients in [-1.5, 1.5], objective = loss on all examples "
                "+ 0.05 mean abs w (LoraHub)", "lora_recycle.tuning.gradient_free:tune")
