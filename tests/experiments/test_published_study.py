@@ -1,5 +1,5 @@
-"""The published studies (docs/study, its archived earlier hub and the budget sweep): tables regenerate,
-identical, from the committed results databases."""
+"""The published studies (docs/study, its archived earlier hub, the budget sweep and the 100-step study under
+way): tables regenerate, identical, from the committed results databases."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from lora_recycle.serialization import json_safe
 STUDY = Path(__file__).resolve().parents[2] / "docs" / "study"
 
 
-@pytest.mark.parametrize("folder", [STUDY, STUDY / "hub-64e318b0c383", STUDY / "budget"],
-                         ids=["current", "archived", "budget"])
+@pytest.mark.parametrize("folder", [STUDY, STUDY / "hub-64e318b0c383", STUDY / "budget", STUDY / "steps-100"],
+                         ids=["current", "archived", "budget", "steps-100"])
 def test_report_tables_regenerate_from_the_committed_results(tmp_path, folder):
     assert (folder / "results.db").is_file(), f"{folder / 'results.db'} is missing"
     written = write_report(folder / "results.db", tmp_path)
