@@ -1,7 +1,8 @@
 """Adaptive merging against its FLOP floor: one coefficient step in parts, validation, a whole merge.
 
 On the real SmolLM2-135M-Instruct, a built mini-hub's real pool adapters and a real target task's
-batches, for each k and precision it prints ms per coefficient step split into forward, backward,
+batches, it prints the frozen base's own step (forward and input-gradient backward, no adapters) against
+the floor, then for each k and precision ms per coefficient step split into forward, backward,
 delta build and optimiser, a validation pass, and each as a ratio to its floor; then a whole
 ``ours`` merge end to end (model load, calibration, every step and validation, as ``merge`` runs it)
 with this tree's engine and, side by side in the same run, with another git revision's
@@ -197,6 +198,37 @@ def measure_steps(model, tokenizer, task, adapters: list[LoraAdapter], precision
             "validation_ratio_to_floor": round(validation / val_floor, 2)}
 
 
+def measure_base(model, tokenizer, task, precision: str, steps: int) -> dict:
+    """The frozen base alone on the same batches: forward plus input-gradient backward (the floor's own work, no
+    LoRA path), against the same floor. Separates what the model's eager ops cost from what the merge adds."""
+    train, _ = encode_task(tokenizer, task).fit_splits()
+    pad = pad_token_id(tokenizer)
+    decoder_params, head_params = linear_params(model)
+    # the embedding's output requires grad, so backward runs every layer's input gradient and no weight gradient
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, i, out: out.detach().requires_grad_())
+    records, tokens, answers = [], [], []
+    try:
+        with computing_in(model, precision):
+            for i, indices in enumerate(batch_order(len(train), 8, steps + 1, 0)):
+                batch = collate([train[j] for j in indices], pad)
+                t0 = time.perf_counter()
+                loss = batch_loss(model, batch)
+                t1 = time.perf_counter()
+                loss.backward()
+                t2 = time.perf_counter()
+                if i:
+                    records.append({"forward": t1 - t0, "backward": t2 - t1, "step": t2 - t0})
+                    tokens.append(int(batch["attention_mask"].sum()))
+                    answers.append(int((batch["labels"][:, 1:] != IGNORE_INDEX).sum()))
+            rate = throughput(DTYPES[precision], int(statistics.mean(tokens)), model.config)
+    finally:
+        hook.remove()
+    med = {name: statistics.median(r[name] for r in records) for name in records[0]}
+    floor = (4 * decoder_params * statistics.mean(tokens) + 4 * head_params * statistics.mean(answers)) / rate
+    return {"precision": precision, "ms": {k: round(v * 1000, 1) for k, v in med.items()},
+            "floor_ms": round(floor * 1000, 1), "ratio_to_floor": round(med["step"] / floor, 2)}
+
+
 # A whole merge as the runner and the demo run it, importable from any revision of the package.
 E2E = r"""
 import json, sys, time
@@ -290,6 +322,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         dirs = pool_of(real, max([*args.k, args.merge_k]), work / "derived", "HuggingFaceTB/SmolLM2-135M-Instruct")
+        for precision in args.precision:
+            base = measure_base(model, tokenizer, task, precision, args.steps)
+            result.setdefault("base_alone", []).append(base)
+            if not args.json:
+                ms = base["ms"]
+                print(f"base alone {precision}: step {ms['step']:7.1f} ms (fwd {ms['forward']:.1f}, bwd "
+                      f"{ms['backward']:.1f}) floor {base['floor_ms']:.1f} -> x{base['ratio_to_floor']:.2f}",
+                      flush=True)
         for k in args.k:
             adapters = [read_adapter(d) for d in dirs[:k]]
             for precision in args.precision:
