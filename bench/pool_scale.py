@@ -125,11 +125,12 @@ def main() -> None:
     from lora_recycle.adapters import read_peft_adapter
     from lora_recycle.minihub.base_model import build_tiny_model
     from lora_recycle.minihub.scaled_pool import write_derived_pool
+    from lora_recycle.models.precision import cpu_kind
     from lora_recycle.pool import Catalog, ValidationPolicy, load_base_spec, scan_pool
     from lora_recycle.tasks import load_task
 
-    print(f"tiny random Llama base, pools derived with `hub scale` (no built hub); {os.cpu_count()} cores shared "
-          f"with other jobs, load average {os.getloadavg()[0]:.1f}: timings are noisy")
+    print(f"tiny random Llama base, pools derived with `hub scale` (no built hub); {os.cpu_count()} cores, CPU kind "
+          f"{cpu_kind()}, load average {os.getloadavg()[0]:.1f} at the start (timings are noisy above ~1 per core)")
     rows: dict[int, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -156,7 +157,7 @@ def main() -> None:
             row["catalog_mb"] = sum(p.stat().st_size for p in root.glob(f"pool{n}.db*")) / 2**20
             rows[n] = row
             shutil.rmtree(pool)
-    print(f"\nevaluation on {args.rows} rows; base forward alone on them (1 thread): {base:.2f} s")
+    print(f"\nevaluation on {args.rows} rows; base forward alone on them (1 thread): {base:.3f} s")
     print(f"{'N':>6} {'accepted':>8} {'derive s':>9} {'scan s':>7} {'scan peak MB':>12} {'cosine s':>9} "
           f"{'eval 1w s':>10} {'eval 2w s':>10} {'speed-up':>8} {'merge k=30 s':>12} {'catalog MB':>10}")
     for n, r in rows.items():
@@ -176,7 +177,7 @@ def main() -> None:
         if "eval1" in r:
             per_adapter = r["eval1"] / r["accepted"]
             print(f"N={n}: Ray speed-up 2 vs 1 worker {r['eval1'] / r['eval2']:.2f}x; one worker spends "
-                  f"{per_adapter:.2f} s per adapter, {base / per_adapter:.2f} of the base forward's throughput")
+                  f"{per_adapter:.3f} s per adapter, {base / per_adapter:.2f} of the base forward's throughput")
 
 
 if __name__ == "__main__":
