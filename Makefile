@@ -45,7 +45,7 @@ lock:
 	rm -rf $(LOCK_VENV) build
 
 test: install
-	$(BIN)/pytest -n auto
+	$(BIN)/pytest -n auto --dist worksteal
 
 test-all: install
 	$(BIN)/pytest -n auto -m ''
