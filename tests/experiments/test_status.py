@@ -41,3 +41,19 @@ def test_status_counts_and_prices_the_rest_of_a_half_run_grid(tmp_path, world):
     assert table.returncode == 0 and "| ours k=2 | 1 | 1 |" in table.stdout
     assert "8 runs, 4 recorded" in table.stdout
     assert_usage_error(console("experiment", "status", config, "--results", results, "--seed", "7"), "--seed 7")
+
+
+def test_status_and_prune_never_build_a_missing_hub(tmp_path):
+    """Reading commands refuse a mini-hub that is not built (one line naming it and how to build it), rather than
+    start its build: the `full` hub trains for tens of minutes."""
+    cache = tmp_path / "cache"
+    config = tmp_path / "hub.yaml"
+    config.write_text(f"name: hubbed\nhub: {{profile: tiny, seed: 0, cache_dir: {cache}}}\nseeds: [0]\n"
+                      "methods:\n  - {preset: average, k: 2}\n")
+    results = tmp_path / "results.db"
+    for command in (("status",), ("prune", "--dry-run")):
+        done = console("experiment", *command, config, "--results", results)
+        assert_usage_error(done, "the tiny mini-hub (seed 0) is not built")
+        assert "experiment run` builds it" in done.stderr
+        assert not (cache / "hub").exists() or not any((cache / "hub").iterdir())
+    assert not results.exists()

@@ -67,7 +67,7 @@ def status(
 
     from lora_recycle.experiments.status import grid_status, status_lines
 
-    resolved = _sliced(config, only_task, only_seed)
+    resolved = _sliced(config, only_task, only_seed, build=False)
     workers = workers or max(1, (os.cpu_count() or 1) // (resolved.config.threads or 1))
     summary = grid_status(resolved, results)
     if as_json:
@@ -92,7 +92,7 @@ def prune(
     from lora_recycle.experiments.results import ResultsStore
     from lora_recycle.experiments.status import outside_grid
 
-    resolved = _sliced(config, None, None)
+    resolved = _sliced(config, None, None, build=False)
     with ResultsStore(results, create=False) as store:
         stale = outside_grid(resolved, store)
         removed = 0 if dry_run or not stale else store.delete(stale)
@@ -106,8 +106,9 @@ def prune(
          + ("none removed (--dry-run)" if dry_run else f"removed {removed} from {results}"))
 
 
-def _sliced(config: Path, only_task: list[str] | None, only_seed: list[int] | None):
-    """CONFIG resolved, cut to ``--task`` / ``--seed`` (the same runs and hashes as the whole grid's)."""
+def _sliced(config: Path, only_task: list[str] | None, only_seed: list[int] | None, build: bool = True):
+    """CONFIG resolved, cut to ``--task`` / ``--seed`` (the same runs and hashes as the whole grid's); ``build=False``
+    refuses a mini-hub that is not built instead of building it."""
     from lora_recycle.experiments.config import load_config, resolve_experiment
 
     loaded = load_config(config)
@@ -116,7 +117,7 @@ def _sliced(config: Path, only_task: list[str] | None, only_seed: list[int] | No
         if unknown:
             raise UserError(f"--seed {unknown[0]}: {config} runs seeds {', '.join(map(str, loaded.seeds))}")
         loaded = loaded.model_copy(update={"seeds": list(only_seed)})
-    resolved = resolve_experiment(loaded, str(config))
+    resolved = resolve_experiment(loaded, str(config), build)
     if only_task:  # after resolving: the in-house pool stays the whole grid's
         unknown = [t for t in only_task if t not in resolved.target_tasks]
         if unknown:

@@ -401,12 +401,22 @@ class ResolvedExperiment:
     pool_ref: str
 
 
-def resolve_experiment(config: ExperimentConfig, source: str = "experiment") -> ResolvedExperiment:
-    """Locate model, catalog and tasks (building the mini-hub if asked) and check k against the pool."""
+def resolve_experiment(config: ExperimentConfig, source: str = "experiment", build: bool = True) -> ResolvedExperiment:
+    """Locate model, catalog and tasks (building the mini-hub if asked) and check k against the pool.
+
+    ``build=False`` (``experiment status``, ``prune``: commands that only read) refuses a hub that is not built
+    yet with one line, instead of starting its build (the `full` hub trains for tens of minutes).
+    """
     from lora_recycle.selection.from_catalog import accepted_ids
 
     if config.hub is not None:
-        from lora_recycle.minihub.hub import build_hub
+        from lora_recycle.minihub.hub import build_hub, hub_root
+
+        root = hub_root(config.hub.profile, config.hub.cache_dir, config.hub.seed)
+        if not build and not (root / "manifest.json").is_file():
+            raise UserError(f"{source}: the {config.hub.profile} mini-hub (seed {config.hub.seed}) is not built in "
+                            f"{root.parent}: `experiment run` builds it, or `lora-recycle hub build --profile "
+                            f"{config.hub.profile}`")
 
         hub = build_hub(config.hub.profile, config.hub.cache_dir, config.hub.seed)
         model, base_id, db, tasks = hub.base_model, hub.base_model_id, hub.catalog, dict(hub.tasks)

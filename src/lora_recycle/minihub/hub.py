@@ -118,6 +118,23 @@ def hub_key(profile: Profile, seed: int, plans: list[AdapterPlan], targets: list
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+def hub_plans(profile: Profile, seed: int) -> list[AdapterPlan]:
+    """The profile's pool plan: which adapter is trained on which source task, how (cheap: no training)."""
+    from lora_recycle.minihub.tasks import SOURCE_TASKS
+
+    return plan_pool(list(SOURCE_TASKS), profile.pool_size, profile.adapter_steps, seed, profile.adapter_lr,
+                     profile.adapter_batch_size)
+
+
+def hub_root(profile_name: str, cache_dir: Path | None = None, seed: int = 0) -> Path:
+    """Where ``build_hub`` builds (or finds) a profile's hub; it is complete once it holds ``manifest.json``."""
+    from lora_recycle.minihub.tasks import TARGET_TASKS
+
+    profile = get_profile(profile_name)
+    key = hub_key(profile, seed, hub_plans(profile, seed), list(TARGET_TASKS))
+    return Path(cache_dir or default_cache_dir()) / "hub" / f"{profile.name}-{key}"
+
+
 def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: int = 0,
               device: str = "cpu", workers: int | None = None) -> Hub:
     """Build or reuse the mini-hub for a profile, with progress bars; returns where everything is.
@@ -132,9 +149,8 @@ def build_hub(profile_name: str = "small", cache_dir: Path | None = None, seed: 
     profile = get_profile(profile_name)
     require_extra("hub", "the mini-hub")
     cache_dir = Path(cache_dir or default_cache_dir())
-    plans = plan_pool(list(SOURCE_TASKS), profile.pool_size, profile.adapter_steps, seed, profile.adapter_lr,
-                      profile.adapter_batch_size)
-    root = cache_dir / "hub" / f"{profile.name}-{hub_key(profile, seed, plans, list(TARGET_TASKS))}"
+    plans = hub_plans(profile, seed)
+    root = hub_root(profile_name, cache_dir, seed)
     base_dir, base_id = ensure_base(profile, cache_dir)
     tasks_dir = root / "tasks"
     if not (tasks_dir / ".complete").is_file():
