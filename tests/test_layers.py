@@ -38,6 +38,21 @@ def test_importing_the_root_stays_cheap():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_catalog_reads_never_import_torch():
+    """`pool list/show/stats` read the catalog only: the pool and adapters packages load their names lazily, so
+    those commands start (and fail on a bad --db) without torch's second of import time."""
+    code = ("import sys\n"
+            "from lora_recycle.pool import Catalog, pool_stats\n"
+            "from lora_recycle.adapters import coordinates\n"
+            "import lora_recycle.cli.pool\n"
+            "assert 'torch' not in sys.modules, 'reading the catalog pulled in torch'\n"
+            "from lora_recycle.pool import scan_pool, load_pool_adapters\n"
+            "from lora_recycle.adapters import LoraAdapter, read_adapter\n"
+            "import lora_recycle.pool as pool\n"
+            "assert 'torch' in sys.modules and {'scan_pool', 'Catalog'} <= set(dir(pool))\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_readme_tables_come_from_the_registries():
     from lora_recycle.recipe.choices import methods_table, strategies_table, tuners_table
 

@@ -8,8 +8,7 @@ The public API is importable from the package root; names load on first use, so 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from lora_recycle.lazy import lazy_namespace
 
 __version__ = "0.1.0"
 
@@ -39,13 +38,4 @@ _EXPORTS = {
 
 __all__ = ["__version__", *_EXPORTS]
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lora_recycle' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_namespace(__name__, _EXPORTS, globals())
