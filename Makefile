@@ -45,7 +45,7 @@ lock:
 	rm -rf $(LOCK_VENV) build
 
 test: install
-	$(BIN)/pytest -n auto --dist worksteal
+	$(BIN)/pytest -n auto --dist loadscope
 
 test-all: install
 	$(BIN)/pytest -n auto -m ''

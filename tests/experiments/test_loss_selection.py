@@ -30,10 +30,17 @@ def test_loss_selection_ranks_by_the_loss_and_caches(world, monkeypatch):
     assert select_from_catalog(world["db"], "loss", 2, 0, model, tokenizer, task) == (chosen, scores)
 
 
-def test_bf16_selection_scores_are_cached_apart_from_fp32(world, monkeypatch):
+def test_bf16_selection_scores_are_cached_apart_from_fp32(world, monkeypatch, tmp_path):
     """A bf16 study scores the pool under autocast and caches those scores under their own kind."""
+    import sqlite3
+
     from lora_recycle.pool import Catalog
 
+    db = tmp_path / "pool.db"  # a copy: other tests of this worker may have cached bf16 scores in the shared world
+    with sqlite3.connect(world["db"]) as source, sqlite3.connect(db) as copy:
+        source.backup(copy)
+        copy.execute("DELETE FROM scores")
+    world = {**world, "db": str(db)}
     model, tokenizer = load_base_model(world["model"])
     task = load_task(world["tasks"]["colour"])
     _, fp32 = select_from_catalog(world["db"], "evaluation", 2, 0, model, tokenizer, task)

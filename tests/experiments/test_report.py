@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import sqlite3
 import statistics
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -31,16 +34,23 @@ def _mean_std(by_seed: dict[int, float]) -> tuple[float, float]:
 
 
 @pytest.fixture(scope="module")
-def report(smoke_results, tmp_path_factory):
+def written_report(smoke_results, tmp_path_factory) -> tuple[Path, Path, dict]:
+    """``report --json`` on the smoke results, written once per module by the fixture itself (a test reading the
+    report must not depend on another test having written it: xdist may run them on different workers)."""
     out = tmp_path_factory.mktemp("report")
-    return out, smoke_results["results"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["report", str(smoke_results["results"]), "--out", str(out), "--json"]) == 0
+    return out, smoke_results["results"], json.loads(printed.getvalue())
 
 
-def test_report_files_and_table2(capsys, report):
-    out, results = report
-    capsys.readouterr()
-    assert main(["report", str(results), "--out", str(out), "--json"]) == 0
-    printed = json.loads(capsys.readouterr().out)
+@pytest.fixture(scope="module")
+def report(written_report) -> tuple[Path, Path]:
+    return written_report[:2]
+
+
+def test_report_files_and_table2(written_report):
+    out, results, printed = written_report
     for name in ("report.md", "tables.json", "fig2_improvement.png", "fig3_accuracy_vs_k.png",
                  "fig4_coefficients.png", "fig5_in_house.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
