@@ -30,6 +30,24 @@ def test_a_slice_runs_first_and_the_whole_grid_resumes_it(tmp_path, world, capsy
     assert "--seed 7:" in capsys.readouterr().err
 
 
+def test_a_method_slice_keeps_its_baselines_and_counts_in_the_whole_grid(tmp_path, world, capsys):
+    """``--method`` runs one method's merges (with the baselines they are compared with) across every cell, the
+    same run hashes as the whole grid's; an unknown name is a usage error that names the config's methods."""
+    config = write_config(tmp_path / "grid.yaml", world, seeds=[0], methods=["average", "ours"],
+                          include_target_lora=False)
+    results = tmp_path / "results.db"
+    assert main(["experiment", "run", str(config), "--results", str(results), "--method", "average", "--json"]) == 0
+    sliced = json.loads(capsys.readouterr().out)
+    kinds = sqlite3.connect(results).execute("SELECT kind, method FROM runs ORDER BY kind, method").fetchall()
+    assert kinds == [("merge", "average"), ("prompting", "prompting"), ("target_lora", "target_lora")]
+    assert sliced["finished"] == sliced["total"] == 3
+    assert main(["experiment", "run", str(config), "--results", str(results), "--json"]) == 0
+    whole = json.loads(capsys.readouterr().out)
+    assert (whole["already_done"], whole["finished"]) == (3, 1)
+    assert main(["experiment", "run", str(config), "--results", str(results), "--method", "ourz"]) == 2
+    assert "--method ourz: not a method of" in capsys.readouterr().err
+
+
 def test_precision_bf16_runs_merges_and_scoring_under_autocast(tmp_path, world, capsys):
     """``precision: bf16`` is recorded per run and in the target LoRA; fp32 runs keep their old hashes."""
     from lora_recycle.experiments import expand_runs, load_config, resolve_experiment

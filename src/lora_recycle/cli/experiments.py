@@ -22,6 +22,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 TaskOpt = Annotated[list[str] | None, typer.Option(
     "--task", help="Only this target task's runs (repeat for several): a slice of the same grid.")]
 SeedOpt = Annotated[list[int] | None, typer.Option("--seed", help="Only this seed's runs (repeat for several).")]
+MethodOpt = Annotated[list[str] | None, typer.Option(
+    "--method", help="Only this method's runs, by its name in CONFIG (repeat for several); the baselines stay in.")]
 
 
 @experiment_app.command("run")
@@ -32,17 +34,18 @@ def run(
     ray_address: RayAddressOpt = None,
     only_task: TaskOpt = None,
     only_seed: SeedOpt = None,
+    only_method: MethodOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every run of CONFIG not yet recorded in --results; safe to kill and restart at any moment.
 
-    ``--task`` / ``--seed`` run a slice: the same runs (and run hashes) as the whole grid's, so a slice
-    measures the cost and its results count when the whole grid runs later.
+    ``--task`` / ``--seed`` / ``--method`` run a slice: the same runs (and run hashes) as the whole grid's, so a
+    slice measures the cost and its results count when the whole grid runs later.
     """
     from lora_recycle.experiments.runner import run_experiment
 
     with executor_for(executor, ray_address) as chosen:
-        summary = run_experiment(_sliced(config, only_task, only_seed), results, chosen, log=info)
+        summary = run_experiment(_sliced(config, only_task, only_seed, only_method), results, chosen, log=info)
     if as_json:
         emit_json({k: v for k, v in summary.to_dict().items() if k != "run_hashes"})
     else:
@@ -58,6 +61,7 @@ def status(
     results: Annotated[Path, typer.Option("--results", help="Results SQLite file (need not exist yet).")],
     only_task: TaskOpt = None,
     only_seed: SeedOpt = None,
+    only_method: MethodOpt = None,
     workers: Annotated[int | None, typer.Option(
         "--workers", min=1, help="Runs side by side for the wall-time estimate (default: cores / threads).")] = None,
     as_json: JsonOpt = False,
@@ -67,7 +71,7 @@ def status(
 
     from lora_recycle.experiments.status import grid_status, status_lines
 
-    resolved = _sliced(config, only_task, only_seed, build=False)
+    resolved = _sliced(config, only_task, only_seed, only_method, build=False)
     workers = workers or max(1, (os.cpu_count() or 1) // (resolved.config.threads or 1))
     summary = grid_status(resolved, results)
     if as_json:
@@ -92,7 +96,7 @@ def prune(
     from lora_recycle.experiments.results import ResultsStore
     from lora_recycle.experiments.status import outside_grid
 
-    resolved = _sliced(config, None, None, build=False)
+    resolved = _sliced(config, None, None, None, build=False)
     with ResultsStore(results, create=False) as store:
         stale = outside_grid(resolved, store)
         removed = 0 if dry_run or not stale else store.delete(stale)
@@ -106,12 +110,18 @@ def prune(
          + ("none removed (--dry-run)" if dry_run else f"removed {removed} from {results}"))
 
 
-def _sliced(config: Path, only_task: list[str] | None, only_seed: list[int] | None, build: bool = True):
-    """CONFIG resolved, cut to ``--task`` / ``--seed`` (the same runs and hashes as the whole grid's); ``build=False``
-    refuses a mini-hub that is not built instead of building it."""
+def _sliced(config: Path, only_task: list[str] | None, only_seed: list[int] | None,
+            only_method: list[str] | None = None, build: bool = True):
+    """CONFIG resolved, cut to ``--task`` / ``--seed`` / ``--method`` (the same runs and hashes as the whole grid's);
+    ``build=False`` refuses a mini-hub that is not built instead of building it."""
     from lora_recycle.experiments.config import load_config, resolve_experiment
 
     loaded = load_config(config)
+    if only_method:  # checked before resolving: a typo must not start a hub build
+        names = list(dict.fromkeys(spec.label for spec in loaded.methods))
+        unknown = [m for m in only_method if m not in names]
+        if unknown:
+            raise UserError(f"--method {unknown[0]}: not a method of {config} ({', '.join(names)})")
     if only_seed:
         unknown = sorted(set(only_seed) - set(loaded.seeds))
         if unknown:
@@ -124,6 +134,8 @@ def _sliced(config: Path, only_task: list[str] | None, only_seed: list[int] | No
             raise UserError(f"--task {unknown[0]}: not a target task of {config} "
                             f"({', '.join(resolved.target_tasks)})")
         resolved = dataclasses.replace(resolved, target_tasks=list(only_task))
+    if only_method:
+        resolved = dataclasses.replace(resolved, only_methods=tuple(only_method))
     return resolved
 
 

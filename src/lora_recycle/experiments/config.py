@@ -399,6 +399,7 @@ class ResolvedExperiment:
     in_house_tasks: list[str]
     model_ref: str
     pool_ref: str
+    only_methods: tuple[str, ...] = ()  # ``--method`` slice: these methods' merge runs (baselines always kept)
 
 
 def resolve_experiment(config: ExperimentConfig, source: str = "experiment", build: bool = True) -> ResolvedExperiment:

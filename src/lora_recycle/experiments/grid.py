@@ -190,6 +190,8 @@ def expand_runs(resolved: ResolvedExperiment, task_hashes: dict[str, str] | None
                     for settings in variant_settings(spec, config):
                         add("merge", task, seed, spec.label, settings=settings.with_overrides(selection="evaluation"),
                             k=k, with_target=True, pool="in_house", exclude_top=m, lr_variants=spec.lr_variants)
+    if resolved.only_methods:  # a slice: the baselines its merges are compared with stay in
+        runs = [run for run in runs if run.kind != "merge" or run.method in resolved.only_methods]
     unique = {run.run_hash: run for run in runs}
     return list(unique.values())
 
