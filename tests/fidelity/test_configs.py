@@ -44,8 +44,8 @@ def test_paper_yaml_uses_the_papers_metric_and_both_pi_tuning_lrs():
     config = load_config(ROOT / "experiments" / "paper.yaml")
     assert (config.metric, config.selection_metric, config.selection_split) == ("exact_match", "exact_match",
                                                                                "labelled")
-    pi = [m for m in config.methods if m.preset == "pi_tuning"]
-    assert sorted(m.lr for m in pi) == [5e-5, 1e-4] and all(m.k == [20] for m in pi)
+    (pi,) = [m for m in config.methods if m.preset == "pi_tuning"]  # one row: the mean of both lrs' runs
+    assert sorted(pi.lr_variants) == [5e-5, 1e-4] and pi.k == [20]
     assert [c.noise_std for c in config.controls.random_init] == ["pooled"]
     sweep = load_config(ROOT / "experiments" / "ties_sweep.yaml")
     cells = {(method_settings(m, sweep).prune, method_settings(m, sweep).coef) for m in sweep.methods}
