@@ -113,6 +113,7 @@ class MergedModel:
         self.groups = coefficient_groups(presence, granularity)
         device = next(iter(self.layers.values())).base.weight.device
         self.raw = nn.Parameter(initial_coefficients(self.groups, init).to(device))
+        self.strategy_source = "rule"  # how the layers' strategy was decided: rule, timed or cached
         self._presence = self.groups.presence.to(device)
         self._index = {path: self.groups.module_group[path] for path in self.paths}
 
@@ -134,28 +135,56 @@ class MergedModel:
         for layer in self.layers.values():
             layer.strategy = strategy
 
-    def calibrate(self, step: Callable[[], None], repeats: int = 1) -> dict[str, float]:
-        """Resolve ``calibrate``: time ``step`` (one forward+backward) under each candidate, keep the fastest.
+    def calibrate(self, step: Callable[[], None], repeats: int = 1, tokens: int | None = None) -> dict[str, float]:
+        """Resolve ``calibrate`` (and ``auto`` on an accelerator): time ``step`` (one forward+backward) under each
+        candidate, keep the fastest.
 
-        Candidates are the per-layer cost model and the three uniform strategies (hybrid only when
-        factors are frozen). All are exact, so the choice changes speed, never numbers. Returns the
-        seconds measured per candidate.
+        Candidates are the per-layer cost model and the three uniform strategies (hybrid only when factors are
+        frozen). All are exact, so the choice changes speed, never numbers beyond float rounding. With
+        ``tokens`` (the step's token count) the winner is cached per device and shapes
+        (``lora_recycle.models.strategy_cache``) and a later merge of the same shapes reuses it untimed. On a
+        CPU ``auto`` is left to the deterministic FLOP model. Returns the seconds per candidate (as cached).
         """
-        if any(layer.strategy != "calibrate" for layer in self.layers.values()):
+        from lora_recycle.models import strategy_cache
+
+        strategies = {layer.strategy for layer in self.layers.values()}
+        device = next(iter(self.layers.values())).base.weight.device if self.layers else torch.device("cpu")
+        if strategies != {"calibrate"} and not (strategies == {"auto"} and strategy_cache.times_auto(device)):
             return {}
         trainable_factors = any(layer.A_cat.requires_grad for layer in self.layers.values())
+        key = None
+        if tokens is not None:
+            layers = list(self.layers.values())
+            autocasting = torch.is_autocast_enabled(device.type)
+            dtype = torch.get_autocast_dtype(device.type) if autocasting else layers[0].base.weight.dtype
+            shapes = [(layer.base.in_features, layer.base.out_features, layer.rank_sum) for layer in layers]
+            key = strategy_cache.shape_key(device, dtype, tokens, shapes, trainable_factors)
+            cached = strategy_cache.read_choice(key)
+            if cached is not None and cached[0] in ("auto", "factored", "materialized", "hybrid"):
+                self.set_strategy(cached[0])
+                self.strategy_source = "cached"
+                return cached[1]
         candidates = ["auto", "factored", "materialized"] + ([] if trainable_factors else ["hybrid"])
         timings: dict[str, float] = {}
+        self.set_strategy("auto")
         step()  # warm-up: allocator and kernels
         for candidate in candidates:
             self.set_strategy(candidate)
             best = float("inf")
             for _ in range(repeats):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
                 start = time.perf_counter()
                 step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
                 best = min(best, time.perf_counter() - start)
             timings[candidate] = best
-        self.set_strategy(min(timings, key=timings.get))
+        chosen = min(timings, key=timings.get)
+        self.set_strategy(chosen)
+        self.strategy_source = "timed"
+        if key is not None:
+            strategy_cache.write_choice(key, chosen, timings)
         return timings
 
     def __call__(self, **inputs):

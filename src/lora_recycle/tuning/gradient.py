@@ -47,13 +47,16 @@ def tune_coefficients(
     def snapshot():
         return [p.detach().clone() for p in params]
 
+    calibration_batch = collate(train[: config.micro_batch_size], pad, device)
+
     def calibration_step() -> None:
-        batch = collate(train[: config.micro_batch_size], pad, device)
-        merged_loss(merged, batch).backward()
+        merged_loss(merged, calibration_batch).backward()
         for p in params:
             p.grad = None
 
-    merged.calibrate(calibration_step)
+    # `calibrate` everywhere, `auto` on an accelerator: timed once per device and shapes, then cached
+    merged.calibrate(calibration_step, repeats=1 if torch.device(device).type == "cpu" else 3,
+                     tokens=int(calibration_batch["input_ids"].numel()))
 
     loop = run_training(
         loss_fn=lambda batch: merged_loss(merged, batch),
