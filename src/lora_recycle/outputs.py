@@ -150,3 +150,14 @@ def atomic_dir(out: str | Path, overwrite: bool = False, flag: str = "--out") ->
         if error is not None:
             raise error from None
         raise
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """Write a small text file whole or not at all: a uniquely named sibling, then ``os.replace``."""
+    import uuid
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    scratch.write_text(text, encoding="utf-8")
+    os.replace(scratch, path)

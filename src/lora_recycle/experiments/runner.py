@@ -14,7 +14,6 @@ import os
 import socket
 import time
 import traceback
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from lora_recycle.experiments.config import ResolvedExperiment
 from lora_recycle.experiments.executors import Executor, LocalExecutor
 from lora_recycle.experiments.grid import RunSpec, expand_runs, inputs_fingerprint
 from lora_recycle.experiments.results import ResultsStore, library_versions
+from lora_recycle.outputs import write_text_atomically
 from lora_recycle.recipe import TARGET_ADAPTER_ID
 from lora_recycle.recipe.target import (
     cached_target_lora,
@@ -129,17 +129,10 @@ def in_house_pool(env: WorkerEnv, spec: RunSpec, model, tokenizer, task, device)
         scores = evaluation_scores(model, tokenizer, task, sorted(dirs),
                                    lambda i: read_peft_adapter(dirs[i], adapter_id=i), split=settings.selection_split,
                                    device=device, metric=settings.selection_metric)
-        _write_atomically(cache, json.dumps(scores, indent=2, sort_keys=True))
+        write_text_atomically(cache, json.dumps(scores, indent=2, sort_keys=True))
     ranked = top_k(scores, len(scores))
     chosen = ranked[spec.exclude_top : spec.exclude_top + (spec.k or 1) - 1]
     return [read_peft_adapter(dirs[i], adapter_id=i) for i in chosen], {i: scores[i] for i in chosen}
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    scratch.write_text(text)
-    os.replace(scratch, path)
 
 
 class _Clock:

@@ -147,20 +147,20 @@ class MergedModel:
         """
         from lora_recycle.models import strategy_cache
 
-        strategies = {layer.strategy for layer in self.layers.values()}
-        device = next(iter(self.layers.values())).base.weight.device if self.layers else torch.device("cpu")
+        layers = list(self.layers.values())
+        strategies = {layer.strategy for layer in layers}
+        device = layers[0].base.weight.device if layers else torch.device("cpu")
         if strategies != {"calibrate"} and not (strategies == {"auto"} and strategy_cache.times_auto(device)):
             return {}
-        trainable_factors = any(layer.A_cat.requires_grad for layer in self.layers.values())
+        trainable_factors = any(layer.A_cat.requires_grad for layer in layers)
         key = None
         if tokens is not None:
-            layers = list(self.layers.values())
             autocasting = torch.is_autocast_enabled(device.type)
             dtype = torch.get_autocast_dtype(device.type) if autocasting else layers[0].base.weight.dtype
             shapes = [(layer.base.in_features, layer.base.out_features, layer.rank_sum) for layer in layers]
             key = strategy_cache.shape_key(device, dtype, tokens, shapes, trainable_factors)
             cached = strategy_cache.read_choice(key)
-            if cached is not None and cached[0] in ("auto", "factored", "materialized", "hybrid"):
+            if cached is not None:
                 self.set_strategy(cached[0])
                 self.strategy_source = "cached"
                 return cached[1]

@@ -10,17 +10,21 @@ root (``$LORA_RECYCLE_CACHE``, default ``~/.cache/lora-recycle``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 from collections import Counter
 from pathlib import Path
+from typing import get_args
 
 import torch
 
+from lora_recycle.merging.options import Strategy
 from lora_recycle.models.precision import cpu_kind
+from lora_recycle.outputs import write_text_atomically
 
 CACHE_NAME = "strategy-timings.json"
+TIMED = tuple(s for s in get_args(Strategy) if s != "calibrate")  # what a timing can settle on
 
 
 def cache_file() -> Path:
@@ -53,9 +57,12 @@ def shape_key(device: torch.device | str, dtype: torch.dtype, tokens: int, layer
 
 
 def read_choice(key: str, path: Path | None = None) -> tuple[str, dict[str, float]] | None:
-    """``(strategy, seconds per candidate)`` timed earlier for ``key``, or None (an unreadable file is no cache)."""
+    """``(strategy, seconds per candidate)`` timed earlier for ``key``, or None (an unreadable file or an unknown
+    strategy is no cache)."""
     try:
         entry = json.loads((path or cache_file()).read_text(encoding="utf-8")).get(key)
+        if entry["strategy"] not in TIMED:
+            return None
         return str(entry["strategy"]), {str(k): float(v) for k, v in entry["seconds"].items()}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
@@ -71,10 +78,5 @@ def write_choice(key: str, strategy: str, seconds: dict[str, float], path: Path 
     except (OSError, ValueError):
         entries = {}
     entries[key] = {"strategy": strategy, "seconds": seconds}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = path.with_name(f".{path.name}.{os.getpid()}")
-        scratch.write_text(json.dumps(entries, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(scratch, path)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):  # a cache that cannot be written only costs a timing next time
+        write_text_atomically(path, json.dumps(entries, indent=1, sort_keys=True))
