@@ -36,6 +36,9 @@ def test_status_counts_and_prices_the_rest_of_a_half_run_grid(tmp_path, world):
         assert abs(cells[cell]["seconds_per_run"] - seconds[key]) < 1e-9
     assert abs(data["todo_seconds"] - sum(seconds.values())) < 1e-6  # seed 1 costs what seed 0 did
     assert abs(data["wall_minutes"] - data["todo_seconds"] / 2 / 60) < 1e-9
+    sliced = json.loads(console("experiment", "status", config, "--results", results, "--json", "--seed", "1").stdout)
+    assert (sliced["total"], sliced["recorded"], sliced["todo"], sliced["unpriced"]) == (4, 0, 4, 0)
+    assert abs(sliced["todo_seconds"] - data["todo_seconds"]) < 1e-6  # the slice is priced from seed 0's runs
 
     table = console("experiment", "status", config, "--results", results)
     assert table.returncode == 0 and "| ours k=2 | 1 | 1 |" in table.stdout

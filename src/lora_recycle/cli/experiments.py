@@ -72,8 +72,9 @@ def status(
     from lora_recycle.experiments.status import grid_status, status_lines
 
     resolved = _sliced(config, only_task, only_seed, only_method, build=False)
+    whole = _sliced(config, None, None, None, build=False) if only_task or only_seed or only_method else None
     workers = workers or max(1, (os.cpu_count() or 1) // (resolved.config.threads or 1))
-    summary = grid_status(resolved, results)
+    summary = grid_status(resolved, results, whole)
     if as_json:
         emit_json({**summary.to_dict(), "workers": workers, "wall_minutes": summary.wall_minutes(workers)})
     else:

@@ -3,7 +3,8 @@
 A study spans sittings: before resuming one, a user wants the runs still to do and the worker time
 they need. Each run still to do is priced at the median time of the recorded runs of the same kind of
 cell (method, k, pool, with the target LoRA or not, control or not), else of the same method, else of
-its preset (a new recipe on ``ours`` costs about what ``ours`` does), else left unpriced. The pool's
+its preset (a new recipe on ``ours`` costs about what ``ours`` does), else left unpriced. A slice
+(``--seed 1``) is priced from the whole grid's recorded runs, so seed 0's timings price seed 1. The pool's
 selection scores (cached in the catalog) are not runs and are not counted.
 """
 
@@ -61,17 +62,22 @@ def recorded_seconds(results: str | Path) -> dict[str, float]:
         return store.run_seconds()
 
 
-def grid_status(resolved: ResolvedExperiment, results: str | Path) -> GridStatus:
-    """The grid of ``resolved`` against ``results``: per cell, runs recorded and to do, and the remaining cost."""
+def grid_status(resolved: ResolvedExperiment, results: str | Path,
+                whole: ResolvedExperiment | None = None) -> GridStatus:
+    """The grid of ``resolved`` against ``results``: per cell, runs recorded and to do, and the remaining cost.
+
+    ``whole`` is the unsliced grid ``resolved`` was cut from: its recorded runs price the slice's."""
     runs = expand_runs(resolved)
     seconds = recorded_seconds(results)
     by_cell: dict[str, list[RunSpec]] = defaultdict(list)
     for run in runs:
         by_cell[run.cell].append(run)
+    by_cell_price: dict[str, list[float]] = defaultdict(list)
     by_method: dict[tuple[str, str], list[float]] = defaultdict(list)
     by_preset: dict[str, list[float]] = defaultdict(list)
-    for run in runs:
+    for run in expand_runs(whole) if whole is not None else runs:
         if run.run_hash in seconds:
+            by_cell_price[run.cell].append(seconds[run.run_hash])
             by_method[(run.kind, run.method)].append(seconds[run.run_hash])
             if run.settings is not None:
                 by_preset[run.settings.method].append(seconds[run.run_hash])
@@ -80,7 +86,7 @@ def grid_status(resolved: ResolvedExperiment, results: str | Path) -> GridStatus
         done = [seconds[r.run_hash] for r in group if r.run_hash in seconds]
         todo = len(group) - len(done)
         first = group[0]
-        prices = (done or by_method.get((first.kind, first.method))
+        prices = (done or by_cell_price.get(name) or by_method.get((first.kind, first.method))
                   or (by_preset.get(first.settings.method) if first.settings is not None else None) or [])
         cell = CellStatus(name, len(done), todo)
         if prices:
