@@ -61,6 +61,23 @@ def test_verdicts_follow_the_interval():
     assert paired([a], [dict(b, task="other")]) is None  # no cell in common
 
 
+def test_a_seed_under_way_is_left_out_not_cutting_the_others_to_its_tasks():
+    """Seeds 0 and 1 ran both tasks, seed 2 only "t": the interval reads seeds 0-1 on both tasks (as Table 2's
+    cells do), not all three seeds on "t" alone; with no seed complete, the tasks all seeds share."""
+    def row(kind, task, seed, marks):
+        return {"kind": kind, "task": task, "seed": seed, "correct": marks}
+
+    cells = [(task, seed) for seed in (0, 1) for task in ("t", "u")] + [("t", 2)]
+    merged = [row("merge", task, seed, "1" * 10 if task == "u" else "0" * 10) for task, seed in cells]
+    target = [row("target_lora", task, seed, "0" * 10) for task, seed in cells]
+    interval = paired(merged, target, resamples=50)
+    assert interval.seeds == 2 and interval.estimate == pytest.approx(0.5)
+    skewed = [("t", 0), ("u", 0), ("u", 1), ("v", 1)]  # no seed ran every task: both seeds on "u" alone
+    interval = paired([row("merge", t, s, "1" * 10) for t, s in skewed],
+                      [row("target_lora", t, s, "0" * 10 if t == "u" else "1" * 10) for t, s in skewed], resamples=50)
+    assert (interval.seeds, interval.examples, interval.estimate) == (2, 10, pytest.approx(1.0))  # per seed
+
+
 def test_recipe_table_counts_wins_against_the_target_lora(rows):
     table = recipe_table(rows)
     assert [(r["method"], r["k"]) for r in table] == [("ours", 2)]

@@ -87,13 +87,19 @@ def _by_seed_task(rows: Iterable[Row]) -> dict[int, dict[str, list[float]]]:
 
 
 def paired(a: list[Row], b: list[Row] | None, resamples: int = RESAMPLES, seed: int = 0) -> Interval | None:
-    """Accuracy of ``a`` minus ``b`` (or ``a`` alone) over the (seed, task) cells both have, or None."""
+    """Accuracy of ``a`` minus ``b`` (or ``a`` alone) over the (seed, task) cells both have, or None.
+
+    As Table 2 does, a seed still under way is left out rather than cut every seed to its tasks: the seeds
+    kept are those where both sides ran every task either ran; only where no seed has them all do the
+    seeds share the tasks they have in common."""
     left, right = _by_seed_task(a), _by_seed_task(b) if b is not None else None
     seeds = sorted(set(left) & set(right)) if right is not None else sorted(left)
     if not seeds:
         return None
-    tasks = sorted(set.intersection(*(set(left[s]) & (set(right[s]) if right is not None else set(left[s]))
-                                      for s in seeds)))
+    shared = {s: set(left[s]) & (set(right[s]) if right is not None else set(left[s])) for s in seeds}
+    every = set.union(*shared.values())
+    complete = [s for s in seeds if shared[s] == every]
+    seeds, tasks = (complete, sorted(every)) if complete else (seeds, sorted(set.intersection(*shared.values())))
     if not tasks:
         return None
     joined_a = {s: [m for t in tasks for m in left[s][t]] for s in seeds}
