@@ -71,10 +71,11 @@ def status(
 
     from lora_recycle.experiments.status import grid_status, status_lines
 
-    resolved = _sliced(config, only_task, only_seed, only_method, build=False)
-    whole = _sliced(config, None, None, None, build=False) if only_task or only_seed or only_method else None
+    whole = _sliced(config, None, None, None, build=False)  # resolved once; the slice is cut from it
+    _check_slice(whole.config, config, only_seed, only_method)
+    resolved = _cut(whole, config, only_task, only_seed, only_method)
     workers = workers or max(1, (os.cpu_count() or 1) // (resolved.config.threads or 1))
-    summary = grid_status(resolved, results, whole)
+    summary = grid_status(resolved, results, whole if resolved is not whole else None)
     if as_json:
         emit_json({**summary.to_dict(), "workers": workers, "wall_minutes": summary.wall_minutes(workers)})
     else:
@@ -118,18 +119,28 @@ def _sliced(config: Path, only_task: list[str] | None, only_seed: list[int] | No
     from lora_recycle.experiments.config import load_config, resolve_experiment
 
     loaded = load_config(config)
-    if only_method:  # checked before resolving: a typo must not start a hub build
+    _check_slice(loaded, config, only_seed, only_method)  # before resolving: a typo must not start a hub build
+    return _cut(resolve_experiment(loaded, str(config), build), config, only_task, only_seed, only_method)
+
+
+def _check_slice(loaded, config: Path, only_seed: list[int] | None, only_method: list[str] | None) -> None:
+    """Refuse a ``--seed`` or ``--method`` that CONFIG does not run, naming what it does."""
+    if only_method:
         names = list(dict.fromkeys(spec.label for spec in loaded.methods))
         unknown = [m for m in only_method if m not in names]
         if unknown:
             raise UserError(f"--method {unknown[0]}: not a method of {config} ({', '.join(names)})")
+    unknown_seeds = sorted(set(only_seed or []) - set(loaded.seeds))
+    if unknown_seeds:
+        raise UserError(f"--seed {unknown_seeds[0]}: {config} runs seeds {', '.join(map(str, loaded.seeds))}")
+
+
+def _cut(resolved, config: Path, only_task: list[str] | None, only_seed: list[int] | None,
+         only_method: list[str] | None):
+    """The slice of a resolved grid (its in-house pool stays the whole grid's); seeds and methods are checked."""
     if only_seed:
-        unknown = sorted(set(only_seed) - set(loaded.seeds))
-        if unknown:
-            raise UserError(f"--seed {unknown[0]}: {config} runs seeds {', '.join(map(str, loaded.seeds))}")
-        loaded = loaded.model_copy(update={"seeds": list(only_seed)})
-    resolved = resolve_experiment(loaded, str(config), build)
-    if only_task:  # after resolving: the in-house pool stays the whole grid's
+        resolved = dataclasses.replace(resolved, config=resolved.config.model_copy(update={"seeds": list(only_seed)}))
+    if only_task:
         unknown = [t for t in only_task if t not in resolved.target_tasks]
         if unknown:
             raise UserError(f"--task {unknown[0]}: not a target task of {config} "
