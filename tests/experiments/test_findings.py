@@ -79,15 +79,21 @@ def test_a_seed_under_way_is_left_out_not_cutting_the_others_to_its_tasks():
 
 
 def test_recipe_table_counts_wins_against_the_target_lora(rows):
-    table = recipe_table(rows)
-    assert [(r["method"], r["k"]) for r in table] == [("ours", 2)]
-    entry = table[0]
+    """Every merge run with the target LoRA gets a row; only one with a random-init control can meet the goal."""
+    table = {r["method"]: r for r in recipe_table(rows)}
+    assert [(r["method"], r["k"]) for r in table.values()] == [("average", None), ("ours", 2)]
     tasks = sorted({r["task"] for r in rows})
-    diffs = {t: _mean(rows, kind="merge", method="ours", k=2, with_target=True, random_init=False,
-                      pool="recycled", task=t) - _mean(rows, kind="target_lora", task=t) for t in tasks}
-    assert entry["per_task"] == pytest.approx(diffs)
-    assert entry["wins"] == sum(d > 0 for d in diffs.values()) and entry["tasks"] == len(tasks)
-    assert entry["goal"] is False or entry["vs_control"]["low"] > 0
+    for method, entry in table.items():
+        diffs = {t: _mean(rows, kind="merge", method=method, k=entry["k"], with_target=True, random_init=False,
+                          pool="recycled", task=t) - _mean(rows, kind="target_lora", task=t) for t in tasks}
+        assert entry["per_task"] == pytest.approx(diffs)
+        assert entry["wins"] == sum(d > 0 for d in diffs.values()) and entry["tasks"] == len(tasks)
+        assert entry["vs_target_lora"]["estimate"] == pytest.approx(statistics.fmean(diffs.values()))
+        assert entry["seeds"] == 2
+    assert table["ours"]["controlled"] and table["ours"]["vs_control"] is not None
+    assert table["ours"]["goal"] is False or table["ours"]["vs_control"]["low"] > 0
+    average = table["average"]  # no control ran: the goal cannot be met however it does
+    assert not average["controlled"] and average["vs_control"] is None and average["goal"] is False
 
 
 def test_a_recipe_run_on_fewer_seeds_is_compared_on_its_own_seeds(rows):
@@ -100,7 +106,7 @@ def test_a_recipe_run_on_fewer_seeds_is_compared_on_its_own_seeds(rows):
     shifted = [dict(r, accuracy=(0.0 if r["seed"] == 0 else 1.0)) if r["task"] == task else r for r in target]
     others = [r for r in rows if r["kind"] != "target_lora" and not (  # the recipe's other seeds dropped
         r["kind"] == "merge" and r["method"] == "ours" and r["with_target"] and r["pool"] == "recycled")]
-    entry = recipe_table(others + recipe + shifted)[0]
+    entry = next(r for r in recipe_table(others + recipe + shifted) if r["method"] == "ours")
     mine = _mean(recipe, task=task)
     assert entry["per_task"][task] == pytest.approx(mine - 0.0)
 
