@@ -128,6 +128,7 @@ def findings(rows: list[Row], method: str = "ours") -> list[dict[str, Any]]:
     k4 = in_house_ks[-1] if in_house_ks else None
     in_house = merges(rows, method, k4, True, pool="in_house") if k4 is not None else []
     recycled4 = merges(rows, method, k4, True) if k4 is not None else []
+    k_label, k4_label = ("–" if value is None else value for value in (k, k4))  # a question not run names no k
     out = []
 
     def add(key: str, claim: str, comparison: str, interval: Interval | None, test: Claim, sides: dict[str, str],
@@ -140,20 +141,21 @@ def findings(rows: list[Row], method: str = "ours") -> list[dict[str, Any]]:
                     "verdict": test.verdict(interval), "paper": paper, "paper_note": paper_note})
 
     add("Q1", "adaptive merging of recycled LoRAs improves the base model",
-        f"{method} (k={k}, no target LoRA) - prompting", paired(plain, prompting), IMPROVES,
+        f"{method} (k={k_label}, no target LoRA) - prompting", paired(plain, prompting), IMPROVES,
         {BELOW: "merging hurts the base model"},
         paper_difference((method, False), ("prompting", False)), "Table 2: Ours (30) w/o LoRA - Prompting")
     add("Q2", f"with the target-task LoRA in the pool it lands at the target-task LoRA: no gain or loss of "
         f"{MEANINGFUL_GAIN} or more",
-        f"{method} + target LoRA (k={k}) - target LoRA", paired(with_target, target), ABOUT_THE_SAME,
+        f"{method} + target LoRA (k={k_label}) - target LoRA", paired(with_target, target), ABOUT_THE_SAME,
         {BELOW: "merging loses to the target LoRA alone", ABOVE: "merging beats the target LoRA meaningfully"},
         paper_difference((method, True), ("target_lora", False)), "Table 2: Ours (30) w/ LoRA - LoRA")
     add("Q3", "with the target-task LoRA in the pool, random-init adapters do about as well as recycled ones",
-        f"{method} + target LoRA - random-init + target LoRA (k={k})", paired(with_target, noise), ABOUT_THE_SAME,
+        f"{method} + target LoRA - random-init + target LoRA (k={k_label})", paired(with_target, noise), ABOUT_THE_SAME,
         {BELOW: "random-init adapters do better", ABOVE: "the recycled adapters do better: transfer"},
         None, "Figure 3 only (no number)")
     add("Q4", "a controlled in-house pool overstates the gains of recycling",
-        f"in-house pool - recycled pool, both with the target LoRA (k={k4})", paired(in_house, recycled4), IMPROVES,
+        f"in-house pool - recycled pool, both with the target LoRA (k={k4_label})", paired(in_house, recycled4),
+        IMPROVES,
         {BELOW: "the recycled pool does better"}, None, "Figure 5a only (no number)")
     return out
 
