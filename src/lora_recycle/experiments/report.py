@@ -473,11 +473,8 @@ def _recipe_lines(tables: dict[str, Any]) -> list[str]:
              "| merge (k) | seeds | tasks won | vs target LoRA [95% CI] | its random-init control vs target LoRA | "
              "merge vs control | meets the goal |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in tables["recipes"]:
-        k = r["k"] if r["k"] is not None else "all"
         goal = "yes" if r["goal"] else ("no" if r.get("controlled", True) else "no (no control)")
-        lrs = r.get("lr_variants")
-        label = f"{r['method']} ({k})" + (f", mean of lr {', '.join(f'{lr:g}' for lr in lrs)}" if lrs else "")
-        lines.append(f"| {label} | {r.get('seeds', '–')} | {r['wins']}/{r['tasks']} | "
+        lines.append(f"| {method_label(r)} | {r.get('seeds', '–')} | {r['wins']}/{r['tasks']} | "
                      f"{_interval(r['vs_target_lora'])} | {_interval(r['control_vs_target_lora'])} | "
                      f"{_interval(r['vs_control'])} | {goal} |")
     return lines
