@@ -21,6 +21,7 @@ from lora_recycle.merging.coefficients import (
     initial_coefficients,
 )
 from lora_recycle.merging.options import Composition, Strategy
+from lora_recycle.models.checkpoint import BaseSkeleton
 from lora_recycle.models.merged_linear import MergedLoraLinear
 
 
@@ -46,26 +47,31 @@ def find_linear(model: nn.Module, path: str, adapter_ids: list[str]) -> nn.Linea
 MAX_DELTA_RATIO = 100.0  # a merge input's ||s B A||_F / ||W||_F; the pool's outlier default is 1
 
 
-def require_fits(model: nn.Module | None, adapters: list[LoraAdapter], max_ratio: float = MAX_DELTA_RATIO) -> None:
+def require_fits(model: nn.Module | BaseSkeleton | None, adapters: list[LoraAdapter],
+                 max_ratio: float = MAX_DELTA_RATIO) -> None:
     """Refuse, with a UserError naming the adapter and module, an adapter that does not fit ``model``: a module
     that is no linear layer of it, another shape, or an update ``||s B A||_F`` that is not finite or above
-    ``max_ratio`` times ``||W||_F`` (factors of 1e19 make NaN logits and exports that overflow). Without a
-    model (fixed-coefficient maths on its own) only a non-finite update is refused."""
+    ``max_ratio`` times ``||W||_F`` (factors of 1e19 make NaN logits and exports that overflow). ``model`` may be
+    a ``BaseSkeleton`` (the weights read from disk one at a time); without a model (fixed-coefficient maths on its
+    own) only a non-finite update is refused."""
+    skeleton = model if isinstance(model, BaseSkeleton) else None
+    modules = skeleton.model if skeleton is not None else model
     norms: dict[str, float] = {}
     for adapter in adapters:
         for path, module in adapter.modules.items():
-            if model is None:
+            if modules is None:
                 if not math.isfinite(module.delta_norm()):
                     raise AdapterProblem("nonfinite", f"adapter {adapter.adapter_id}: module {path}'s update "
                                          "||s B A||_F overflows")
                 continue
-            weight = find_linear(model, path, [adapter.adapter_id]).weight
+            weight = find_linear(modules, path, [adapter.adapter_id]).weight
             shape = (module.out_features, module.in_features)
             if shape != tuple(weight.shape):
                 raise UserError(f"adapter {adapter.adapter_id}: module {path} has shape {shape}, the base model's "
                                 f"is {tuple(weight.shape)}")
             if path not in norms:
-                norms[path] = float(torch.linalg.vector_norm(weight.detach(), dtype=torch.float64))
+                norms[path] = (skeleton.weight_norm(path) if skeleton is not None
+                               else float(torch.linalg.vector_norm(weight.detach(), dtype=torch.float64)))
             ratio = module.delta_norm() / norms[path] if norms[path] else 0.0
             if not ratio <= max_ratio:  # NaN too
                 raise AdapterProblem("outlier", f"adapter {adapter.adapter_id}: module {path} has ||delta||_F / "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,10 +60,27 @@ class Inputs:
     explicit: list[LoraAdapter]
 
 
+def runs_base_model(request: PoolRequest, settings: MergeSettings, export: ExportOptions) -> bool:
+    """Whether a merge runs the base model: to learn coefficients, score a model-based selection, evaluate or
+    write a full model. A fixed-coefficient merge (TIES, average, ...) only checks adapters against its weights."""
+    from lora_recycle.recipe.presets import METHODS
+    from lora_recycle.selection.strategies import STRATEGIES
+
+    method = METHODS.lookup(settings.method)
+    if method.merge is None or settings.adaptive or export.merge_into_base or export.evaluate_split:
+        return True
+    if request.db is None or request.ids or settings.selection == "all":  # explicit, all or random
+        return False
+    return settings.selection not in STRATEGIES or STRATEGIES[settings.selection].needs == "model"
+
+
 def open_inputs(model_dir: Path, task_dir: Path | None, request: PoolRequest, settings: MergeSettings,
                 evaluate_split: str | None, device: str = "cpu", dtype: str = "float32",
-                log: Callable[[str], None] | None = None) -> Inputs:
-    """Check the task, the split and the adapters before any model loads, then load the model (merge and route)."""
+                log: Callable[[str], None] | None = None, run_model: bool = True) -> Inputs:
+    """Check the task, the split and the adapters before any model loads, then load the model (merge and route).
+
+    Without ``run_model`` the inputs hold the model's skeleton where the directory allows one (no tokenizer):
+    its weights are read one at a time, as ``require_fits`` asks for them."""
     from lora_recycle.models.loading import load_base_model, resolve_device
     from lora_recycle.tasks import load_task
 
@@ -83,6 +101,11 @@ def open_inputs(model_dir: Path, task_dir: Path | None, request: PoolRequest, se
     if shortfall and log is not None:
         log(shortfall)
     dev = resolve_device(device)
+    if not run_model:
+        from lora_recycle.models.checkpoint import open_skeleton
+
+        if (skeleton := open_skeleton(model_dir)) is not None:
+            return Inputs(skeleton, None, task, dev, explicit)
     model, tokenizer = load_base_model(model_dir, dev, dtype)
     return Inputs(model, tokenizer, task, dev, explicit)
 
@@ -94,15 +117,19 @@ def run_merge(model_dir: Path, task_dir: Path | None, request: PoolRequest, sett
 
     ``log`` receives warnings for people (e.g. a k larger than the catalog).
     """
+    from lora_recycle.models.checkpoint import BaseSkeleton
     from lora_recycle.models.precision import computing_in
     from lora_recycle.recipe.merge import merge_adapters
 
     check_request(request, settings, task_dir)
     base_id, store_dtype = export_target(model_dir, export)
-    inputs = open_inputs(model_dir, task_dir, request, settings, export.evaluate_split, device, dtype, log)
+    inputs = open_inputs(model_dir, task_dir, request, settings, export.evaluate_split, device, dtype, log,
+                         run_model=runs_base_model(request, settings, export))
     model, tokenizer, task, dev = inputs.model, inputs.tokenizer, inputs.task, inputs.device
-    with computing_in(model, request.precision, dev):  # selection scoring and tuning in the asked precision
-        pool = assemble_pool(request, settings, model, tokenizer, task, dev, explicit=inputs.explicit, log=log)
+    skeleton = isinstance(model, BaseSkeleton)  # nothing runs the model: it is only checked against
+    with nullcontext() if skeleton else computing_in(model, request.precision, dev):  # scoring, tuning
+        pool = assemble_pool(request, settings, None if skeleton else model, tokenizer, task, dev,
+                             explicit=inputs.explicit, log=log)
         outcome = merge_adapters(model, tokenizer, task, pool.adapters, settings, dev, target_id=pool.target_id)
     if outcome.is_base_model and log is not None:
         log(f"no combination of the {len(pool.ids)} adapters beat the base model ({settings.method} kept "

@@ -1,0 +1,98 @@
+"""A base model's linear layers without loading its weights: modules from its config (meta device), ||W||_F read
+one tensor at a time from its safetensors files. A fixed-coefficient merge needs no more (``require_fits``), so
+TIES over an 8B model's LoRAs does not load 16 GB."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lora_recycle.outputs import incomplete_reason
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+
+
+@dataclass
+class BaseSkeleton:
+    """``model`` on the meta device (shapes, no data) and where each linear weight lies in the checkpoint."""
+
+    model: nn.Module
+    weights: dict[str, tuple[Path, str]]  # module path -> (safetensors file, tensor name)
+    _norms: dict[str, float] = field(default_factory=dict)
+
+    def weight_norm(self, path: str) -> float:
+        """``||W||_F`` (float64) of the linear layer at ``path``, read from disk once."""
+        if path not in self._norms:
+            from safetensors import safe_open
+
+            file, name = self.weights[path]
+            with safe_open(str(file), framework="pt") as handle:
+                weight = handle.get_tensor(name)
+            self._norms[path] = float(torch.linalg.vector_norm(weight, dtype=torch.float64))
+        return self._norms[path]
+
+
+def _stored_tensors(model_dir: Path) -> dict[str, tuple[Path, tuple[int, ...]]] | None:
+    """Tensor name -> (safetensors file, shape), from each file's header; None without safetensors files."""
+    from safetensors import safe_open
+
+    if (model_dir / INDEX).is_file():
+        weight_map = json.loads((model_dir / INDEX).read_text(encoding="utf-8")).get("weight_map")
+        if not isinstance(weight_map, dict):
+            return None
+        files = sorted({model_dir / str(file) for file in weight_map.values()})
+    elif (model_dir / SINGLE).is_file():
+        files = [model_dir / SINGLE]
+    else:
+        return None
+    tensors = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 (a handle, not a dict)
+                tensors[name] = (file, tuple(handle.get_slice(name).get_shape()))
+    return tensors
+
+
+def open_skeleton(model_dir: str | Path) -> BaseSkeleton | None:
+    """The skeleton of a plain (unquantised) safetensors model directory, or None where the full model must load
+    instead: no safetensors, a quantisation config, a config transformers cannot build, or any linear weight whose
+    tensor is not found under its own (or a tied) name with the module's shape. None never hides a user error:
+    the full load that follows reports it as before."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file() or incomplete_reason(model_dir) is not None:
+        return None
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(config, dict) or config.get("quantization_config") is not None:
+            return None
+        stored = _stored_tensors(model_dir)
+        if not stored:
+            return None
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from lora_recycle.models.loading import quiet_libraries
+
+        quiet_libraries()
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(model_dir),
+                                                                                trust_remote_code=False),
+                                                     trust_remote_code=False)
+        names: dict[int, list[str]] = {}
+        for name, parameter in model.named_parameters(remove_duplicate=False):
+            names.setdefault(id(parameter), []).append(name)
+        weights = {}
+        for path, module in model.named_modules():
+            if not isinstance(module, nn.Linear):
+                continue
+            name = next((n for n in names.get(id(module.weight), []) if n in stored), None)
+            if name is None or stored[name][1] != tuple(module.weight.shape):
+                return None
+            weights[path] = (stored[name][0], name)
+    except Exception:  # noqa: BLE001 - anything odd: load the model as before, which names the problem
+        return None
+    return BaseSkeleton(model, weights)

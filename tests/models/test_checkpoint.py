@@ -1,0 +1,124 @@
+"""A base model's skeleton: every linear layer's shape and ||W||_F without loading the model, or a full load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lora_recycle.adapters import LoraAdapter, LoraModule, read_peft_adapter
+from lora_recycle.adapters.untrusted import AdapterProblem
+from lora_recycle.errors import UserError
+from lora_recycle.models.checkpoint import BaseSkeleton, open_skeleton
+from lora_recycle.models.inject import require_fits
+from lora_recycle.outputs import INCOMPLETE_MARKER
+
+Q = "model.layers.0.self_attn.q_proj"
+
+
+def _norms(model: nn.Module) -> dict[str, float]:
+    return {path: float(torch.linalg.vector_norm(m.weight.detach(), dtype=torch.float64))
+            for path, m in model.named_modules() if isinstance(m, nn.Linear)}
+
+
+def test_the_skeleton_reads_every_linear_norm_the_loaded_model_has(tiny_model_dir, tiny_model):
+    skeleton = open_skeleton(tiny_model_dir)
+    assert isinstance(skeleton, BaseSkeleton)
+    assert next(skeleton.model.parameters()).device.type == "meta"  # no weights in memory
+    expected = _norms(tiny_model[0])
+    assert set(skeleton.weights) == set(expected) and "lm_head" in expected  # lm_head is tied to the embedding
+    assert skeleton.weights["lm_head"][1] == "model.embed_tokens.weight"
+    for path, norm in expected.items():
+        assert skeleton.weight_norm(path) == pytest.approx(norm, rel=1e-12)
+
+
+def test_a_sharded_checkpoint_reads_the_same(tiny_model_dir, tiny_model, tmp_path):
+    model, tokenizer = tiny_model
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="100KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    skeleton = open_skeleton(tmp_path / "sharded")
+    files = {file for file, _ in skeleton.weights.values()}
+    assert len(files) > 1
+    for path, norm in _norms(model).items():
+        assert skeleton.weight_norm(path) == pytest.approx(norm, rel=1e-12)
+
+
+def test_require_fits_refuses_the_same_inputs_on_the_skeleton(tiny_model_dir, tiny_model):
+    model, _ = tiny_model
+    big = LoraAdapter({Q: LoraModule(torch.ones(1, 64), torch.full((64, 1), 1e3), 1.0)}, "big")
+    narrow = LoraAdapter({Q: LoraModule(torch.ones(1, 32), torch.ones(32, 1), 1.0)}, "narrow")
+    embedding = LoraAdapter({"model.embed_tokens": LoraModule(torch.ones(1, 64), torch.ones(1, 1), 1.0)}, "emb")
+    fine = LoraAdapter({Q: LoraModule(torch.ones(1, 64) * 1e-2, torch.ones(64, 1) * 1e-2, 1.0)}, "fine")
+    for base in (model, open_skeleton(tiny_model_dir)):
+        with pytest.raises(AdapterProblem, match=f"adapter big: module {Q} has .* above the 100"):
+            require_fits(base, [big])
+        with pytest.raises(UserError, match=r"adapter narrow: module .* has shape \(32, 32\), the base model's is"):
+            require_fits(base, [narrow])
+        with pytest.raises(UserError, match="module model.embed_tokens is not a linear layer"):
+            require_fits(base, [embedding])
+        require_fits(base, [fine])
+
+
+def _copy(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+
+
+def _edit_config(model: Path, **fields) -> None:
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, **fields}))
+
+
+@pytest.mark.parametrize("change", ["quantised", "no safetensors", "renamed tensor", "reshaped tensor", "bad config",
+                                    "interrupted"])
+def test_anything_unusual_loads_the_full_model_instead(tiny_model_dir, tmp_path, change):
+    model = _copy(tiny_model_dir, tmp_path)
+    weights = load_file(model / "model.safetensors")
+    if change == "quantised":
+        _edit_config(model, quantization_config={"quant_method": "bitsandbytes", "load_in_8bit": True})
+    elif change == "no safetensors":
+        (model / "model.safetensors").unlink()
+    elif change == "renamed tensor":
+        weights[f"base.{Q}.weight"] = weights.pop(f"{Q}.weight")
+        save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    elif change == "reshaped tensor":
+        weights[f"{Q}.weight"] = weights[f"{Q}.weight"][:32]
+        save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    elif change == "bad config":
+        _edit_config(model, model_type="no-such-architecture")
+    else:
+        (model / INCOMPLETE_MARKER).write_text("")
+    assert open_skeleton(model) is None
+
+
+def test_a_fixed_coefficient_merge_never_loads_the_model(tiny_model_dir, adapter_dirs, colour_task_dir, tmp_path,
+                                                         monkeypatch):
+    """TIES over explicit adapters reads the base's norms lazily; its export equals the merge on the loaded model."""
+    import lora_recycle.models.loading as loading
+    from lora_recycle.cli import main
+    from lora_recycle.recipe.merge import merge_adapters
+    from lora_recycle.recipe.presets import preset
+
+    adapters = [adapter_dirs["all_r4"], adapter_dirs["qv_r8"], adapter_dirs["patterns"]]
+    model, tokenizer = loading.load_base_model(tiny_model_dir)
+    loads = []
+    real = loading.load_base_model
+    monkeypatch.setattr(loading, "load_base_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    out = tmp_path / "ties"
+    assert main(["merge", "--model", str(tiny_model_dir), "--adapters", *map(str, adapters), "--method", "ties",
+                 "--out", str(out)]) == 0
+    assert loads == []
+    expected = merge_adapters(model, tokenizer, None, [read_peft_adapter(a, adapter_id=a.name) for a in adapters],
+                              preset("ties")).adapter
+    written = read_peft_adapter(out)
+    assert set(written.modules) == set(expected.modules)
+    for path, module in expected.modules.items():
+        torch.testing.assert_close(written.modules[path].delta(), module.delta(), rtol=1e-5, atol=1e-6)
+    # scoring the merge runs the model, so it loads (once)
+    assert main(["merge", "--model", str(tiny_model_dir), "--adapters", *map(str, adapters), "--method", "ties",
+                 "--task", str(colour_task_dir), "--evaluate", "test", "--out", str(tmp_path / "scored")]) == 0
+    assert len(loads) == 1
