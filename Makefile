@@ -65,6 +65,7 @@ bench: install
 	$(BIN)/python bench/adapter_cost.py
 	$(BIN)/python bench/arrow_inference.py
 	$(BIN)/python bench/ties_export_error.py
+	$(BIN)/python bench/fixed_merge.py
 
 lint: install
 	$(BIN)/ruff check src tests bench

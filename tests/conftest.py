@@ -34,7 +34,27 @@ def cache_dir(tmp_path_factory) -> Path:
     """A per-run lora-recycle cache (tokenizer extracted from the GGUF once per session)."""
     path = Path(os.environ.get("LORA_RECYCLE_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
     os.environ["LORA_RECYCLE_CACHE"] = str(path)
+    seed_tokenizer(path, tmp_path_factory)
     return path
+
+
+def seed_tokenizer(cache: Path, tmp_path_factory) -> None:
+    """Put SmolLM2's tokenizer into ``cache``, extracted from the GGUF (~10 s) once for all xdist workers."""
+    import shutil
+
+    from filelock import FileLock
+
+    from lora_recycle.minihub.base_model import ensure_tokenizer
+
+    target = cache / "tokenizers" / "smollm2"
+    if (target / "tokenizer.json").is_file():
+        return
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-cache"  # this run's only
+    shared.mkdir(exist_ok=True)
+    with FileLock(shared / "tokenizer.lock"):
+        source = ensure_tokenizer(shared)
+    shutil.copytree(source, target)
 
 
 @pytest.fixture(scope="session")

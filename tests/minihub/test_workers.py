@@ -17,7 +17,8 @@ def _pool(root: Path) -> dict:
 
 def test_two_workers_build_the_same_pool_and_resume(tmp_path, cache_dir):
     serial = build_hub("tiny", cache_dir, seed=0, workers=1)
-    other = tmp_path / "cache"  # its own tiny base model, built from the same seed
+    other = tmp_path / "cache"  # its own tiny base model, built from the same seed (the tokenizer is copied)
+    shutil.copytree(cache_dir / "tokenizers", other / "tokenizers")
     parallel = build_hub("tiny", other, seed=0, workers=2)
     assert parallel.root.name == serial.root.name
     ours, theirs = _pool(parallel.root), _pool(serial.root)
