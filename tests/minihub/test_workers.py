@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lora_recycle.adapters.card import read_card_data
-from lora_recycle.minihub.hub import build_hub
+from lora_recycle.minihub.hub import build_hub, hub_root
 
 
 def _pool(root: Path) -> dict:
@@ -17,8 +17,9 @@ def _pool(root: Path) -> dict:
 
 def test_two_workers_build_the_same_pool_and_resume(tmp_path, cache_dir):
     serial = build_hub("tiny", cache_dir, seed=0, workers=1)
-    other = tmp_path / "cache"  # its own tiny base model, built from the same seed (the tokenizer is copied)
-    shutil.copytree(cache_dir / "tokenizers", other / "tokenizers")
+    other = tmp_path / "cache"  # its own tiny base model and pool, built from the same seed
+    shutil.copytree(cache_dir / "tokenizers", other / "tokenizers")  # extracting it again tests nothing here
+    shutil.copytree(serial.root / "tasks", hub_root("tiny", other, 0) / "tasks")  # nor does the task suite
     parallel = build_hub("tiny", other, seed=0, workers=2)
     assert parallel.root.name == serial.root.name
     ours, theirs = _pool(parallel.root), _pool(serial.root)
