@@ -95,30 +95,43 @@ def test_anything_unusual_loads_the_full_model_instead(tiny_model_dir, tmp_path,
     assert open_skeleton(model) is None
 
 
+@pytest.mark.parametrize("method", ["ties", "average"])
 def test_a_fixed_coefficient_merge_never_loads_the_model(tiny_model_dir, adapter_dirs, colour_task_dir, tmp_path,
-                                                         monkeypatch):
-    """TIES over explicit adapters reads the base's norms lazily; its export equals the merge on the loaded model."""
+                                                         monkeypatch, method):
+    """The merge reads the base's norms lazily; its export equals the same merge on the loaded model (and, for
+    ``average``, the uniform mix of the attached adapters it was computed as before)."""
     import lora_recycle.models.loading as loading
     from lora_recycle.cli import main
+    from lora_recycle.models.inject import MergedModel
     from lora_recycle.recipe.merge import merge_adapters
     from lora_recycle.recipe.presets import preset
 
     adapters = [adapter_dirs["all_r4"], adapter_dirs["qv_r8"], adapter_dirs["patterns"]]
+    pool = [read_peft_adapter(a, adapter_id=a.name) for a in adapters]
     model, tokenizer = loading.load_base_model(tiny_model_dir)
     loads = []
     real = loading.load_base_model
     monkeypatch.setattr(loading, "load_base_model", lambda *a, **k: loads.append(a) or real(*a, **k))
-    out = tmp_path / "ties"
-    assert main(["merge", "--model", str(tiny_model_dir), "--adapters", *map(str, adapters), "--method", "ties",
+    out = tmp_path / method
+    assert main(["merge", "--model", str(tiny_model_dir), "--adapters", *map(str, adapters), "--method", method,
                  "--out", str(out)]) == 0
     assert loads == []
-    expected = merge_adapters(model, tokenizer, None, [read_peft_adapter(a, adapter_id=a.name) for a in adapters],
-                              preset("ties")).adapter
+    expected = {path: m.delta() for path, m in merge_adapters(model, tokenizer, None, pool,
+                                                              preset(method)).adapter.modules.items()}
+    if method == "average":
+        mixed = MergedModel(model, pool, "model", "linear", "uniform")
+        try:
+            before = {path: m.delta() for path, m in mixed.merged_adapter().modules.items()}
+        finally:
+            mixed.detach()
+        assert before.keys() == expected.keys()
+        for path, delta in before.items():
+            torch.testing.assert_close(expected[path], delta, rtol=1e-6, atol=1e-7)
     written = read_peft_adapter(out)
-    assert set(written.modules) == set(expected.modules)
-    for path, module in expected.modules.items():
-        torch.testing.assert_close(written.modules[path].delta(), module.delta(), rtol=1e-5, atol=1e-6)
+    assert set(written.modules) == set(expected)
+    for path, delta in expected.items():
+        torch.testing.assert_close(written.modules[path].delta(), delta, rtol=1e-5, atol=1e-6)
     # scoring the merge runs the model, so it loads (once)
-    assert main(["merge", "--model", str(tiny_model_dir), "--adapters", *map(str, adapters), "--method", "ties",
+    assert main(["merge", "--model", str(tiny_model_dir), "--adapters", *map(str, adapters), "--method", method,
                  "--task", str(colour_task_dir), "--evaluate", "test", "--out", str(tmp_path / "scored")]) == 0
     assert len(loads) == 1

@@ -43,14 +43,15 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     """Score the base model, or the base model with one adapter, on a task split."""
+    from lora_recycle.tasks import load_task
+
+    loaded_task = load_task(task)  # the task's own mistakes are reported before torch is even imported
+    loaded_task.require_rows(split, "evaluate")  # the split exists and has examples, before the model loads
     from lora_recycle.models.loading import load_base_model, resolve_device
     from lora_recycle.models.precision import computing_in, resolve_precision
     from lora_recycle.routing.arrow import is_arrow_dir, read_arrow_spec, routed_precision, scoring_model
-    from lora_recycle.tasks import load_task
     from lora_recycle.tasks.scoring import evaluate_task, metric_label, resolve_metric
 
-    loaded_task = load_task(task)
-    loaded_task.require_rows(split, "evaluate")  # the split exists and has examples, before the model loads
     resolve_metric(loaded_task, metric)  # the metric is checked before the model loads too
     routed = adapter is not None and is_arrow_dir(adapter)
     if routed:
@@ -87,15 +88,16 @@ def train_lora(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a target-task LoRA (PEFT, q/k/v/o/gate/up/down), keeping the best validation checkpoint."""
-    from lora_recycle.models.loading import load_base_model, resolve_device
-    from lora_recycle.models.precision import resolve_precision
     from lora_recycle.outputs import atomic_dir, check_out_dir
     from lora_recycle.tasks import load_task
-    from lora_recycle.tuning.target_lora import TargetLoraConfig, train_target_lora
 
-    check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite)  # these mistakes are reported before torch is even imported
     loaded_task = load_task(task)
     loaded_task.require_rows("train", "train-lora")  # before the model loads
+    from lora_recycle.models.loading import load_base_model, resolve_device
+    from lora_recycle.models.precision import resolve_precision
+    from lora_recycle.tuning.target_lora import TargetLoraConfig, train_target_lora
+
     dev = resolve_device(device)
     base, tokenizer = load_base_model(model, dev, dtype)
     config = TargetLoraConfig(rank=rank, alpha=alpha, steps=steps, lr=lr, seed=seed,

@@ -42,10 +42,11 @@ def run(
     ``--task`` / ``--seed`` / ``--method`` run a slice: the same runs (and run hashes) as the whole grid's, so a
     slice measures the cost and its results count when the whole grid runs later.
     """
+    resolved = _sliced(config, only_task, only_seed, only_method)  # its mistakes before torch or Ray start
     from lora_recycle.experiments.runner import run_experiment
 
     with executor_for(executor, ray_address) as chosen:
-        summary = run_experiment(_sliced(config, only_task, only_seed, only_method), results, chosen, log=info)
+        summary = run_experiment(resolved, results, chosen, log=info)
     if as_json:
         emit_json({k: v for k, v in summary.to_dict().items() if k != "run_hashes"})
     else:

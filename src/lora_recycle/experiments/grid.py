@@ -16,7 +16,7 @@ from lora_recycle.experiments.config import ExperimentConfig, MethodSpec, Resolv
 from lora_recycle.recipe.presets import preset
 from lora_recycle.recipe.settings import MergeSettings
 from lora_recycle.selection.strategies import needs_target
-from lora_recycle.tuning.target_lora import TargetLoraConfig
+from lora_recycle.tuning.target_config import TargetLoraConfig
 
 RunKind = Literal["prompting", "target_lora", "merge"]
 PoolKind = Literal["none", "recycled", "in_house"]

@@ -34,7 +34,7 @@ from lora_recycle.recipe.target import (
     short_hash,
     target_lora_dir,
 )
-from lora_recycle.tuning.target_lora import TargetLoraConfig
+from lora_recycle.tuning.target_config import TargetLoraConfig
 
 IN_HOUSE_PREFIX = "in-house:"
 INPUTS_KEY = "inputs"  # results meta: the inputs_fingerprint its runs were recorded on

@@ -5,7 +5,7 @@ factor the result exactly. A low-rank merge (task arithmetic: at most the summed
 singular value above float32 round-off; an elementwise one (TIES, DARE: pruning and sign election
 make the update full-rank) is carried as the dense delta times an identity, with no SVD: the same
 rank, exact to the bit. Only an explicit ``max_rank`` cuts the rank (by SVD), and then each module's
-relative Frobenius error is reported. TSV works on the factors directly and is exact. Adapters without
+relative Frobenius error is reported. Averaging and TSV work on the factors directly and are exact. Adapters without
 a module contribute nothing there. A merge method's preset holds its per-module merge
 (``merging/module_merge.py``), whose function is one of those below.
 """
@@ -39,6 +39,13 @@ def dense_dare_linear(deltas, weights, density, generator):
 
 def dense_dare_ties(deltas, weights, density, generator):
     return merge_dare_ties(deltas, weights, density, generator)
+
+
+def factored_average(modules, weight):
+    """Each update times ``weight``, exactly: the factors stacked, each B scaled by ``weight x`` its scale."""
+    A = torch.cat([m.A.float() for m in modules])
+    B = torch.cat([m.B.float() * (weight * m.scale) for m in modules], dim=1)
+    return LoraModule(A, B, 1.0)
 
 
 def factored_tsv(modules, weight):

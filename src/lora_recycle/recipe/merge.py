@@ -165,7 +165,9 @@ def _merge_per_module(adapters: list[LoraAdapter], settings: MergeSettings, merg
                                adapter_id=f"merged-{settings.method}")
     adapter, report = fit_export_rank(result.adapter, settings.max_rank, settings.max_error, export_ceiling(settings))
     compression = report.record()
-    if report.max_error is None and settings.max_rank is not None:  # the rank cut is the only approximation
+    # a dense merge cut by --max-rank: that SVD is the only approximation (a factored merge is exact up to
+    # fit_export_rank, whose own report stands)
+    if not merge.factored and report.max_error is None and settings.max_rank is not None:
         summary = result.error_summary()
         compression.update(summary, max_rank=rank, compressed=summary["max_relative_error"] > 1e-6)
         for path, error in result.errors.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lora_recycle.merging.module_merge import DARE_LINEAR, DARE_TIES, TASK_ARITHMETIC, TIES, TSV, ModuleMerge
+from lora_recycle.merging.module_merge import AVERAGE, DARE_LINEAR, DARE_TIES, TASK_ARITHMETIC, TIES, TSV, ModuleMerge
 from lora_recycle.recipe.settings import MergeSettings
 from lora_recycle.registry import Registry
 
@@ -73,8 +73,10 @@ register_method("pi_tuning", "Wu et al. 2023, pi-Tuning (ICML 2023)", JOINT_PARA
 register_method("lorahub", "Huang et al. 2024, LoraHub (COLM 2024)", ADAPTIVE_PARAMS,
                 adaptive=True, selection="random", tuning="gradient_free", granularity="model", activation="linear",
                 init="zero", steps=100, composition="lorahub")
+# average: the uniform (1/k) coefficient mix of the factors, merged per module; granularity, activation and init
+# describe that mix and keep its settings (and every recorded run's hash) as they were before it was per-module
 register_method("average", "simple averaging (Wortsman et al. 2022, model soups)",
-                (*SELECTION_PARAMS, *EXPORT_PARAMS), adaptive=False, selection="all", tuning="none",
+                (*SELECTION_PARAMS, *EXPORT_PARAMS), merge=AVERAGE, adaptive=False, selection="all", tuning="none",
                 granularity="model", activation="linear", init="uniform")
 # Non-adaptive methods on per-module dense deltas (paper appendix D); C = 0.3 and p = 0.6 were
 # among the stable TIES settings of the paper's Table 4.

@@ -14,12 +14,13 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from lora_recycle.tasks.format import Task
-from lora_recycle.tuning.target_lora import TargetLoraConfig
+from lora_recycle.tuning.target_config import TargetLoraConfig
+
+if TYPE_CHECKING:
+    import torch
 
 RECORD_NAME = "training.json"
 _PATH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from lora_recycle.adapters.card import write_card
-from lora_recycle.adapters.paths import MODULE_TYPES
 from lora_recycle.models.loading import base_model_name
 from lora_recycle.models.precision import attention_for, autocast, lowered_weights, resolve_precision, unlowered
 from lora_recycle.tasks.encoded import encode_task
@@ -19,42 +17,11 @@ from lora_recycle.tasks.loss import batch_loss, dataset_loss
 from lora_recycle.tasks.prompting import pad_token_id
 from lora_recycle.tasks.scoring import evaluate_task
 from lora_recycle.tuning.loop import LoopConfig, LoopResult, run_training
+from lora_recycle.tuning.target_config import TargetLoraConfig
 
 # weight of the right choices' mean negative log-likelihood in the accuracy-based score (a tie-break only;
 # the same scoring pass gives both)
 ACCURACY_TIEBREAK = 1e-3
-
-
-@dataclass(frozen=True)
-class TargetLoraConfig:
-    """Paper appendix C.2: rank 64, alpha 16, dropout 0.1, 400 steps, lr 3e-4, all seven projections."""
-
-    rank: int = 64
-    alpha: float = 16.0
-    dropout: float = 0.1
-    steps: int = 400
-    lr: float = 3e-4
-    batch_size: int = 8
-    eval_every: int = 20
-    seed: int = 0
-    target_modules: tuple[str, ...] = MODULE_TYPES
-    use_rslora: bool = False
-    keep_initial: bool = True  # False for published pool adapters: never save the untrained (B = 0) state
-    precision: str = "fp32"  # "fp32", "bf16" (autocast, fp32 LoRA factors) or "auto" (bf16 where native)
-    patience: int | None = None  # early stopping: validations without a new best before stopping (None: off)
-    # "accuracy": on multiple-choice tasks keep the snapshot with the best validation accuracy (the right
-    # choices' log-likelihood breaks ties); a low answer-token loss can still rank the wrong choice first
-    select_by: str = "loss"
-
-    def identity(self) -> dict:
-        """What identifies the trained LoRA in caches and run hashes: rank, alpha, steps, lr and seed, plus
-        any other field changed from its default (so existing hashes stay valid)."""
-        always = ("rank", "alpha", "steps", "lr", "seed")
-        default = TargetLoraConfig()
-        data = {name: getattr(self, name) for name in always}
-        data.update({f.name: getattr(self, f.name) for f in fields(self)
-                     if f.name not in always and getattr(self, f.name) != getattr(default, f.name)})
-        return data
 
 
 def capped_rank(model: nn.Module, rank: int, target_modules: tuple[str, ...]) -> int:
