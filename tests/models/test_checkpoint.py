@@ -135,3 +135,32 @@ def test_a_fixed_coefficient_merge_never_loads_the_model(tiny_model_dir, adapter
     assert main(["merge", "--model", str(tiny_model_dir), "--adapters", *map(str, adapters), "--method", method,
                  "--task", str(colour_task_dir), "--evaluate", "test", "--out", str(tmp_path / "scored")]) == 0
     assert len(loads) == 1
+
+
+def test_an_unscored_arrow_library_never_loads_the_model(tiny_model_dir, adapter_dirs, colour_task_dir, tmp_path,
+                                                         monkeypatch):
+    """Arrow without --evaluate checks the experts against the skeleton; the library equals the one a scored run
+    (which loads the model) writes, file for file."""
+    import lora_recycle.models.loading as loading
+    from lora_recycle.cli import main
+
+    loads = []
+    real = loading.load_base_model
+    monkeypatch.setattr(loading, "load_base_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    experts = ["--adapters", str(adapter_dirs["all_r4"]), str(adapter_dirs["patterns"]), "--general-adapters",
+               str(adapter_dirs["qv_r8"])]
+    unscored, scored = tmp_path / "unscored", tmp_path / "scored"
+    assert main(["merge", "--model", str(tiny_model_dir), "--method", "arrow_gks", *experts, "--out",
+                 str(unscored)]) == 0
+    assert loads == []
+    assert main(["merge", "--model", str(tiny_model_dir), "--method", "arrow_gks", *experts, "--task",
+                 str(colour_task_dir), "--evaluate", "test", "--out", str(scored)]) == 0
+    assert len(loads) == 1
+    files = sorted(p.relative_to(unscored) for p in unscored.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(scored) for p in scored.rglob("*") if p.is_file())
+    for name in files:
+        if name.suffix == ".safetensors":
+            left, right = load_file(unscored / name), load_file(scored / name)
+            assert left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
+        elif name.suffix == ".json" and name.name != "merge_result.json":
+            assert (unscored / name).read_text() == (scored / name).read_text(), name

@@ -62,12 +62,15 @@ class Inputs:
 
 def runs_base_model(request: PoolRequest, settings: MergeSettings, export: ExportOptions) -> bool:
     """Whether a merge runs the base model: to learn coefficients, score a model-based selection, evaluate or
-    write a full model. A fixed-coefficient merge (TIES, average, ...) only checks adapters against its weights."""
+    write a full model. A fixed-coefficient merge (TIES, average, ...) or an unscored Arrow library only checks
+    adapters against its weights."""
     from lora_recycle.recipe.presets import METHODS
     from lora_recycle.selection.strategies import STRATEGIES
 
     method = METHODS.lookup(settings.method)
-    if method.merge is None or settings.adaptive or export.merge_into_base or export.evaluate_split:
+    if settings.adaptive or export.merge_into_base or export.evaluate_split:
+        return True
+    if method.merge is None and not method.routed:  # a coefficient mix computed through the attached model
         return True
     if request.db is None or request.ids or settings.selection == "all":  # explicit, all or random
         return False

@@ -158,7 +158,8 @@ def route_pool(model, tokenizer, task, request: PoolRequest, settings: MergeSett
                evaluate_split: str | None = None, device: torch.device | str = "cpu", limit: int | None = None,
                explicit: list[LoraAdapter] | None = None, base_model: str | None = None,
                overwrite: bool = True) -> RoutedOutcome:
-    """Arrow per ``settings`` (a routed method's ``MergeSettings``) over the requested pool, on a loaded model.
+    """Arrow per ``settings`` (a routed method's ``MergeSettings``) over the requested pool, on a loaded model (or its
+    ``BaseSkeleton`` when nothing is scored).
 
     The explicit adapters (``explicit``: already read), then, from a catalog without ids, ``k`` selected
     as for any merge; the random-init control on every non-target expert (replacements too); the
@@ -167,6 +168,7 @@ def route_pool(model, tokenizer, task, request: PoolRequest, settings: MergeSett
     own folders; the CLI passes ``--overwrite``).
     """
     from lora_recycle.merging.controls import random_init_like
+    from lora_recycle.models.checkpoint import BaseSkeleton
     from lora_recycle.models.loading import base_model_name
     from lora_recycle.pool import load_pool_adapters
 
@@ -176,8 +178,9 @@ def route_pool(model, tokenizer, task, request: PoolRequest, settings: MergeSett
     target = request.target if request.include_target else None
     chosen, reserve, scores = [], [], {}
     if request.db is not None and not request.ids:
+        scorer = None if isinstance(model, BaseSkeleton) else model  # a skeleton runs nothing
         chosen, reserve, scores = select_experts(Path(request.db), settings.selection, settings.k or request.default_k,
-                                                 settings.seed, model, tokenizer, task, device, target,
+                                                 settings.seed, scorer, tokenizer, task, device, target,
                                                  {a.adapter_id for a in general})
         experts += load_pool_adapters(request.db, chosen)
     offset = settings.seed + len(experts)  # replacements are randomised too, each with its own seed
@@ -203,8 +206,10 @@ def run_route(model_dir: Path, task_dir: Path | None, request: PoolRequest, sett
               log: Callable[[str], None] | None = None) -> dict:
     """Route per ``settings`` over the requested pool, write the Arrow library to ``export.out`` (optionally
     scored on ``export.evaluate_split``) and return the JSON summary, in the shape of ``run_merge``'s."""
+    from lora_recycle.models.checkpoint import BaseSkeleton
     from lora_recycle.models.loading import base_model_name
     from lora_recycle.outputs import check_out_dir
+    from lora_recycle.recipe.run import runs_base_model
 
     unused = {"--merge-into-base": export.merge_into_base, "--save-dtype": export.save_dtype,
               "--base-model-id": export.base_model_id}
@@ -216,8 +221,10 @@ def run_route(model_dir: Path, task_dir: Path | None, request: PoolRequest, sett
     check_request(request, settings, task_dir)
     check_general(ArrowSettings.from_settings(settings).use_gks, bool(settings.general_adapters), settings.method)
     check_out_dir(export.out, export.overwrite)  # before any model or adapter loads
-    inputs = open_inputs(model_dir, task_dir, request, settings, export.evaluate_split, device, dtype, log)
+    inputs = open_inputs(model_dir, task_dir, request, settings, export.evaluate_split, device, dtype, log,
+                         run_model=runs_base_model(request, settings, export))
+    modules = inputs.model.model if isinstance(inputs.model, BaseSkeleton) else inputs.model
     outcome = route_pool(inputs.model, inputs.tokenizer, inputs.task, request, settings, export.out,
                          export.evaluate_split, inputs.device, explicit=inputs.explicit,
-                         base_model=base_model_name(inputs.model) or str(model_dir), overwrite=export.overwrite)
+                         base_model=base_model_name(modules) or str(model_dir), overwrite=export.overwrite)
     return outcome.summary(settings.method)
