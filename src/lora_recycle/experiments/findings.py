@@ -11,6 +11,7 @@ that side), or *inconclusive* (it straddles a margin).
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -160,14 +161,23 @@ def findings(rows: list[Row], method: str = "ours") -> list[dict[str, Any]]:
     return out
 
 
+def is_main_merge(row: Row) -> bool:
+    """A merge on the recycled pool, no control applied (what Table 2 and Figure 2 compare)."""
+    return row["kind"] == "merge" and row["pool"] == "recycled" and not row["random_init"] and not row["exclude_top"]
+
+
+def k_order(k: int | None) -> float:
+    """``k`` as a sort key: every number first, then ``all`` (None)."""
+    return math.inf if k is None else k
+
+
 def recipe_table(rows: list[Row], baseline_method: str = "ours") -> list[dict[str, Any]]:
     """Every merge run with the target-task LoRA against it: tasks won, the mean difference with its interval,
     and, where its random-init control ran, the control against both. ``goal`` is the issue's bar (a recipe
     without a control cannot meet it: nothing shows the gain comes from the recycled adapters)."""
     target = select(rows, kind="target_lora")
-    keys = sorted({(r["method"], r["k"]) for r in rows if r["kind"] == "merge" and r["with_target"]
-                   and not r["random_init"] and r["pool"] == "recycled" and not r["exclude_top"]},
-                  key=lambda key: (key[0], key[1] if key[1] is not None else 10**9))
+    keys = sorted({(r["method"], r["k"]) for r in rows if is_main_merge(r) and r["with_target"]},
+                  key=lambda key: (key[0], k_order(key[1])))
     out = []
     for method, k in keys:
         recipe, control = merges(rows, method, k, True), merges(rows, method, k, True, random_init=True)
@@ -207,9 +217,8 @@ def per_task_table(rows: list[Row]) -> dict[str, Any]:
 
     put("prompting", select(rows, kind="prompting"))
     put("target_lora", select(rows, kind="target_lora"))
-    keys = sorted({(r["method"], r["k"], r["with_target"]) for r in rows if r["kind"] == "merge"
-                   and r["pool"] == "recycled" and not r["random_init"] and not r["exclude_top"]},
-                  key=lambda key: (key[0], key[1] or 10**9, key[2]))
+    keys = sorted({(r["method"], r["k"], r["with_target"]) for r in rows if is_main_merge(r)},
+                  key=lambda key: (key[0], k_order(key[1]), key[2]))
     for method, k, with_target in keys:
         group = merges(rows, method, k, with_target)
         lrs = group[0].get("lr_variants") if group else None

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from lora_recycle.experiments.findings import MEANINGFUL_GAIN
+from lora_recycle.experiments.findings import MEANINGFUL_GAIN, is_main_merge, k_order
 from lora_recycle.experiments.paper import PAPER_SETTING
 from lora_recycle.experiments.results import ResultsStore
 from lora_recycle.serialization import json_safe
@@ -63,11 +63,6 @@ def complete_seeds(rows: list[Row]) -> list[Row]:
     return [r for group in by_seed.values() if {g["task"] for g in group} == tasks for r in group]
 
 
-def is_main_merge(row: Row) -> bool:
-    """A merge on the recycled pool, no control applied (what Table 2 and Figure 2 compare)."""
-    return row["kind"] == "merge" and row["pool"] == "recycled" and not row["random_init"] and not row["exclude_top"]
-
-
 def method_label(row: Row) -> str:
     """``method (k)``, saying when the row is the mean of learning-rate variants (``ours (10)``,
     ``pi_tuning (10), mean of lr 0.0001, 5e-05``)."""
@@ -91,7 +86,7 @@ def table2(rows: list[Row]) -> list[dict[str, Any]]:
     """Average accuracy per method without / with the target-task LoRA, then the two baselines."""
     out = []
     merges = _group((r for r in rows if is_main_merge(r)), lambda r: (r["method"], r["k"]))
-    for (method, k), group in sorted(merges.items(), key=lambda item: (item[0][0], item[0][1] or 10**9)):
+    for (method, k), group in sorted(merges.items(), key=lambda item: (item[0][0], k_order(item[0][1]))):
         entry: dict[str, Any] = {"method": method_label(group[0]), "name": method, "k": k}
         if group[0].get("lr_variants"):  # only then, so reports of one-lr studies keep their tables as published
             entry["lr_variants"] = group[0]["lr_variants"]
@@ -149,7 +144,7 @@ def improvement(rows: list[Row]) -> list[dict[str, Any]]:
     target = [r for r in rows if r["kind"] == "target_lora"]
     out = []
     merges = _group((r for r in rows if is_main_merge(r)), lambda r: (r["method"], r["k"], r["with_target"]))
-    for key in sorted(merges, key=lambda key: (key[0], key[1] or 10**9, key[2])):
+    for key in sorted(merges, key=lambda key: (key[0], k_order(key[1]), key[2])):
         group = merges[key]
         out.append({"method": method_label(group[0]), "with_target": key[2],
                     "vs_prompting": relative_improvement(group, prompting),
