@@ -63,7 +63,8 @@ class Inputs:
 def runs_base_model(request: PoolRequest, settings: MergeSettings, export: ExportOptions) -> bool:
     """Whether a merge runs the base model: to learn coefficients, score a model-based selection, evaluate or
     write a full model. A fixed-coefficient merge (TIES, average, ...) or an unscored Arrow library only checks
-    adapters against its weights."""
+    adapters against its weights, so it gets the model's skeleton, which the recipes then pass where a model goes:
+    when this is False nothing reads more of it than ``require_fits`` does."""
     from lora_recycle.recipe.presets import METHODS
     from lora_recycle.selection.strategies import STRATEGIES
 
@@ -131,8 +132,7 @@ def run_merge(model_dir: Path, task_dir: Path | None, request: PoolRequest, sett
     model, tokenizer, task, dev = inputs.model, inputs.tokenizer, inputs.task, inputs.device
     skeleton = isinstance(model, BaseSkeleton)  # nothing runs the model: it is only checked against
     with nullcontext() if skeleton else computing_in(model, request.precision, dev):  # scoring, tuning
-        pool = assemble_pool(request, settings, None if skeleton else model, tokenizer, task, dev,
-                             explicit=inputs.explicit, log=log)
+        pool = assemble_pool(request, settings, model, tokenizer, task, dev, explicit=inputs.explicit, log=log)
         outcome = merge_adapters(model, tokenizer, task, pool.adapters, settings, dev, target_id=pool.target_id)
     if outcome.is_base_model and log is not None:
         log(f"no combination of the {len(pool.ids)} adapters beat the base model ({settings.method} kept "

@@ -159,7 +159,7 @@ def route_pool(model, tokenizer, task, request: PoolRequest, settings: MergeSett
                explicit: list[LoraAdapter] | None = None, base_model: str | None = None,
                overwrite: bool = True) -> RoutedOutcome:
     """Arrow per ``settings`` (a routed method's ``MergeSettings``) over the requested pool, on a loaded model (or its
-    ``BaseSkeleton`` when nothing is scored).
+    ``BaseSkeleton`` when neither selection nor evaluation runs it: ``runs_base_model``).
 
     The explicit adapters (``explicit``: already read), then, from a catalog without ids, ``k`` selected
     as for any merge; the random-init control on every non-target expert (replacements too); the
@@ -168,7 +168,6 @@ def route_pool(model, tokenizer, task, request: PoolRequest, settings: MergeSett
     own folders; the CLI passes ``--overwrite``).
     """
     from lora_recycle.merging.controls import random_init_like
-    from lora_recycle.models.checkpoint import BaseSkeleton
     from lora_recycle.models.loading import base_model_name
     from lora_recycle.pool import load_pool_adapters
 
@@ -178,9 +177,8 @@ def route_pool(model, tokenizer, task, request: PoolRequest, settings: MergeSett
     target = request.target if request.include_target else None
     chosen, reserve, scores = [], [], {}
     if request.db is not None and not request.ids:
-        scorer = None if isinstance(model, BaseSkeleton) else model  # a skeleton runs nothing
         chosen, reserve, scores = select_experts(Path(request.db), settings.selection, settings.k or request.default_k,
-                                                 settings.seed, scorer, tokenizer, task, device, target,
+                                                 settings.seed, model, tokenizer, task, device, target,
                                                  {a.adapter_id for a in general})
         experts += load_pool_adapters(request.db, chosen)
     offset = settings.seed + len(experts)  # replacements are randomised too, each with its own seed
