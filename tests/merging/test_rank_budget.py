@@ -130,3 +130,32 @@ def test_invalid_arguments():
         fit_export_rank(adapter, max_error=1.0)
     with pytest.raises(ValueError):
         fit_export_rank(adapter, max_rank=0)
+
+
+@pytest.mark.parametrize("kwargs", [{"max_error": 0.01}, {"max_error": 0.001, "ceiling": 16},
+                                    {"max_error": 0.05, "max_rank": 6}])
+def test_each_module_is_decomposed_once(monkeypatch, kwargs):
+    """The budget's SVD also gives the truncation (one decomposition per module, the same factors as a second)."""
+    from lora_recycle.merging import rank_budget
+
+    adapter = adapter_of(module(16, 36), module(17, 30), module(18, 4))
+    calls: list[int] = []
+    real = rank_budget.factored_svd
+
+    def counted(A, B, scale=1.0):
+        calls.append(A.shape[0])
+        return real(A, B, scale)
+
+    expected = {p: m for p, m in adapter.modules.items()}
+    compressed, report = fit_export_rank(adapter, **kwargs)
+    monkeypatch.setattr(rank_budget, "factored_svd", counted)
+    again, _ = fit_export_rank(adapter, **kwargs)
+    assert sorted(calls) == sorted(m.rank for m in expected.values())
+    for path, m in compressed.modules.items():
+        U, S, V = real(expected[path].A, expected[path].B * expected[path].scale)
+        q = report.modules[path].rank
+        if q < expected[path].rank:  # a fresh SVD's truncation, factor for factor
+            root = S[:q].sqrt()
+            assert torch.equal(m.A, (root[:, None] * V[:, :q].T).to(m.A.dtype))
+            assert torch.equal(m.B, (U[:, :q] * root).to(m.B.dtype))
+        assert torch.equal(again.modules[path].A, m.A) and torch.equal(again.modules[path].B, m.B)

@@ -24,6 +24,7 @@ from lora_recycle.adapters.peft_io import SERVABLE_RANKS, uniform_rank
 from lora_recycle.merging.compress import factored_svd
 
 VLLM_MAX_RANK = max(SERVABLE_RANKS)
+Svd = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (U [out, t], S [n], V [in, t]): leading t triplets, all S
 # Used only when an exact export would exceed VLLM_MAX_RANK and the user set neither --max-error nor --max-rank.
 DEFAULT_MAX_ERROR = 0.05
 
@@ -86,10 +87,13 @@ class ExportRank:
                                 "error": m.error} for p, m in self.modules.items()}}
 
 
-def _truncate(module: LoraModule, q: int) -> tuple[LoraModule, float]:
-    """The best rank-``q`` factors of ``module`` (scale folded, sqrt(S) split evenly) and their error."""
-    A, B = module.A, module.B * module.scale
-    U, S, V = factored_svd(A, B)
+def _truncate(module: LoraModule, q: int, svd: Svd | None = None) -> tuple[LoraModule, float]:
+    """The best rank-``q`` factors of ``module`` (scale folded, sqrt(S) split evenly) and their error.
+
+    ``svd``: the module's leading singular triplets (at least ``q`` of them, all singular values), if known.
+    """
+    A = module.A
+    U, S, V = svd if svd is not None else factored_svd(A, module.B * module.scale)
     q = min(q, S.numel())
     root = S[:q].sqrt()
     truncated = LoraModule((root[:, None] * V[:, :q].T).to(A.dtype), (U[:, :q] * root).to(module.B.dtype), 1.0)
@@ -120,13 +124,17 @@ def fit_export_rank(
         note = (f"the exact merge needs rank {needed}, above {ceiling} (the largest LoRA rank vLLM serves); "
                 f"compressed to the default error budget --max-error {DEFAULT_MAX_ERROR:g}")
     cap = max_rank or math.inf
+    keep = int(min(cap, ceiling))  # no module is kept above this rank, whatever the budget finds
     needed_ranks: dict[str, int] = {}
+    svds: dict[str, Svd] = {}  # each SVD once: its leading ``keep`` triplets serve the truncation below
     for path, m in modules.items():
         if max_error is None:
             needed_ranks[path] = int(min(m.rank, cap))
         else:
-            S = factored_svd(m.A, m.B * m.scale)[1]
+            U, S, V = factored_svd(m.A, m.B * m.scale)
             needed_ranks[path] = int(min(rank_for_error(S, max_error), cap))
+            # copies, not views: a view would hold a dense module's whole [out, min(out, in)] U
+            svds[path] = (U[:, :keep].contiguous(), S, V[:, :keep].contiguous())
     rank = uniform_rank(list(needed_ranks.values()) or [1])
     if rank > ceiling:
         note = ((note + "; ") if note else "") + (
@@ -139,7 +147,7 @@ def fit_export_rank(
         if m.rank <= q:
             out[path], error = m, 0.0
         else:
-            out[path], error = _truncate(m, q)
+            out[path], error = _truncate(m, q, svds.pop(path, None))
         report[path] = ModuleRank(m.rank, needed_ranks[path], out[path].rank, error)
     result = ExportRank(rank, report, max_error, max_rank, compressed=True, note=note)
     return replace(adapter, modules=out), result
