@@ -89,7 +89,8 @@ def test_two_keys_for_one_factor_are_refused_at_scan_and_when_given(tmp_path, ti
 
 
 def test_mlx_keys_with_and_without_the_language_model_prefix_are_ambiguous():
-    from lora_recycle.adapters.mlx_io import mlx_factor, mlx_to_peft
+    from lora_recycle.adapters.formats import mlx_factor
+    from lora_recycle.adapters.mlx_io import mlx_to_peft
     from lora_recycle.adapters.untrusted import AdapterProblem
 
     a = torch.zeros(64, 4)

@@ -8,8 +8,9 @@ import torch
 from lora_recycle.models.fold import folded
 from lora_recycle.models.loading import load_base_model
 from lora_recycle.pool import load_pool_adapters
+from lora_recycle.pool.catalog import accepted_ids
 from lora_recycle.selection import from_catalog
-from lora_recycle.selection.from_catalog import accepted_ids, select_from_catalog
+from lora_recycle.selection.from_catalog import select_from_catalog
 from lora_recycle.tasks import load_task
 from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.loss import dataset_loss

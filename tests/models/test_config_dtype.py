@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lora_recycle.models.loading import config_dtype
+from lora_recycle.models.config_file import config_dtype
 
 
 @pytest.mark.parametrize(("config", "expected"), [

@@ -16,7 +16,7 @@ from pool_corpus import BASE_NAME, AdapterFactory, edit_config, folder_bytes, la
 from safetensors.torch import save_file
 
 from lora_recycle.adapters.card import write_card
-from lora_recycle.adapters.peft_io import CONFIG_NAME, WEIGHTS_NAME
+from lora_recycle.adapters.formats import CONFIG_NAME, WEIGHTS_NAME
 
 DEEP = 100_000
 Q0 = "base_model.model.model.layers.0.self_attn.q_proj"

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lora_recycle.adapters.card import write_card
-from lora_recycle.adapters.peft_io import CONFIG_NAME, WEIGHTS_NAME
+from lora_recycle.adapters.formats import CONFIG_NAME, WEIGHTS_NAME
 
 ALL_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 BASE_NAME = "tiny-llama"

@@ -7,7 +7,7 @@ import torch
 from pool_corpus import peft_to_mlx
 
 from lora_recycle.adapters import read_adapter, read_mlx_adapter, read_peft_adapter
-from lora_recycle.adapters.mlx_io import mlx_factor
+from lora_recycle.adapters.formats import mlx_factor
 from lora_recycle.errors import UserError
 
 

@@ -129,3 +129,24 @@ def test_projection_shapes_match_the_saved_model(base_dir, base_spec):
         assert header[f"{path}.weight"].shape == shape
     assert projection_shapes({"hidden_size": 8, "intermediate_size": 16, "num_attention_heads": 2,
                               "num_key_value_heads": 1, "head_dim": 8})["k_proj"] == (8, 8)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_tensors_read_without_torch_equal_torchs(tmp_path, dtype):
+    """The scan reads factors and base weights with numpy (bf16 by its bits): the same float64 values as torch's,
+    and a base weight's norm read in blocks equals torch's to round-off."""
+    from safetensors.torch import save_file
+
+    from lora_recycle.pool.header import read_float64, squared_norm
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {"w": (torch.randn(37, 29, generator=g) * 3).to(dtype), "v": torch.randn(5, generator=g).to(dtype)}
+    path = tmp_path / "t.safetensors"
+    save_file(tensors, path)
+    header = read_safetensors_header(path)
+    with open(path, "rb") as handle:
+        for key, tensor in tensors.items():
+            assert torch.equal(torch.from_numpy(read_float64(handle, header[key])), tensor.double())
+            for block in (2, 64, 1 << 26):  # blocks smaller than a row, several rows, the whole tensor
+                norm = squared_norm(handle, header[key], block_bytes=block) ** 0.5
+                assert norm == pytest.approx(float(tensor.double().norm()), rel=1e-12)

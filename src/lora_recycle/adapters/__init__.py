@@ -5,7 +5,8 @@ from typing import TYPE_CHECKING
 from lora_recycle.lazy import lazy_namespace
 
 if TYPE_CHECKING:
-    from lora_recycle.adapters.lora import LoraAdapter, LoraModule, lora_scale, union_paths
+    from lora_recycle.adapters.lora import LoraAdapter, LoraModule, union_paths
+    from lora_recycle.adapters.lora_config import lora_scale
     from lora_recycle.adapters.mlx_io import read_mlx_adapter
     from lora_recycle.adapters.paths import MODULE_TYPES, Coordinates, canonical_path, coordinates
     from lora_recycle.adapters.peft_io import read_peft_adapter, write_peft_adapter
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "LoraAdapter": "lora_recycle.adapters.lora",
     "LoraModule": "lora_recycle.adapters.lora",
-    "lora_scale": "lora_recycle.adapters.lora",
+    "lora_scale": "lora_recycle.adapters.lora_config",
     "union_paths": "lora_recycle.adapters.lora",
     "read_mlx_adapter": "lora_recycle.adapters.mlx_io",
     "MODULE_TYPES": "lora_recycle.adapters.paths",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -46,11 +45,6 @@ class LoraModule:
         """``||scale * B @ A||_F`` in float64 without building the product: ``sqrt(tr((B^T B)(A A^T)))``."""
         A, B = self.A.detach().double(), self.B.detach().double()
         return abs(self.scale) * float(((B.T @ B) * (A @ A.T)).sum().clamp(min=0)) ** 0.5
-
-
-def lora_scale(alpha: float, rank: int, use_rslora: bool) -> float:
-    """PEFT's scaling rule: ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA."""
-    return alpha / math.sqrt(rank) if use_rslora else alpha / rank
 
 
 @dataclass

@@ -6,6 +6,7 @@ Every problem is an ``AdapterProblem`` whose code is a pool rejection reason.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from lora_recycle.adapters.patterns import MatchBudget, PatternRules, compile_patterns, is_finite_number
@@ -75,3 +76,8 @@ def lora_numbers(config: dict, where: str, max_rank: int | None = None) -> LoraN
     for key, _, value in alpha_pattern.rules:
         check_alpha(value, f"alpha_pattern[{key!r}]", where)
     return LoraNumbers(rank, alpha, use_rslora, rank_pattern, alpha_pattern)
+
+
+def lora_scale(alpha: float, rank: int, use_rslora: bool) -> float:
+    """PEFT's scaling rule: ``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA."""
+    return alpha / math.sqrt(rank) if use_rslora else alpha / rank

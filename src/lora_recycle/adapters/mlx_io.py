@@ -12,63 +12,13 @@ from pathlib import Path
 import torch
 
 from lora_recycle.adapters.card import read_card_data
+from lora_recycle.adapters.formats import MLX_WEIGHTS_NAME, mlx_factor, mlx_lora_settings
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.adapters.paths import ambiguous_factor, peft_key
-from lora_recycle.adapters.peft_io import CONFIG_NAME, adapter_from_tensors, read_adapter_config
-from lora_recycle.adapters.untrusted import AdapterProblem, read_json_file
+from lora_recycle.adapters.peft_io import adapter_from_tensors, read_adapter_config
+from lora_recycle.adapters.untrusted import AdapterProblem
 from lora_recycle.adapters.weights_file import load_safetensors
 from lora_recycle.errors import UserError
-
-MLX_WEIGHTS_NAME = "adapters.safetensors"
-# mlx-lm's LoRALinear defaults, used when a config leaves them out.
-DEFAULT_MLX_RANK = 8
-DEFAULT_MLX_SCALE = 20.0
-_MLX_PREFIXES = ("language_model.",)
-
-
-def is_mlx_adapter(directory: str | Path) -> bool:
-    """True for an mlx-lm adapter (``adapters.safetensors``, or ``lora_parameters`` in its config)."""
-    directory = Path(directory)
-    if (directory / MLX_WEIGHTS_NAME).is_file():
-        return True
-    config_file = directory / CONFIG_NAME
-    if not config_file.is_file():
-        return False
-    try:
-        config = read_json_file(config_file)
-    except UserError:
-        return False
-    return isinstance(config, dict) and "lora_parameters" in config
-
-
-def mlx_factor(key: str) -> tuple[str, str] | None:
-    """Split an mlx key into ``(canonical module path, "A" | "B")``; None if not a LoRA factor.
-
-    >>> mlx_factor("model.layers.0.self_attn.q_proj.lora_a")
-    ('model.layers.0.self_attn.q_proj', 'A')
-    """
-    path, _, leaf = key.rpartition(".")
-    if leaf not in ("lora_a", "lora_b") or not path:
-        return None
-    for prefix in _MLX_PREFIXES:
-        if path.startswith(prefix):
-            path = path[len(prefix) :]
-    return path, leaf[-1].upper()
-
-
-def mlx_lora_settings(config: dict, where: str) -> tuple[int, float]:
-    """``(rank, absolute scale)`` of an mlx-lm adapter config; UserError if it is not a plain LoRA."""
-    kind = str(config.get("fine_tune_type", "lora")).lower()
-    if kind != "lora":
-        raise UserError(f"{where}: fine_tune_type {kind} is not LoRA")
-    params = config.get("lora_parameters") or {}
-    if not isinstance(params, dict):
-        raise UserError(f"{where}: field lora_parameters must be an object")
-    rank, scale = params.get("rank", DEFAULT_MLX_RANK), params.get("scale", DEFAULT_MLX_SCALE)
-    for name, value in (("lora_parameters.rank", rank), ("lora_parameters.scale", scale)):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise UserError(f"{where}: field {name} must be a number, got {value!r}")
-    return int(rank), float(scale)
 
 
 def mlx_to_peft(tensors: dict[str, torch.Tensor], config: dict, where: str) -> tuple[dict[str, torch.Tensor], dict]:

@@ -15,47 +15,25 @@ from safetensors.torch import save_file
 
 from lora_recycle.adapters.card import read_card_data
 from lora_recycle.adapters.finite import require_finite, require_finite_tensors, require_representable
-from lora_recycle.adapters.lora import LoraAdapter, LoraModule, lora_scale
-from lora_recycle.adapters.lora_config import lora_numbers
+from lora_recycle.adapters.formats import (
+    CONFIG_NAME,
+    PICKLE_WEIGHTS_NAME,
+    WEIGHTS_NAME,
+    check_lora_config,
+    read_adapter_config,
+)
+from lora_recycle.adapters.lora import LoraAdapter, LoraModule
+from lora_recycle.adapters.lora_config import lora_numbers, lora_scale
 from lora_recycle.adapters.paths import ambiguous_factor, canonical_path, coordinates, peft_key
 from lora_recycle.adapters.patterns import pattern_value  # noqa: F401 - part of this module's API
-from lora_recycle.adapters.untrusted import AdapterProblem, read_json_file
+from lora_recycle.adapters.untrusted import AdapterProblem
 from lora_recycle.adapters.weights_file import load_pickle_weights, load_safetensors
 from lora_recycle.errors import UserError
 from lora_recycle.outputs import incomplete_reason
 
-CONFIG_NAME = "adapter_config.json"
-WEIGHTS_NAME = "adapter_model.safetensors"
-PICKLE_WEIGHTS_NAME = "adapter_model.bin"
 FORMAT_VERSION = 1
 # vLLM accepts these LoRA ranks; a uniform rank from this set keeps an export servable.
 SERVABLE_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-
-
-def read_adapter_config(directory: Path) -> dict:
-    """Parse ``adapter_config.json`` (size- and depth-capped), raising a one-line UserError naming the file."""
-    config_file = Path(directory) / CONFIG_NAME
-    if not config_file.is_file():
-        raise UserError(f"{config_file}: not found (is {directory} a PEFT adapter directory?)")
-    config = read_json_file(config_file)
-    if not isinstance(config, dict):
-        raise UserError(f"{config_file}: expected a JSON object")
-    return config
-
-
-def check_lora_config(config: dict, where: str) -> None:
-    """Refuse adapter types whose weights are not a plain ``W + s B A`` update."""
-    peft_type = str(config.get("peft_type", "LORA")).upper()
-    if peft_type != "LORA":
-        raise UserError(f"{where}: peft_type {peft_type} is not LoRA")
-    if config.get("use_dora"):
-        raise UserError(f"{where}: DoRA adapters (use_dora=true) are not plain LoRA")
-    init = config.get("init_lora_weights", True)
-    if isinstance(init, str) and init.lower().split("_")[0] in ("pissa", "olora", "corda", "eva", "loftq"):
-        raise UserError(f"{where}: init_lora_weights={init} changes the base weights; not a plain LoRA")
-    for key in ("r", "lora_alpha"):
-        if key in config and not isinstance(config[key], int | float):
-            raise UserError(f"{where}: field {key} must be a number, got {config[key]!r}")
 
 
 def load_adapter_tensors(

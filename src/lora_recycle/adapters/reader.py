@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lora_recycle.adapters.formats import is_mlx_adapter
 from lora_recycle.adapters.lora import LoraAdapter
-from lora_recycle.adapters.mlx_io import is_mlx_adapter, read_mlx_adapter
+from lora_recycle.adapters.mlx_io import read_mlx_adapter
 from lora_recycle.adapters.peft_io import read_peft_adapter
 
 

@@ -43,20 +43,22 @@ def evaluate(
     quiet: QuietOpt = False,
 ) -> None:
     """Score the base model, or the base model with one adapter, on a task split."""
-    from lora_recycle.tasks import load_task
-
-    loaded_task = load_task(task)  # the task's own mistakes are reported before torch is even imported
-    loaded_task.require_rows(split, "evaluate")  # the split exists and has examples, before the model loads
-    from lora_recycle.models.loading import load_base_model, resolve_device
-    from lora_recycle.models.precision import computing_in, resolve_precision
     from lora_recycle.routing.arrow import is_arrow_dir, read_arrow_spec, routed_precision, scoring_model
-    from lora_recycle.tasks.scoring import evaluate_task, metric_label, resolve_metric
+    from lora_recycle.tasks import load_task
+    from lora_recycle.tasks.metrics import metric_label, resolve_metric
 
-    resolve_metric(loaded_task, metric)  # the metric is checked before the model loads too
+    # the task, the metric and the adapter are checked before torch is even imported (mistakes answer fast)
+    loaded_task = load_task(task)
+    loaded_task.require_rows(split, "evaluate")  # the split exists and has examples
+    resolve_metric(loaded_task, metric)
     routed = adapter is not None and is_arrow_dir(adapter)
     if routed:
-        read_arrow_spec(adapter)  # checked before the model loads
-    lora = adapter if routed or adapter is None else _checked(adapter, model)  # before the model loads
+        read_arrow_spec(adapter)
+    lora = adapter if routed or adapter is None else _checked(adapter, model)
+    from lora_recycle.models.loading import load_base_model, resolve_device
+    from lora_recycle.models.precision import computing_in, resolve_precision
+    from lora_recycle.tasks.scoring import evaluate_task
+
     dev = resolve_device(device)
     precision = resolve_precision(precision, dev)
     base, tokenizer = load_base_model(model, dev, dtype)
@@ -163,17 +165,14 @@ def merge(
     """
     from typing import get_args
 
-    from lora_recycle.merging.controls import NoiseStd
-    from lora_recycle.models.loading import resolve_device
-    from lora_recycle.models.precision import resolve_precision
+    from lora_recycle.merging.options import NoiseStd
     from lora_recycle.recipe.pool import PoolRequest
     from lora_recycle.recipe.run import ExportOptions
 
     merge_settings = choices.settings_from_flags(method, given_settings(settings))
     choices.check_choice("--noise-std", noise_std, get_args(NoiseStd))
     request = PoolRequest(adapter_dirs=list(adapters or []), db=db, ids=ids, target_dir=target_lora,
-                          random_init=random_init, noise_std=noise_std,
-                          precision=resolve_precision(precision, resolve_device(device)))
+                          random_init=random_init, noise_std=noise_std, precision=precision)
     export = ExportOptions(out, merge_into_base, evaluate_split, base_model_id, save_dtype,
                            overwrite=overwrite, metric=metric)
     run, report = _recipe(method)
@@ -287,7 +286,7 @@ def _checked(adapter_dir: Path, model_dir: Path, adapter_id: str | None = None):
 
 def _warn_if_k_exceeds_pool(db: Path, k: int) -> None:
     """Say so when the catalog holds fewer accepted adapters than asked for (all of them are then used)."""
-    from lora_recycle.selection.from_catalog import accepted_ids
+    from lora_recycle.pool.catalog import accepted_ids
 
     available = len(accepted_ids(db))
     if 0 < available < k:

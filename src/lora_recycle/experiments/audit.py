@@ -56,7 +56,7 @@ def condition_of(spec: RunSpec) -> str:
 def run_audit(config: ExperimentConfig, results_path: Path, executor: Executor | None = None,
               log: Callable[[str], None] = print, resamples: int = 2000, bootstrap_seed: int = 0) -> dict[str, Any]:
     """Run (or resume) the audit's runs and return accuracies, paired intervals and the verdict."""
-    from lora_recycle.selection.from_catalog import accepted_ids
+    from lora_recycle.pool.catalog import accepted_ids
 
     k = config.k[0]
     pool_size = len(accepted_ids(config.db))

@@ -408,7 +408,7 @@ def resolve_experiment(config: ExperimentConfig, source: str = "experiment", bui
     ``build=False`` (``experiment status``, ``prune``: commands that only read) refuses a hub that is not built
     yet with one line, instead of starting its build (the `full` hub trains for tens of minutes).
     """
-    from lora_recycle.selection.from_catalog import accepted_ids
+    from lora_recycle.pool.catalog import accepted_ids
 
     if config.hub is not None:
         from lora_recycle.minihub.hub import build_hub, hub_root

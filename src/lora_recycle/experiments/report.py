@@ -220,7 +220,7 @@ def target_lora_training(rows: Iterable[Row]) -> list[dict[str, Any]]:
 
 def metrics_used(rows: Iterable[Row]) -> list[str]:
     """The test metrics the runs were scored with, by label (runs recorded before metrics were stored say so)."""
-    from lora_recycle.tasks.scoring import metric_label
+    from lora_recycle.tasks.metrics import metric_label
 
     names = {(r.get("metrics") or {}).get("metric") for r in rows}
     return sorted(metric_label(n) if n else "unrecorded (loglik for multiple choice, exact match otherwise)"

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
 
 import torch
 
 from lora_recycle.adapters.lora import LoraAdapter, LoraModule
-
-NoiseStd = Literal["pooled", "per_adapter"]
+from lora_recycle.merging.options import NoiseStd
 
 
 def pooled_stds(adapters: list[LoraAdapter]) -> dict[str, tuple[float, float]]:

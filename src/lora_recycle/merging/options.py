@@ -16,3 +16,5 @@ Activation = Literal["softmax", "leaky_relu", "linear"]
 InitName = Literal["zero", "uniform", "first"]
 Init = InitName | float
 INIT_NAMES: tuple[str, ...] = get_args(InitName)
+# Random-init control: noise std per module pooled over the recycled adapters, or each adapter's own.
+NoiseStd = Literal["pooled", "per_adapter"]

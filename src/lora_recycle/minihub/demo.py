@@ -15,12 +15,12 @@ from lora_recycle import __version__
 from lora_recycle.minihub.demo_rows import DemoPlan, DemoRow, RowCache, RowJob, run_rows
 from lora_recycle.minihub.hub import DEMO_FIELDS, build_hub, profile_workers
 from lora_recycle.models.loading import load_base_model
+from lora_recycle.pool.catalog import accepted_ids
 from lora_recycle.recipe.pool import PoolRequest, selected_adapters
 from lora_recycle.recipe.presets import preset
 from lora_recycle.recipe.target import target_lora_dir
-from lora_recycle.selection.from_catalog import accepted_ids
 from lora_recycle.tasks import load_task
-from lora_recycle.tasks.scoring import metric_label, resolve_metric
+from lora_recycle.tasks.metrics import metric_label, resolve_metric
 from lora_recycle.tuning.target_lora import TargetLoraConfig
 
 __all__ = ["DemoRow", "RowCache", "budget_note", "demo_budgets", "demo_key", "render_table", "run_demo", "verdict",

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from lora_recycle.adapters.card import write_card
-from lora_recycle.adapters.lora import LoraAdapter, LoraModule, lora_scale
+from lora_recycle.adapters.lora import LoraAdapter, LoraModule
+from lora_recycle.adapters.lora_config import lora_scale
 from lora_recycle.adapters.paths import coordinates
 from lora_recycle.adapters.peft_io import write_peft_adapter
 from lora_recycle.errors import UserError
@@ -112,7 +113,7 @@ def write_derived_pool(catalog: Path, out: Path, n: int, seed: int = 0, broken: 
     """
     from lora_recycle.minihub.pool import break_adapter
     from lora_recycle.pool import load_pool_adapters
-    from lora_recycle.selection.from_catalog import accepted_ids
+    from lora_recycle.pool.catalog import accepted_ids
 
     if n < 1:
         raise UserError(f"--adapters must be at least 1, got {n}")

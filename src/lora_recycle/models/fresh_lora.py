@@ -7,7 +7,8 @@ from collections import Counter
 import torch
 from torch import nn
 
-from lora_recycle.adapters.lora import LoraAdapter, LoraModule, lora_scale, union_paths
+from lora_recycle.adapters.lora import LoraAdapter, LoraModule, union_paths
+from lora_recycle.adapters.lora_config import lora_scale
 
 FRESH_LORA_ID = "fresh-lora"
 

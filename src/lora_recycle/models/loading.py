@@ -86,28 +86,6 @@ def base_model_name(model) -> str:
     return str(getattr(model.config, "name_or_path", "") or getattr(model, "name_or_path", ""))
 
 
-def config_dtype(model_dir: str | Path) -> str | None:
-    """The storage dtype a model directory's ``config.json`` records (``dtype``, or the older ``torch_dtype``),
-    as ``float32`` / ``bfloat16`` / ``float16``; None when absent or another type."""
-    import json
-
-    try:
-        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    name = config.get("dtype") or config.get("torch_dtype") if isinstance(config, dict) else None
-    dtype = DTYPES.get(str(name).removeprefix("torch.")) if name else None
-    return {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}.get(dtype)
-
-
-def save_dtype_for(name: str | None, model_dir: str | Path) -> torch.dtype:
-    """The dtype to store an export in: ``name`` when given (``--save-dtype``), else the base model's own dtype
-    from its config (float32 when it records none), so a merged adapter is not larger than it needs to be."""
-    if name is not None and name not in ("float32", "bfloat16", "float16"):
-        raise UserError(f"--save-dtype {name!r}: choose one of float32, bfloat16, float16")
-    return DTYPES[name or config_dtype(model_dir) or "float32"]
-
-
 _LOADED: dict[tuple[str, str, str], tuple] = {}
 
 

@@ -1,7 +1,8 @@
 """What validation needs to know about the base model: its name (and aliases), module shapes and norms.
 
 Shapes come from the local model directory's ``config.json``; weight norms are read lazily from its
-safetensors files with ``safe_open``, one tensor at a time, and remembered.
+safetensors files (our own header parser, numpy, a block at a time: no torch), one tensor at a time, and
+remembered.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from safetensors import safe_open
 
 from lora_recycle.adapters.paths import MODULE_TYPES
 from lora_recycle.errors import UserError
+from lora_recycle.pool.header import NUMPY_FLOATS, TensorInfo, read_safetensors_header, squared_norm
 from lora_recycle.user_files import read_json
 
 # Suffixes of quantised or re-packaged mirrors that hold the same weights as the original.
@@ -74,6 +76,7 @@ class BaseModelSpec:
     num_layers: int = 0
     weights: dict[str, Path] = field(default_factory=dict)
     _norms: dict[str, float] = field(default_factory=dict, repr=False)
+    _headers: dict[Path, dict[str, TensorInfo]] = field(default_factory=dict, repr=False)
 
     def accepts(self, model_name: str) -> bool:
         """True if ``model_name`` names this base model (or a configured alias / mirror of it)."""
@@ -87,12 +90,19 @@ class BaseModelSpec:
     def weight_norm(self, path: str) -> float | None:
         """``||W||_F`` of a module (float64), read once from safetensors; None if the weights are absent."""
         if path not in self._norms:
-            file = self.weights.get(f"{path}.weight")
+            name = f"{path}.weight"
+            file = self.weights.get(name)
             if file is None:
                 return None
-            with safe_open(file, framework="pt") as handle:
-                tensor = handle.get_tensor(f"{path}.weight")
-            self._norms[path] = float(tensor.double().norm())
+            if file not in self._headers:
+                self._headers[file] = read_safetensors_header(file)
+            info = self._headers[file].get(name)
+            if info is None or info.dtype not in NUMPY_FLOATS:  # e.g. an fp8 checkpoint: torch reads those
+                with safe_open(file, framework="pt") as handle:
+                    self._norms[path] = float(handle.get_tensor(name).double().norm())
+            else:
+                with open(file, "rb") as handle:
+                    self._norms[path] = squared_norm(handle, info) ** 0.5
         return self._norms[path]
 
     def fingerprint(self) -> dict:
@@ -112,7 +122,7 @@ def _weight_files(model_dir: Path) -> dict[str, Path]:
         return {name: model_dir / file for name, file in weight_map.items()}
     single = model_dir / "model.safetensors"
     if single.is_file():
-        with safe_open(single, framework="pt") as handle:
+        with safe_open(single, framework="numpy") as handle:  # names only: no torch needed
             return {name: single for name in handle.keys()}  # noqa: SIM118 - safe_open has no __iter__
     return {}
 

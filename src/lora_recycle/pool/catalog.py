@@ -242,3 +242,11 @@ class Catalog:
 def _coords(path: str) -> tuple[int, str, str]:
     c = coordinates(path)
     return c.layer, c.sublayer, c.module_type
+
+
+def accepted_ids(db_path: str | Path) -> list[str]:
+    """Ids of every accepted adapter in the catalog."""
+    if not Path(db_path).is_file():
+        raise UserError(f"{db_path}: pool catalog not found (create it with `lora-recycle pool scan`)")
+    with Catalog(db_path, create=False) as catalog:
+        return sorted(row["id"] for row in catalog.rows(status="accepted"))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import torch
+import numpy as np
 
 # safetensors itself refuses headers above 100 MB; adapters need a few hundred KB at most.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -36,8 +36,9 @@ DTYPE_BYTES = {
     "U64": 8,
     "BOOL": 1,
 }
-TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
-FLOAT_DTYPES = frozenset(TORCH_DTYPES)
+# little-endian numpy views of the float dtypes; bf16 has none: its bits are the top half of a float32's
+NUMPY_FLOATS = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2"}
+FLOAT_DTYPES = frozenset(NUMPY_FLOATS)
 
 
 class HeaderError(ValueError):
@@ -111,17 +112,41 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
     return dict(pairs)
 
 
-def read_tensor(handle: BinaryIO, info: TensorInfo) -> torch.Tensor:
-    """Read one float tensor described by a checked header entry from an open file.
+def read_float64(handle: BinaryIO, info: TensorInfo) -> np.ndarray:
+    """Read one float tensor described by a checked header entry from an open file, as float64 (exact).
 
-    Plain reads rather than safetensors' memory map: that path keeps ~40 bytes per tensor alive,
-    which grows with the pool.
+    Plain reads rather than safetensors' memory map: that path keeps ~40 bytes per tensor alive, which
+    grows with the pool. numpy, not torch, so a scan never pays for importing torch.
     """
     handle.seek(info.start)
-    data = bytearray(handle.read(info.end - info.start))
-    if len(data) != info.end - info.start:
+    return _as_float64(_read_exactly(handle, info.end - info.start), info.dtype).reshape(info.shape)
+
+
+def squared_norm(handle: BinaryIO, info: TensorInfo, block_bytes: int = 1 << 26) -> float:
+    """The sum of squares of one float tensor, in float64, read ``block_bytes`` at a time (a base model's
+    largest weight never sits in memory whole, nor in float64)."""
+    width = DTYPE_BYTES[info.dtype]
+    step = max(width, block_bytes // width * width)
+    total = 0.0
+    handle.seek(info.start)
+    for offset in range(info.start, info.end, step):
+        values = _as_float64(_read_exactly(handle, min(step, info.end - offset)), info.dtype)
+        total += float(values @ values)
+    return total
+
+
+def _read_exactly(handle: BinaryIO, size: int) -> bytes:
+    data = handle.read(size)
+    if len(data) != size:
         raise HeaderError("file shorter than its header says (truncated)")
-    return torch.frombuffer(data, dtype=TORCH_DTYPES[info.dtype]).reshape(info.shape)
+    return data
+
+
+def _as_float64(data: bytes, dtype: str) -> np.ndarray:
+    values = np.frombuffer(data, dtype=NUMPY_FLOATS[dtype])
+    if dtype == "BF16":
+        values = (values.astype(np.uint32) << 16).view(np.float32)
+    return values.astype(np.float64)
 
 
 def _tensor_info(name: str, entry: object, data_size: int) -> TensorInfo:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from lora_recycle.adapters.peft_io import CONFIG_NAME, WEIGHTS_NAME
+from lora_recycle.adapters.formats import CONFIG_NAME, WEIGHTS_NAME
 from lora_recycle.errors import UserError
 from lora_recycle.pool.sources import CARD_NAME
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lora_recycle.adapters.lora import LoraAdapter
-from lora_recycle.adapters.reader import read_adapter
 from lora_recycle.adapters.untrusted import AdapterProblem
 from lora_recycle.errors import UserError
 from lora_recycle.outputs import incomplete_reason
@@ -17,6 +16,9 @@ from lora_recycle.pool.catalog import Catalog
 from lora_recycle.pool.scan import file_fingerprint
 from lora_recycle.pool.sources import Candidate
 from lora_recycle.pool.validate import ValidationPolicy, validate_adapter
+
+if TYPE_CHECKING:
+    from lora_recycle.adapters.lora import LoraAdapter
 
 # A folder given by name is the user's choice: its card's license is not asked for and its config may call
 # the base model by another name; everything else (shapes against the base model, ranks, patterns, keys,
@@ -31,6 +33,8 @@ def load_pool_adapters(db_path: str | Path, ids: Sequence[str]) -> list[LoraAdap
     Refuses unknown or rejected ids, and adapters whose files changed since the scan (size, mtime, config
     and card content, weights sha256), with a UserError. Factors must be finite.
     """
+    from lora_recycle.adapters.reader import read_adapter  # torch: only once the ids are checked
+
     if not ids:
         raise UserError("no adapter ids given")
     with Catalog(db_path, create=False) as catalog:
@@ -78,5 +82,7 @@ def read_checked_adapter(
         detail = detail.removeprefix(f"{directory}: ")
         more = f" (also {', '.join(list(reasons)[1:])})" if len(reasons) > 1 else ""
         raise AdapterProblem(code, f"adapter {adapter_id} ({directory}) is refused, {code}: {detail}{more}")
+    from lora_recycle.adapters.reader import read_adapter  # torch: only for an adapter that passed
+
     return read_adapter(directory, allow_pickle=policy.allow_pickle, adapter_id=adapter_id,
                         expected_sha256=result.sha256)

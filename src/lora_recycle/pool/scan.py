@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lora_recycle.adapters.peft_io import CONFIG_NAME
+from lora_recycle.adapters.formats import CONFIG_NAME
 from lora_recycle.adapters.untrusted import MAX_CONFIG_BYTES
 from lora_recycle.pool.base_spec import BaseModelSpec
 from lora_recycle.pool.catalog import Catalog, catalog_write_error

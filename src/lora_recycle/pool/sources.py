@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from lora_recycle.adapters.mlx_io import MLX_WEIGHTS_NAME
-from lora_recycle.adapters.peft_io import CONFIG_NAME, PICKLE_WEIGHTS_NAME, WEIGHTS_NAME
+from lora_recycle.adapters.formats import CONFIG_NAME, MLX_WEIGHTS_NAME, PICKLE_WEIGHTS_NAME, WEIGHTS_NAME
 from lora_recycle.errors import UserError
 
 SourceKind = Literal["directory", "hf_cache", "hub"]

@@ -15,19 +15,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from lora_recycle.adapters.card import read_card_data
-from lora_recycle.adapters.lora import lora_scale
-from lora_recycle.adapters.lora_config import LoraNumbers, check_alpha, check_rank, lora_numbers
-from lora_recycle.adapters.mlx_io import MLX_WEIGHTS_NAME, mlx_factor, mlx_lora_settings
+from lora_recycle.adapters.formats import (
+    MLX_WEIGHTS_NAME,
+    WEIGHTS_NAME,
+    check_lora_config,
+    mlx_factor,
+    mlx_lora_settings,
+    read_adapter_config,
+)
+from lora_recycle.adapters.lora_config import LoraNumbers, check_alpha, check_rank, lora_numbers, lora_scale
 from lora_recycle.adapters.paths import ambiguous_factor, canonical_path
-from lora_recycle.adapters.peft_io import WEIGHTS_NAME, check_lora_config, read_adapter_config
 from lora_recycle.adapters.untrusted import AdapterProblem
 from lora_recycle.errors import UserError
 from lora_recycle.pool.base_spec import BaseModelSpec
 from lora_recycle.pool.deadline import Deadline, ValidationTimeout
-from lora_recycle.pool.header import FLOAT_DTYPES, MAX_HEADER_BYTES, HeaderError, read_safetensors_header, read_tensor
+from lora_recycle.pool.header import FLOAT_DTYPES, MAX_HEADER_BYTES, HeaderError, read_float64, read_safetensors_header
 from lora_recycle.pool.records import REASONS, ModuleInfo, ValidationResult
 from lora_recycle.pool.sources import CARD_NAME, MARKER_NAMES, PICKLE_NAMES
 
@@ -240,10 +244,10 @@ def _locate_weights(directory: Path, result: ValidationResult, hints: dict) -> P
 
 @dataclass
 class _Weights:
-    """Uniform access to tensors from a memory-mapped safetensors file or a weights-only pickle."""
+    """Uniform access to tensors, as float64 arrays, from a safetensors file or a weights-only pickle."""
 
     header: dict[str, tuple[str, tuple[int, ...]]]
-    get: Callable[[str], torch.Tensor]
+    get: Callable[[str], np.ndarray]
 
 
 @contextmanager
@@ -261,13 +265,15 @@ def _open_weights(path: Path, result: ValidationResult, policy: ValidationPolicy
         return
     with handle:
         shapes = {key: (info.dtype, info.shape) for key, info in header.items()}
-        yield _Weights(shapes, lambda key: read_tensor(handle, header[key]))
+        yield _Weights(shapes, lambda key: read_float64(handle, header[key]))
 
 
 def _load_pickle(path: Path, result: ValidationResult, policy: ValidationPolicy) -> _Weights | None:
     if not policy.allow_pickle:
         result.reject("not_safetensors", f"{path.name}: pickle weights are never unpickled without --allow-pickle")
         return None
+    import torch
+
     try:
         # weights_only=True refuses any pickle that would build objects or call functions.
         tensors = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
@@ -280,7 +286,7 @@ def _load_pickle(path: Path, result: ValidationResult, policy: ValidationPolicy)
     result.format = f"{result.format}-pickle"
     dtypes = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64"}
     header = {k: (dtypes.get(t.dtype, str(t.dtype)), tuple(t.shape)) for k, t in tensors.items()}
-    return _Weights(header, tensors.__getitem__)
+    return _Weights(header, lambda key: tensors[key].double().numpy())
 
 
 def _map_factors(
@@ -379,12 +385,11 @@ def _check_tensors(
     for path, pair in modules.items():
         deadline.check(f"reading {path}")
         try:
-            A, B = (weights.get(pair[f].key).double() for f in ("A", "B"))
-        except (HeaderError, OSError, RuntimeError) as exc:
+            A, B = (weights.get(pair[f].key) for f in ("A", "B"))
+        except (HeaderError, OSError, RuntimeError, ValueError) as exc:
             result.reject("corrupt", f"tensor of {path}: {exc}")
             return
         # numpy for these tiny r x r products: torch's thread pool costs ~15 ms a call on a busy 2-CPU box
-        A, B = A.numpy(), B.numpy()
         if pair["A"].transpose:
             A, B = A.T, B.T
         if not (np.isfinite(A).all() and np.isfinite(B).all()):

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
-from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.recipe.settings import MergeSettings
 from lora_recycle.tasks.format import Task
 
 if TYPE_CHECKING:
+    import torch
+
+    from lora_recycle.adapters.lora import LoraAdapter
     from lora_recycle.pool.base_spec import BaseModelSpec
     from lora_recycle.selection.sharded import Workers
 
@@ -107,8 +107,9 @@ def selected_adapters(request: PoolRequest, settings: MergeSettings, model=None,
     if request.db is None or request.ids:
         return Pool([])
     from lora_recycle.pool import load_pool_adapters
+    from lora_recycle.pool.catalog import accepted_ids
     from lora_recycle.recipe.with_target import recycled_count
-    from lora_recycle.selection.from_catalog import accepted_ids, select_from_catalog
+    from lora_recycle.selection.from_catalog import select_from_catalog
 
     scores: dict[str, float] = {}
     count = recycled_count(settings.k or request.default_k, request.with_target)  # k counts the target LoRA
@@ -129,7 +130,7 @@ def k_shortfall(request: PoolRequest, settings: MergeSettings) -> str | None:
     """A warning when the catalog holds fewer accepted adapters than the selection asks for (all are then used)."""
     if request.db is None or request.ids or (settings.selection == "all" and settings.k is None):
         return None
-    from lora_recycle.selection.from_catalog import accepted_ids
+    from lora_recycle.pool.catalog import accepted_ids
 
     k, available = settings.k or request.default_k, len(accepted_ids(request.db))
     if 0 < available < k:

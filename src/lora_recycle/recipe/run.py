@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from lora_recycle.tasks.format import Task
 
 
+SAVE_DTYPES = ("float32", "bfloat16", "float16")  # --save-dtype: how an exported adapter is stored
+
+
 @dataclass
 class ExportOptions:
     """Where and how to write the merge: a PEFT adapter (default) or a full model folder."""
@@ -85,7 +88,6 @@ def open_inputs(model_dir: Path, task_dir: Path | None, request: PoolRequest, se
 
     Without ``run_model`` the inputs hold the model's skeleton where the directory allows one (no tokenizer):
     its weights are read one at a time, as ``require_fits`` asks for them."""
-    from lora_recycle.models.loading import load_base_model, resolve_device
     from lora_recycle.tasks import load_task
 
     task = load_task(task_dir) if task_dir else None
@@ -104,7 +106,11 @@ def open_inputs(model_dir: Path, task_dir: Path | None, request: PoolRequest, se
     shortfall = k_shortfall(request, settings)
     if shortfall and log is not None:
         log(shortfall)
+    from lora_recycle.models.loading import load_base_model, resolve_device  # torch: the inputs are checked
+    from lora_recycle.models.precision import resolve_precision
+
     dev = resolve_device(device)
+    request.precision = resolve_precision(request.precision, dev)  # ``auto`` measures on the device
     if not run_model:
         from lora_recycle.models.checkpoint import open_skeleton
 
@@ -121,14 +127,17 @@ def run_merge(model_dir: Path, task_dir: Path | None, request: PoolRequest, sett
 
     ``log`` receives warnings for people (e.g. a k larger than the catalog).
     """
-    from lora_recycle.models.checkpoint import BaseSkeleton
+    check_request(request, settings, task_dir)
+    base_id, store_name = export_target(model_dir, export)
+    inputs = open_inputs(model_dir, task_dir, request, settings, export.evaluate_split, device, dtype, log,
+                         run_model=runs_base_model(request, settings, export))
+    from lora_recycle.models.checkpoint import BaseSkeleton  # torch: every input is checked by now
+    from lora_recycle.models.loading import DTYPES
     from lora_recycle.models.precision import computing_in
     from lora_recycle.recipe.merge import merge_adapters
 
-    check_request(request, settings, task_dir)
-    base_id, store_dtype = export_target(model_dir, export)
-    inputs = open_inputs(model_dir, task_dir, request, settings, export.evaluate_split, device, dtype, log,
-                         run_model=runs_base_model(request, settings, export))
+    store_dtype = DTYPES[store_name]
+
     model, tokenizer, task, dev = inputs.model, inputs.tokenizer, inputs.task, inputs.device
     skeleton = isinstance(model, BaseSkeleton)  # nothing runs the model: it is only checked against
     with nullcontext() if skeleton else computing_in(model, request.precision, dev):  # scoring, tuning
@@ -162,15 +171,19 @@ def run_merge(model_dir: Path, task_dir: Path | None, request: PoolRequest, sett
     return summary
 
 
-def export_target(model_dir: Path, export: ExportOptions) -> tuple[BaseModelId, torch.dtype]:
-    """The base model's Hub id and the storage dtype of the export, checked before any model loads."""
+def export_target(model_dir: Path, export: ExportOptions) -> tuple[BaseModelId, str]:
+    """The base model's Hub id and the name of the export's storage dtype, checked before any model loads."""
     from lora_recycle.adapters.base_model_id import resolve_base_model_id
-    from lora_recycle.models.loading import save_dtype_for
+    from lora_recycle.models.config_file import config_dtype
 
     if export.merge_into_base and export.save_dtype is not None:
         raise UserError("--save-dtype sets an adapter's storage; with --merge-into-base the model is saved in --dtype")
+    if export.save_dtype is not None and export.save_dtype not in SAVE_DTYPES:
+        raise UserError(f"--save-dtype {export.save_dtype!r}: choose one of {', '.join(SAVE_DTYPES)}")
     check_out_dir(export.out, export.overwrite)
-    return resolve_base_model_id(model_dir, export.base_model_id), save_dtype_for(export.save_dtype, model_dir)
+    # the base model's own dtype by default, so a merged adapter is not larger than it needs to be
+    return (resolve_base_model_id(model_dir, export.base_model_id),
+            export.save_dtype or config_dtype(model_dir) or "float32")
 
 
 def export_warnings(summary: dict[str, Any]) -> list[str]:

@@ -13,18 +13,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lora_recycle import __version__
-from lora_recycle.adapters.export import write_record
-from lora_recycle.adapters.lora import LoraAdapter
-from lora_recycle.adapters.peft_io import write_peft_adapter
 from lora_recycle.errors import UserError
 from lora_recycle.escaping import table_cell
 from lora_recycle.recipe.settings import MergeSettings
-from lora_recycle.routing.pool import ArrowPool, ModuleRule
 from lora_recycle.user_files import read_json
+
+if TYPE_CHECKING:  # torch: the writers import their modules when they run (reading a spec needs none of it)
+    from lora_recycle.adapters.lora import LoraAdapter
+    from lora_recycle.routing.pool import ArrowPool, ModuleRule
 
 ARROW_CONFIG_NAME = "arrow_config.json"
 FORMAT_VERSION = 1  # of arrow_config.json
@@ -75,8 +76,7 @@ def _with_alpha_for_rank(adapter: LoraAdapter, rank: int) -> LoraAdapter:
     rslora = bool(adapter.metadata.get("use_rslora", False))
     scale = Counter(m.scale for m in adapter.modules.values()).most_common(1)[0][0]
     alpha = scale * (rank**0.5 if rslora else rank)
-    return LoraAdapter(adapter.modules, adapter.adapter_id, adapter.base_model,
-                       {"lora_alpha": alpha, "use_rslora": rslora})
+    return replace(adapter, metadata={"lora_alpha": alpha, "use_rslora": rslora})
 
 
 def write_arrow_dir(pool: ArrowPool, out_dir: str | Path, base_model: str, method: str, settings: ArrowSettings,
@@ -88,6 +88,8 @@ def write_arrow_dir(pool: ArrowPool, out_dir: str | Path, base_model: str, metho
     Written atomically (``outputs.atomic_dir``): a non-empty ``out_dir`` needs ``overwrite``, and a killed run
     leaves nothing that loads.
     """
+    from lora_recycle.adapters.export import write_record
+    from lora_recycle.adapters.peft_io import write_peft_adapter
     from lora_recycle.outputs import atomic_dir
 
     with atomic_dir(out_dir, overwrite) as partial:

@@ -14,19 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
-from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.errors import UserError
 from lora_recycle.recipe.pool import PoolRequest, explicit_adapters, read_folder, read_target
 from lora_recycle.recipe.run import ExportOptions, check_request, open_inputs
 from lora_recycle.recipe.settings import MergeSettings
 from lora_recycle.routing.arrow import ArrowSettings, routed, write_arrow_dir
-from lora_recycle.routing.pool import ArrowPool, ModuleRule, prepare_arrow_pool
-from lora_recycle.tasks.scoring import EvalResult
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch: imported by the functions that route, after run_route has checked its inputs
+    import torch
+
+    from lora_recycle.adapters.lora import LoraAdapter
     from lora_recycle.pool.base_spec import BaseModelSpec
+    from lora_recycle.routing.pool import ArrowPool, ModuleRule
+    from lora_recycle.tasks.scoring import EvalResult
 
 
 @dataclass
@@ -59,7 +59,8 @@ def select_experts(db: Path, selection: str, k: int, seed: int, model, tokenizer
     the ranking, in order: it replaces adapters the module rule drops. Ids in ``exclude`` (the
     general adapters) are never experts.
     """
-    from lora_recycle.selection.from_catalog import accepted_ids, select_from_catalog
+    from lora_recycle.pool.catalog import accepted_ids
+    from lora_recycle.selection.from_catalog import select_from_catalog
 
     slots = k - (1 if target is not None else 0)
     accepted = [i for i in accepted_ids(db) if i not in exclude]
@@ -81,6 +82,8 @@ def fill_dropped(experts: list[LoraAdapter], general: list[LoraAdapter], reserve
 
     Replacements must cover the routed modules, so the pool keeps its size when the catalog allows.
     """
+    from lora_recycle.routing.pool import prepare_arrow_pool
+
     pool = prepare_arrow_pool(experts, general, rule, required_ids)
     missing = len(pool.dropped)
     if not missing or not reserve:
@@ -135,6 +138,7 @@ def route_adapters(model, tokenizer, task, experts: list[LoraAdapter], general: 
     non-empty ``out`` is replaced only with ``overwrite``.
     """
     from lora_recycle.models.inject import require_fits
+    from lora_recycle.routing.pool import prepare_arrow_pool
     from lora_recycle.tasks.scoring import evaluate_task
 
     check_general(settings.use_gks, bool(general), method)

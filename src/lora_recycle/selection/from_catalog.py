@@ -11,6 +11,7 @@ import torch
 
 from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.errors import UserError
+from lora_recycle.pool.catalog import accepted_ids
 from lora_recycle.selection.ranking import top_k
 from lora_recycle.selection.strategies import STRATEGIES, ScoringInputs, choose, score
 from lora_recycle.tasks.format import Task
@@ -29,16 +30,6 @@ def adapter_fingerprint(adapter: LoraAdapter) -> str:
         for tensor in (module.A, module.B):
             digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def accepted_ids(db_path: str | Path) -> list[str]:
-    """Ids of every accepted adapter in the catalog."""
-    from lora_recycle.pool import Catalog
-
-    if not Path(db_path).is_file():
-        raise UserError(f"{db_path}: pool catalog not found (create it with `lora-recycle pool scan`)")
-    with Catalog(db_path, create=False) as catalog:
-        return sorted(row["id"] for row in catalog.rows(status="accepted"))
 
 
 def select_from_catalog(
@@ -77,7 +68,7 @@ def select_from_catalog(
     if chosen.needs == "model":
         if task is None or (model is None and workers is None):
             raise UserError(f"{strategy} selection needs --task and --model")
-        from lora_recycle.tasks.scoring import resolve_metric
+        from lora_recycle.tasks.metrics import resolve_metric
 
         task.split(split)  # an unknown split name is a user error before any scoring
         key = task.content_hash()

@@ -20,6 +20,7 @@ from lora_recycle.progress import progress_bar
 from lora_recycle.tasks.encoded import encode_task
 from lora_recycle.tasks.format import Example, Task
 from lora_recycle.tasks.loss import selected_logits, supports_selective_head
+from lora_recycle.tasks.metrics import resolve_metric
 from lora_recycle.tasks.prompting import pad_token_id
 from lora_recycle.tasks.shared_prefix import cache_keyword, choice_logprobs, prefix_cached_prompts
 
@@ -78,34 +79,6 @@ class EvalResult:
     def correct_marks(self) -> str:
         """``"1"`` (right) or ``"0"`` (wrong) per example, in split order."""
         return "".join("1" if ok else "0" for ok in self.correct or [])
-
-
-METRICS = ("loglik", "exact_match")
-METRIC_ALIASES = {"accuracy": "loglik", "loglik": "loglik", "exact_match": "exact_match"}
-METRIC_LABELS = {"loglik": "choice log-likelihood accuracy", "exact_match": "greedy-generation exact match"}
-
-
-def metric_label(name: str) -> str:
-    """How tables and verdicts name a metric, e.g. ``greedy-generation exact match``."""
-    return METRIC_LABELS.get(name, name)
-
-
-def resolve_metric(task: Task, metric: str | None = None) -> str:
-    """The metric a split is scored with: ``metric``, else the task's own, else ``loglik`` (multiple choice).
-
-    Generation tasks are always scored by exact match; asking them for ``loglik`` is an error.
-    """
-    from lora_recycle.errors import UserError
-
-    requested = metric or task.spec.metric or "accuracy"
-    if requested not in METRIC_ALIASES:
-        raise UserError(f"--metric {requested!r}: choose one of {', '.join(METRICS)}")
-    name = METRIC_ALIASES[requested]
-    if task.type == "generation":
-        if metric is not None and name == "loglik":
-            raise UserError(f"--metric loglik: task {task.name} is a generation task (scored by exact_match)")
-        return "exact_match"
-    return name
 
 
 def normalize_answer(text: str) -> str:
