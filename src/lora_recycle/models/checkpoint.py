@@ -1,6 +1,6 @@
 """A base model's linear layers without loading its weights: modules from its config (meta device), ||W||_F read
-one tensor at a time from its safetensors files. A fixed-coefficient merge needs no more (``require_fits``), so
-TIES over an 8B model's LoRAs does not load 16 GB."""
+one tensor at a time, a block at a time, from its safetensors files (each header parsed once). A fixed-coefficient
+merge needs no more (``require_fits``), so TIES over an 8B model's LoRAs does not load 16 GB."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from lora_recycle.outputs import incomplete_reason
+from lora_recycle.pool.header import NUMPY_FLOATS, HeaderError, TensorInfo, read_safetensors_header, squared_norm
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -23,24 +24,21 @@ class BaseSkeleton:
 
     model: nn.Module
     weights: dict[str, tuple[Path, str]]  # module path -> (safetensors file, tensor name)
+    entries: dict[str, TensorInfo] = field(default_factory=dict)  # tensor name -> its place in the file
     _norms: dict[str, float] = field(default_factory=dict)
 
     def weight_norm(self, path: str) -> float:
-        """``||W||_F`` (float64) of the linear layer at ``path``, read from disk once."""
+        """``||W||_F`` (float64) of the linear layer at ``path``, read from disk once, a block at a time."""
         if path not in self._norms:
-            from safetensors import safe_open
-
             file, name = self.weights[path]
-            with safe_open(str(file), framework="pt") as handle:
-                weight = handle.get_tensor(name)
-            self._norms[path] = float(torch.linalg.vector_norm(weight, dtype=torch.float64))
+            with open(file, "rb") as handle:
+                self._norms[path] = squared_norm(handle, self.entries[name]) ** 0.5
         return self._norms[path]
 
 
-def _stored_tensors(model_dir: Path) -> dict[str, tuple[Path, tuple[int, ...]]] | None:
-    """Tensor name -> (safetensors file, shape), from each file's header; None without safetensors files."""
-    from safetensors import safe_open
-
+def _stored_tensors(model_dir: Path) -> dict[str, tuple[Path, TensorInfo]] | None:
+    """Tensor name -> (safetensors file, header entry), from each file's header; None without safetensors files
+    (or with one our header parser refuses: the full load then reports it)."""
     if (model_dir / INDEX).is_file():
         weight_map = json.loads((model_dir / INDEX).read_text(encoding="utf-8")).get("weight_map")
         if not isinstance(weight_map, dict):
@@ -52,9 +50,11 @@ def _stored_tensors(model_dir: Path) -> dict[str, tuple[Path, tuple[int, ...]]] 
         return None
     tensors = {}
     for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            for name in handle.keys():  # noqa: SIM118 (a handle, not a dict)
-                tensors[name] = (file, tuple(handle.get_slice(name).get_shape()))
+        try:
+            header = read_safetensors_header(file)
+        except (HeaderError, OSError):
+            return None
+        tensors.update({name: (file, info) for name, info in header.items()})
     return tensors
 
 
@@ -90,9 +90,11 @@ def open_skeleton(model_dir: str | Path) -> BaseSkeleton | None:
             if not isinstance(module, nn.Linear):
                 continue
             name = next((n for n in names.get(id(module.weight), []) if n in stored), None)
-            if name is None or stored[name][1] != tuple(module.weight.shape):
+            if name is None or stored[name][1].shape != tuple(module.weight.shape):
+                return None
+            if stored[name][1].dtype not in NUMPY_FLOATS:  # e.g. fp8 weights: the loaded model reads those
                 return None
             weights[path] = (stored[name][0], name)
     except Exception:  # noqa: BLE001 - anything odd: load the model as before, which names the problem
         return None
-    return BaseSkeleton(model, weights)
+    return BaseSkeleton(model, weights, {name: stored[name][1] for _, name in weights.values()})
