@@ -17,9 +17,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lora_recycle.adapters.lora import LoraAdapter
 from lora_recycle.errors import UserError
 from lora_recycle.experiments.config import ResolvedExperiment
 from lora_recycle.experiments.executors import Executor, LocalExecutor
@@ -35,6 +34,9 @@ from lora_recycle.recipe.target import (
     target_lora_dir,
 )
 from lora_recycle.tuning.target_config import TargetLoraConfig
+
+if TYPE_CHECKING:
+    from lora_recycle.adapters.lora import LoraAdapter
 
 IN_HOUSE_PREFIX = "in-house:"
 INPUTS_KEY = "inputs"  # results meta: the inputs_fingerprint its runs were recorded on
