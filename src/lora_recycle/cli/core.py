@@ -244,11 +244,9 @@ def select(
     """Select k adapters from a pool catalog for a task (scores are cached in the catalog, per precision)."""
     from lora_recycle.errors import UserError
     from lora_recycle.escaping import printable
-    from lora_recycle.models.loading import load_base_model, resolve_device
-    from lora_recycle.models.precision import resolve_precision
-    from lora_recycle.selection.from_catalog import select_from_catalog
     from lora_recycle.tasks import load_task
 
+    # the flags, the task, the target LoRA and the catalog are checked before torch is imported
     choices.check_choice("--strategy", strategy, choices.catalog_strategies())
     if include_target and target_lora is None:
         raise UserError("--include-target needs --target-lora DIR")
@@ -256,7 +254,10 @@ def select(
     target = _checked(target_lora, model, f"target:{target_lora.name}") if target_lora else None
     _warn_if_k_exceeds_pool(db, k)
     needs_model = choices.STRATEGIES[strategy].needs == "model"
+    from lora_recycle.models.loading import load_base_model, resolve_device
+    from lora_recycle.models.precision import resolve_precision
     from lora_recycle.recipe.with_target import recycled_count
+    from lora_recycle.selection.from_catalog import select_from_catalog
 
     count = recycled_count(k, include_target)
     with executor_for(executor, ray_address) as chosen:
