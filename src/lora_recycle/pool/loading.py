@@ -62,12 +62,30 @@ def load_pool_adapters(db_path: str | Path, ids: Sequence[str]) -> list[LoraAdap
 
 
 def read_checked_adapter(
-    directory: str | Path, base: BaseModelSpec, adapter_id: str | None = None, policy: ValidationPolicy = GIVEN_POLICY
+    directory: str | Path, base: BaseModelSpec, adapter_id: str | None = None, policy: ValidationPolicy = GIVEN_POLICY,
+    sha256: str | None = None,
 ) -> LoraAdapter:
     """Read an adapter folder given directly, through the pool's validation against ``base``.
 
     The weights are parsed from the very bytes that were validated (their sha256), so what is checked is
     what is merged. A rejection is an ``AdapterProblem`` with its reason code, naming the adapter and folder.
+    ``sha256``: the folder passed ``check_adapter_folder`` already, with weights of that hash.
+    """
+    directory = Path(directory)
+    adapter_id = adapter_id or directory.name
+    if sha256 is None:
+        sha256 = check_adapter_folder(directory, base, adapter_id, policy)
+    from lora_recycle.adapters.reader import read_adapter  # torch: only for an adapter that passed
+
+    return read_adapter(directory, allow_pickle=policy.allow_pickle, adapter_id=adapter_id, expected_sha256=sha256)
+
+
+def check_adapter_folder(
+    directory: str | Path, base: BaseModelSpec, adapter_id: str | None = None, policy: ValidationPolicy = GIVEN_POLICY
+) -> str:
+    """The pool's validation of one adapter folder given directly (no torch); returns its weights' sha256.
+
+    A rejection is an ``AdapterProblem`` with its reason code, naming the adapter and folder.
     """
     directory = Path(directory)
     adapter_id = adapter_id or directory.name
@@ -82,7 +100,4 @@ def read_checked_adapter(
         detail = detail.removeprefix(f"{directory}: ")
         more = f" (also {', '.join(list(reasons)[1:])})" if len(reasons) > 1 else ""
         raise AdapterProblem(code, f"adapter {adapter_id} ({directory}) is refused, {code}: {detail}{more}")
-    from lora_recycle.adapters.reader import read_adapter  # torch: only for an adapter that passed
-
-    return read_adapter(directory, allow_pickle=policy.allow_pickle, adapter_id=adapter_id,
-                        expected_sha256=result.sha256)
+    return result.sha256

@@ -53,6 +53,7 @@ class PoolRequest:
     precision: str = "fp32"  # model-scored selection (evaluation, loss) runs and caches its scores in this
     workers: Workers | None = None  # model-scored selection in shards on these (e.g. Ray); None: on the model
     base: BaseModelSpec | None = None  # folders are read through the pool's validation against it (if set)
+    checked: dict[str, str] = field(default_factory=dict)  # folder -> weights sha256, validated against ``base``
 
     @property
     def with_target(self) -> bool:
@@ -73,12 +74,25 @@ class Pool:
         return [a.adapter_id for a in self.adapters]
 
 
+def check_folders(request: PoolRequest) -> None:
+    """Validate every adapter folder the user gave (``adapter_dirs``, ``target_dir``) against ``request.base``
+    before any is read: a refused one answers before torch is imported, whatever its place on the command line."""
+    from lora_recycle.pool.loading import check_adapter_folder
+
+    named = [(p, Path(p).name) for p in request.adapter_dirs]
+    if request.target is None and request.target_dir is not None:
+        named.append((request.target_dir, f"target:{Path(request.target_dir).name}"))
+    for directory, adapter_id in named:
+        if str(directory) not in request.checked:
+            request.checked[str(directory)] = check_adapter_folder(directory, request.base, adapter_id)
+
+
 def read_folder(request: PoolRequest, directory: str | Path, adapter_id: str) -> LoraAdapter:
     """One adapter folder given by the user: through the pool's validation when ``request.base`` is set."""
     if request.base is not None:
         from lora_recycle.pool import read_checked_adapter
 
-        return read_checked_adapter(directory, request.base, adapter_id)
+        return read_checked_adapter(directory, request.base, adapter_id, sha256=request.checked.get(str(directory)))
     from lora_recycle.adapters import read_peft_adapter
 
     return read_peft_adapter(directory, adapter_id=adapter_id)

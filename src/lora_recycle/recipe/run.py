@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 from lora_recycle.errors import UserError
 from lora_recycle.outputs import atomic_dir, check_out_dir
-from lora_recycle.recipe.pool import Pool, PoolRequest, assemble_pool, explicit_adapters, k_shortfall, read_target
+from lora_recycle.recipe.pool import (
+    Pool,
+    PoolRequest,
+    assemble_pool,
+    check_folders,
+    explicit_adapters,
+    k_shortfall,
+    read_target,
+)
 from lora_recycle.recipe.settings import MergeSettings
 
 if TYPE_CHECKING:
@@ -101,6 +109,8 @@ def open_inputs(model_dir: Path, task_dir: Path | None, request: PoolRequest, se
         from lora_recycle.pool import load_base_spec
 
         request.base = load_base_spec(model_dir, flag="--model")  # folders are checked as a scan checks them
+    if request.base is not None:
+        check_folders(request)  # every folder, before any is read
     explicit = explicit_adapters(request)  # unknown ids fail before the model loads
     read_target(request)
     shortfall = k_shortfall(request, settings)
