@@ -38,6 +38,14 @@ def cache_dir(tmp_path_factory) -> Path:
     return path
 
 
+def shared_cache(tmp_path_factory) -> Path:
+    """A cache folder of this run shared by all its xdist workers (write into it under a file lock)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-cache"  # this run's only
+    shared.mkdir(exist_ok=True)
+    return shared
+
+
 def seed_tokenizer(cache: Path, tmp_path_factory) -> None:
     """Put SmolLM2's tokenizer into ``cache``, extracted from the GGUF (~10 s) once for all xdist workers."""
     import shutil
@@ -49,12 +57,39 @@ def seed_tokenizer(cache: Path, tmp_path_factory) -> None:
     target = cache / "tokenizers" / "smollm2"
     if (target / "tokenizer.json").is_file():
         return
-    base = tmp_path_factory.getbasetemp()
-    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-cache"  # this run's only
-    shared.mkdir(exist_ok=True)
+    shared = shared_cache(tmp_path_factory)
     with FileLock(shared / "tokenizer.lock"):
         source = ensure_tokenizer(shared)
     shutil.copytree(source, target)
+
+
+@pytest.fixture(scope="session")
+def tiny_hub(cache_dir, tmp_path_factory):
+    """The tiny mini-hub (seed 0) in this worker's cache. Built once per run for all xdist workers (~20 s; the
+    build itself is what test_demo and test_workers check) and copied, unless another worker is building it at
+    that moment (then built here, rather than waiting idle). ``build_hub`` then finds every adapter built and
+    catalogues the copy where it lies."""
+    import shutil
+
+    from filelock import FileLock, Timeout
+
+    from lora_recycle.minihub.hub import build_hub, hub_root
+
+    root = hub_root("tiny", cache_dir, 0)
+    if not (root / "manifest.json").is_file():
+        shared = shared_cache(tmp_path_factory)
+        try:
+            with FileLock(shared / "tiny-hub.lock").acquire(timeout=0):
+                built = hub_root("tiny", shared, 0)
+                if not (built / "manifest.json").is_file():
+                    build_hub("tiny", shared, 0)
+                shutil.copytree(shared / "models" / "tiny-llama", cache_dir / "models" / "tiny-llama",
+                                dirs_exist_ok=True)
+                shutil.copytree(built, root, ignore=shutil.ignore_patterns("pool.db", "manifest.json"),
+                                dirs_exist_ok=True)
+        except Timeout:
+            pass
+    return build_hub("tiny", cache_dir, 0)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from lora_recycle.models.loading import load_base_model
 from lora_recycle.tasks import load_task
 
 
-def test_tiny_hub_and_demo(tmp_path, cache_dir, capsys):
+def test_tiny_hub_and_demo(tmp_path, cache_dir, tiny_hub, capsys):
     out = tmp_path / "demo"
     assert main(["hub", "build", "--profile", "tiny", "--cache-dir", str(cache_dir), "--json"]) == 0
     hub = json.loads(capsys.readouterr().out)
@@ -93,18 +93,17 @@ def test_demo_rows_resume_after_a_lost_row(tmp_path):
     assert not list((tmp_path / "rows").glob("*.partial"))
 
 
-def test_demo_rows_in_two_workers_equal_rows_run_here(tmp_path, cache_dir):
+def test_demo_rows_in_two_workers_equal_rows_run_here(tmp_path, tiny_hub):
     """Rows run side by side in worker processes (the target-task LoRA trained once, in one of them) give
     the numbers the same rows give in this process, at the workers' one thread."""
     import torch
 
     from lora_recycle.minihub import demo_rows
     from lora_recycle.minihub.demo_rows import DemoPlan, RowJob, run_rows
-    from lora_recycle.minihub.hub import build_hub
     from lora_recycle.recipe.presets import preset
     from lora_recycle.tuning.target_lora import TargetLoraConfig
 
-    hub = build_hub("tiny", cache_dir)
+    hub = tiny_hub
     name = hub.target_tasks[0]
     ours = preset("ours").with_overrides(steps=4, eval_every=2, seed=0, k=3)
     pool = tuple(a.name for a in hub.adapters[:3])

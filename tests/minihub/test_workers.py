@@ -15,10 +15,10 @@ def _pool(root: Path) -> dict:
     return {a["path"]: (a["task"], a["rank"], a["source_accuracy"], a["base_accuracy"]) for a in manifest["adapters"]}
 
 
-def test_two_workers_rebuild_what_one_worker_built(tmp_path, cache_dir):
+def test_two_workers_rebuild_what_one_worker_built(tmp_path, cache_dir, tiny_hub):
     """Adapters trained in two worker processes match the one-process build, and a build resumes: only the
     missing adapters (and the missing base scores) are computed again, in the workers."""
-    serial = build_hub("tiny", cache_dir, seed=0, workers=1)
+    serial = tiny_hub  # built in one process (the tiny profile's default)
     other = tmp_path / "cache"  # a copy of that hub with adapters of three source tasks removed
     for part in ("tokenizers", "models"):  # extracting and building these again tests nothing here
         shutil.copytree(cache_dir / part, other / part)
@@ -77,14 +77,14 @@ def test_a_worker_exits_when_its_build_is_killed(tmp_path):
     raise AssertionError(f"worker {child} still running after its parent was killed")
 
 
-def test_progress_advances_once_per_adapter(cache_dir):
+def test_progress_advances_once_per_adapter(tiny_hub):
     """Workers report each finished adapter (not each source task), so a long build's bar moves steadily."""
     from lora_recycle.minihub.hub import PROFILES
     from lora_recycle.minihub.pool import plan_pool
     from lora_recycle.minihub.tasks import SOURCE_TASKS
     from lora_recycle.minihub.trainer import TrainerSetup, job_groups, run_jobs
 
-    hub = build_hub("tiny", cache_dir, seed=0, workers=1)
+    hub = tiny_hub
     profile = PROFILES["tiny"]
     plans = plan_pool(list(SOURCE_TASKS), profile.pool_size, profile.adapter_steps, 0, profile.adapter_lr,
                       profile.adapter_batch_size)

@@ -20,13 +20,6 @@ def cli(*args, cache_dir: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def tiny_hub(cache_dir):
-    from lora_recycle.minihub.hub import build_hub
-
-    return build_hub("tiny", cache_dir, 0)
-
-
 def test_merge_arrow_on_the_tiny_hub_then_evaluate(tiny_hub, tmp_path):
     out = tmp_path / "arrow"
     task = tiny_hub.tasks["phrase_sentiment"]
