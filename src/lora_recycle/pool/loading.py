@@ -33,7 +33,7 @@ def load_pool_adapters(db_path: str | Path, ids: Sequence[str]) -> list[LoraAdap
     Refuses unknown or rejected ids, and adapters whose files changed since the scan (size, mtime, config
     and card content, weights sha256), with a UserError. Factors must be finite.
     """
-    from lora_recycle.adapters.reader import read_adapter  # torch: only once the ids are checked
+    from lora_recycle.adapters.reader import read_adapter  # torch (imported here, not with this module)
 
     if not ids:
         raise UserError("no adapter ids given")
