@@ -12,10 +12,7 @@ import torch
 from torch import nn
 
 from lora_recycle.outputs import incomplete_reason
-from lora_recycle.pool.header import NUMPY_FLOATS, HeaderError, TensorInfo, read_safetensors_header, squared_norm
-
-INDEX = "model.safetensors.index.json"
-SINGLE = "model.safetensors"
+from lora_recycle.pool.header import NUMPY_FLOATS, TensorInfo, checkpoint_files, read_safetensors_header, stored_norm
 
 
 @dataclass
@@ -24,38 +21,17 @@ class BaseSkeleton:
 
     model: nn.Module
     weights: dict[str, tuple[Path, str]]  # module path -> (safetensors file, tensor name)
-    entries: dict[str, TensorInfo] = field(default_factory=dict)  # tensor name -> its place in the file
+    headers: dict[Path, dict[str, TensorInfo]] = field(default_factory=dict)  # each file's parsed header
     _norms: dict[str, float] = field(default_factory=dict)
 
     def weight_norm(self, path: str) -> float:
         """``||W||_F`` (float64) of the linear layer at ``path``, read from disk once, a block at a time."""
         if path not in self._norms:
             file, name = self.weights[path]
-            with open(file, "rb") as handle:
-                self._norms[path] = squared_norm(handle, self.entries[name]) ** 0.5
+            norm = stored_norm(file, name, self.headers)
+            assert norm is not None, f"{name}: open_skeleton admits float weights only"
+            self._norms[path] = norm
         return self._norms[path]
-
-
-def _stored_tensors(model_dir: Path) -> dict[str, tuple[Path, TensorInfo]] | None:
-    """Tensor name -> (safetensors file, header entry), from each file's header; None without safetensors files
-    (or with one our header parser refuses: the full load then reports it)."""
-    if (model_dir / INDEX).is_file():
-        weight_map = json.loads((model_dir / INDEX).read_text(encoding="utf-8")).get("weight_map")
-        if not isinstance(weight_map, dict):
-            return None
-        files = sorted({model_dir / str(file) for file in weight_map.values()})
-    elif (model_dir / SINGLE).is_file():
-        files = [model_dir / SINGLE]
-    else:
-        return None
-    tensors = {}
-    for file in files:
-        try:
-            header = read_safetensors_header(file)
-        except (HeaderError, OSError):
-            return None
-        tensors.update({name: (file, info) for name, info in header.items()})
-    return tensors
 
 
 def open_skeleton(model_dir: str | Path) -> BaseSkeleton | None:
@@ -70,7 +46,9 @@ def open_skeleton(model_dir: str | Path) -> BaseSkeleton | None:
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
         if not isinstance(config, dict) or config.get("quantization_config") is not None:
             return None
-        stored = _stored_tensors(model_dir)
+        # each file's header (one our parser refuses: the full load then reports it)
+        headers = {file: read_safetensors_header(file) for file in set(checkpoint_files(model_dir).values())}
+        stored = {name: (file, info) for file, header in headers.items() for name, info in header.items()}
         if not stored:
             return None
         from transformers import AutoConfig, AutoModelForCausalLM
@@ -97,4 +75,4 @@ def open_skeleton(model_dir: str | Path) -> BaseSkeleton | None:
             weights[path] = (stored[name][0], name)
     except Exception:  # noqa: BLE001 - anything odd: load the model as before, which names the problem
         return None
-    return BaseSkeleton(model, weights, {name: stored[name][1] for _, name in weights.values()})
+    return BaseSkeleton(model, weights, headers)

@@ -7,7 +7,6 @@ remembered.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from safetensors import safe_open
 
 from lora_recycle.adapters.paths import MODULE_TYPES
 from lora_recycle.errors import UserError
-from lora_recycle.pool.header import NUMPY_FLOATS, TensorInfo, read_safetensors_header, squared_norm
+from lora_recycle.pool.header import TensorInfo, checkpoint_files, stored_norm
 from lora_recycle.user_files import read_json
 
 # Suffixes of quantised or re-packaged mirrors that hold the same weights as the original.
@@ -94,15 +93,11 @@ class BaseModelSpec:
             file = self.weights.get(name)
             if file is None:
                 return None
-            if file not in self._headers:
-                self._headers[file] = read_safetensors_header(file)
-            info = self._headers[file].get(name)
-            if info is None or info.dtype not in NUMPY_FLOATS:  # e.g. an fp8 checkpoint: torch reads those
+            norm = stored_norm(file, name, self._headers)
+            if norm is None:  # e.g. an fp8 checkpoint: torch reads those
                 with safe_open(file, framework="pt") as handle:
-                    self._norms[path] = float(handle.get_tensor(name).double().norm())
-            else:
-                with open(file, "rb") as handle:
-                    self._norms[path] = squared_norm(handle, info) ** 0.5
+                    norm = float(handle.get_tensor(name).double().norm())
+            self._norms[path] = norm
         return self._norms[path]
 
     def fingerprint(self) -> dict:
@@ -113,18 +108,6 @@ class BaseModelSpec:
             "shapes": sorted(self.shapes.items()),
             "weights": bool(self.weights),
         }
-
-
-def _weight_files(model_dir: Path) -> dict[str, Path]:
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-        return {name: model_dir / file for name, file in weight_map.items()}
-    single = model_dir / "model.safetensors"
-    if single.is_file():
-        with safe_open(single, framework="numpy") as handle:  # names only: no torch needed
-            return {name: single for name in handle.keys()}  # noqa: SIM118 - safe_open has no __iter__
-    return {}
 
 
 def load_base_spec(model_dir: str | Path, base_name: str | None = None, aliases: tuple[str, ...] = (),
@@ -150,4 +133,4 @@ def load_base_spec(model_dir: str | Path, base_name: str | None = None, aliases:
     # The directory name is always an alias: adapters trained on this local copy name its path.
     all_aliases = tuple(dict.fromkeys((*aliases, model_dir.resolve().name)))
     shapes = module_paths(layers, projection_shapes(config, str(config_file)))
-    return BaseModelSpec(name, shapes, all_aliases, layers, _weight_files(model_dir))
+    return BaseModelSpec(name, shapes, all_aliases, layers, checkpoint_files(model_dir))

@@ -17,6 +17,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+INDEX = "model.safetensors.index.json"  # a sharded model's tensor name -> file map
+SINGLE = "model.safetensors"
 # safetensors itself refuses headers above 100 MB; adapters need a few hundred KB at most.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 DTYPE_BYTES = {
@@ -133,6 +135,28 @@ def squared_norm(handle: BinaryIO, info: TensorInfo, block_bytes: int = 1 << 26)
         values = _as_float64(_read_exactly(handle, min(step, info.end - offset)), info.dtype)
         total += float(values @ values)
     return total
+
+
+def checkpoint_files(model_dir: Path) -> dict[str, Path]:
+    """Tensor name -> safetensors file of a model directory (through its index, or its single file); {} without."""
+    if (model_dir / INDEX).is_file():
+        weight_map = json.loads((model_dir / INDEX).read_text(encoding="utf-8")).get("weight_map", {})
+        return {name: model_dir / file for name, file in weight_map.items()}
+    if (model_dir / SINGLE).is_file():
+        return dict.fromkeys(read_safetensors_header(model_dir / SINGLE), model_dir / SINGLE)
+    return {}
+
+
+def stored_norm(file: Path, name: str, headers: dict[Path, dict[str, TensorInfo]]) -> float | None:
+    """``||T||_F`` (float64) of tensor ``name`` in the safetensors ``file``, read a block at a time; None when the
+    file holds no such tensor in a float dtype numpy reads (fp8, ...). ``headers`` keeps each parsed header."""
+    if file not in headers:
+        headers[file] = read_safetensors_header(file)
+    info = headers[file].get(name)
+    if info is None or info.dtype not in NUMPY_FLOATS:
+        return None
+    with open(file, "rb") as handle:
+        return squared_norm(handle, info) ** 0.5
 
 
 def _read_exactly(handle: BinaryIO, size: int) -> bytes:
